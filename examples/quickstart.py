@@ -1,0 +1,1 @@
+../src/serversync/demo.py

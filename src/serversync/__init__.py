@@ -1,0 +1,82 @@
+"""serversync: an embeddable async engine that synchronizes CRM email with mail servers.
+
+It does for any CRM backend what Dynamics 365 server-side synchronization does for Dynamics:
+it reads incoming mail (IMAP, POP3, Exchange), decides which messages are relevant and
+stores them once as email activities linked to the right records, and sends CRM email that
+is pending send. Hosts provide storage and credentials through the ports in
+:mod:`serversync.ports`; :mod:`serversync.testing` has in-memory adapters for tests.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from serversync.adapters.credentials import MappingCredentials
+from serversync.engine import BaseSyncObserver, SyncEngine, SystemClock, Transports
+from serversync.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    ErrorScope,
+    LeaseLostError,
+    MalformedMessageError,
+    MessageRejectedError,
+    OperationTimeoutError,
+    PermanentError,
+    RecipientsRefusedError,
+    ServerBusyError,
+    StorageConflictError,
+    SyncError,
+    TransientError,
+)
+from serversync.model import *  # noqa: F403  (the model's __all__ is part of ours)
+from serversync.model import __all__ as _model_all
+from serversync.ports import *  # noqa: F403
+from serversync.ports import __all__ as _ports_all
+from serversync.relevance import default_rules, evaluate
+from serversync.settings import (
+    ExpiredClaimPolicy,
+    Limits,
+    OrganizationSettings,
+    RetryPolicy,
+    Schedule,
+    SyncSettings,
+    Timeouts,
+)
+
+try:
+    __version__ = version("serversync")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
+
+__all__ = [
+    "AuthenticationError",
+    "BaseSyncObserver",
+    "ConfigurationError",
+    "ConnectionFailedError",
+    "ErrorScope",
+    "ExpiredClaimPolicy",
+    "LeaseLostError",
+    "Limits",
+    "MalformedMessageError",
+    "MappingCredentials",
+    "MessageRejectedError",
+    "OperationTimeoutError",
+    "OrganizationSettings",
+    "PermanentError",
+    "RecipientsRefusedError",
+    "RetryPolicy",
+    "Schedule",
+    "ServerBusyError",
+    "StorageConflictError",
+    "SyncEngine",
+    "SyncError",
+    "SyncSettings",
+    "SystemClock",
+    "Timeouts",
+    "TransientError",
+    "Transports",
+    "__version__",
+    "default_rules",
+    "evaluate",
+    *_model_all,
+    *_ports_all,
+]

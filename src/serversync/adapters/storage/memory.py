@@ -1,0 +1,384 @@
+"""Dict-based repositories with the uniqueness and claim semantics a database gives.
+
+Every method checks ``faults`` before it takes effect and after, so tests can fail or
+"crash" at exactly that point. Values are immutable, so nothing handed out can change the
+store behind its back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import final
+
+import attrs
+
+from serversync.adapters._faults import FaultPlan, FaultPoint
+from serversync.errors import LeaseLostError
+from serversync.model import (
+    ActivityId,
+    AddResult,
+    AlreadyExists,
+    Checkpoint,
+    ClaimToken,
+    Created,
+    CrmRecord,
+    DedupeKey,
+    EmailActivity,
+    EmailServerProfile,
+    EmailStatus,
+    Mailbox,
+    MailboxId,
+    MailboxTrackingFolder,
+    MessageId,
+    ProfileId,
+    QueueItem,
+    QueueItemId,
+    RecordRef,
+    SendClaim,
+    SendFailed,
+    SendOutcome,
+    SendReleased,
+    SendRetry,
+    SendSucceeded,
+    SendUncertain,
+    Workload,
+    WorkloadState,
+)
+from serversync.model.messages import normalize_address
+from serversync.ports import RecordDirectory, Repositories
+
+__all__ = ["InMemoryDirectory", "InMemoryStorage"]
+
+
+@attrs.frozen
+class _Claim:
+    token: ClaimToken
+    owner: str
+    expires_at: datetime
+
+
+@attrs.frozen
+class _Lease:
+    owner: str
+    until: datetime
+
+
+@final
+class InMemoryStorage(Repositories):
+    """Every repository port over dicts; also the host-side setup helpers tests need."""
+
+    def __init__(self, *, faults: FaultPlan | None = None) -> None:
+        self.faults = faults or FaultPlan()
+        self._profiles: dict[ProfileId, EmailServerProfile] = {}
+        self._mailboxes: dict[MailboxId, Mailbox] = {}
+        self._states: dict[tuple[MailboxId, Workload], WorkloadState] = {}
+        self._checkpoints: dict[tuple[MailboxId, str], Checkpoint] = {}
+        self._activities: dict[ActivityId, EmailActivity] = {}
+        self._by_key: dict[DedupeKey, ActivityId] = {}
+        self._queue_items: dict[tuple[str, ActivityId], QueueItem] = {}
+        self._claims: dict[ActivityId, _Claim] = {}
+        self._tracking_folders: dict[MailboxId, list[MailboxTrackingFolder]] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._order = itertools.count()
+        self._inserted: dict[ActivityId, int] = {}
+
+    # -- host-side setup ------------------------------------------------------------------------
+
+    def add_profile(self, profile: EmailServerProfile) -> None:
+        """Store or replace a profile."""
+        self._profiles[profile.id] = profile
+
+    def add_mailbox(self, mailbox: Mailbox) -> None:
+        """Store or replace a mailbox."""
+        self._mailboxes[mailbox.id] = mailbox
+
+    def add_tracking_folder(self, rule: MailboxTrackingFolder) -> None:
+        """Store a folder-level tracking rule."""
+        self._tracking_folders.setdefault(rule.mailbox_id, []).append(rule)
+
+    def put_activity(self, activity: EmailActivity) -> None:
+        """Store an email as the host would (a draft to send, a past email), keeping the
+        (Message-ID, direction) uniqueness."""
+        key = activity.dedupe_key
+        if key is not None:
+            holder = self._by_key.get(key)
+            if holder is not None and holder != activity.id:
+                raise ValueError(f"{key} already belongs to email {holder}")
+            self._by_key[key] = activity.id
+        self._activities[activity.id] = activity
+        self._inserted.setdefault(activity.id, next(self._order))
+
+    def activities(self) -> list[EmailActivity]:
+        """Every stored email, in insertion order."""
+        return sorted(self._activities.values(), key=lambda a: self._inserted[a.id])
+
+    def queue_items(self) -> list[QueueItem]:
+        """Every queue item."""
+        return list(self._queue_items.values())
+
+    # -- fault points ---------------------------------------------------------------------------
+
+    def _before(self, operation: str) -> None:
+        self.faults.check(operation, FaultPoint.BEFORE)
+
+    def _after(self, operation: str) -> None:
+        self.faults.check(operation, FaultPoint.AFTER)
+
+    # -- profiles and mailboxes -----------------------------------------------------------------
+
+    async def get_profile(self, profile_id: ProfileId) -> EmailServerProfile | None:
+        self._before("get_profile")
+        return self._profiles.get(profile_id)
+
+    async def list_mailboxes(self) -> Sequence[Mailbox]:
+        self._before("list_mailboxes")
+        return list(self._mailboxes.values())
+
+    async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
+        self._before("get_mailbox")
+        return self._mailboxes.get(mailbox_id)
+
+    # -- workload state and checkpoints ---------------------------------------------------------
+
+    async def get_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload
+    ) -> WorkloadState | None:
+        self._before("get_workload_state")
+        return self._states.get((mailbox_id, workload))
+
+    async def save_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
+    ) -> None:
+        self._before("save_workload_state")
+        self._states[(mailbox_id, workload)] = state
+        self._after("save_workload_state")
+
+    async def load_checkpoint(self, mailbox_id: MailboxId, folder: str) -> Checkpoint | None:
+        self._before("load_checkpoint")
+        return self._checkpoints.get((mailbox_id, folder))
+
+    async def save_checkpoint(
+        self, mailbox_id: MailboxId, folder: str, checkpoint: Checkpoint
+    ) -> None:
+        self._before("save_checkpoint")
+        self._checkpoints[(mailbox_id, folder)] = checkpoint
+        self._after("save_checkpoint")
+
+    # -- activities -----------------------------------------------------------------------------
+
+    async def add_incoming(
+        self, activity: EmailActivity, *, queues: Collection[RecordRef] = ()
+    ) -> AddResult:
+        self._before("add_incoming")
+        key = activity.dedupe_key
+        if key is not None and key in self._by_key:
+            return AlreadyExists(activity_id=self._by_key[key])
+        if activity.id in self._activities:
+            return AlreadyExists(activity_id=activity.id)
+        self.put_activity(activity)
+        for queue in queues:
+            self._add_queue_item(queue, activity.id, activity.received_on)
+        self._after("add_incoming")
+        return Created(activity_id=activity.id)
+
+    def _add_queue_item(
+        self, queue: RecordRef, activity_id: ActivityId, created_on: datetime | None
+    ) -> bool:
+        key = (str(queue), activity_id)
+        if key in self._queue_items:
+            return False
+        self._queue_items[key] = QueueItem(
+            id=QueueItemId(str(uuid.uuid4())),
+            queue=queue,
+            activity_id=activity_id,
+            created_on=created_on,
+        )
+        return True
+
+    async def ensure_queue_item(self, queue: RecordRef, activity_id: ActivityId) -> bool:
+        self._before("ensure_queue_item")
+        added = self._add_queue_item(queue, activity_id, None)
+        self._after("ensure_queue_item")
+        return added
+
+    async def get_activity(self, activity_id: ActivityId) -> EmailActivity | None:
+        self._before("get_activity")
+        return self._activities.get(activity_id)
+
+    async def find_by_message_ids(
+        self, message_ids: Collection[MessageId]
+    ) -> Sequence[EmailActivity]:
+        self._before("find_by_message_ids")
+        wanted = set(message_ids)
+        return [a for a in self.activities() if a.message_id in wanted]
+
+    # -- the outgoing claim cycle ---------------------------------------------------------------
+
+    async def claim_pending_send(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> Sequence[SendClaim]:
+        self._before("claim_pending_send")
+        due = [
+            a
+            for a in self.activities()
+            if a.status is EmailStatus.PENDING_SEND
+            and a.sender_mailbox_id == mailbox_id
+            and (a.postpone_sending_until is None or a.postpone_sending_until <= now)
+        ][:limit]
+        claims = []
+        for activity in due:
+            claimed = attrs.evolve(activity, status=EmailStatus.SENDING)
+            token = ClaimToken(uuid.uuid4().hex)
+            self._activities[activity.id] = claimed
+            self._claims[activity.id] = _Claim(token=token, owner=owner, expires_at=until)
+            claims.append(SendClaim(activity=claimed, token=token, owner=owner, expires_at=until))
+        self._after("claim_pending_send")
+        return claims
+
+    async def list_expired_claims(
+        self, mailbox_id: MailboxId, *, now: datetime
+    ) -> Sequence[SendClaim]:
+        self._before("list_expired_claims")
+        expired = []
+        for activity_id, claim in self._claims.items():
+            activity = self._activities[activity_id]
+            if (
+                activity.sender_mailbox_id == mailbox_id
+                and activity.status is EmailStatus.SENDING
+                and claim.expires_at < now
+            ):
+                expired.append(
+                    SendClaim(
+                        activity=activity,
+                        token=claim.token,
+                        owner=claim.owner,
+                        expires_at=claim.expires_at,
+                    )
+                )
+        return expired
+
+    async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
+        self._before("record_send_outcome")
+        activity_id = claim.activity.id
+        current = self._claims.get(activity_id)
+        if current is None or current.token != claim.token:
+            raise LeaseLostError(f"the send claim on email {activity_id} is no longer held")
+        activity = self._activities[activity_id]
+        updated = _apply(activity, outcome)
+        self._activities[activity_id] = updated
+        if updated.message_id is not None and updated.message_id != activity.message_id:
+            self._by_key[DedupeKey(message_id=updated.message_id, direction=updated.direction)] = (
+                activity_id
+            )
+        del self._claims[activity_id]
+        self._after("record_send_outcome")
+        return updated
+
+    # -- tracking folders and leases ------------------------------------------------------------
+
+    async def list_tracking_folders(self, mailbox_id: MailboxId) -> Sequence[MailboxTrackingFolder]:
+        self._before("list_tracking_folders")
+        return list(self._tracking_folders.get(mailbox_id, ()))
+
+    async def try_acquire_lease(
+        self, key: str, *, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        self._before("try_acquire_lease")
+        lease = self._leases.get(key)
+        if lease is not None and lease.owner != owner and lease.until > now:
+            return False
+        self._leases[key] = _Lease(owner=owner, until=until)
+        self._after("try_acquire_lease")
+        return True
+
+    async def release_lease(self, key: str, *, owner: str) -> None:
+        self._before("release_lease")
+        lease = self._leases.get(key)
+        if lease is not None and lease.owner == owner:
+            del self._leases[key]
+
+
+def _apply(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:
+    attempts = activity.delivery_attempts + 1
+    if isinstance(outcome, SendSucceeded):
+        return attrs.evolve(
+            activity,
+            status=EmailStatus.SENT,
+            message_id=outcome.message_id,
+            sent_on=outcome.sent_on,
+            server_reply=outcome.server_reply,
+            delivery_attempts=attempts,
+            postpone_sending_until=None,
+            last_send_error=None,
+        )
+    if isinstance(outcome, SendRetry):
+        return attrs.evolve(
+            activity,
+            status=EmailStatus.PENDING_SEND,
+            delivery_attempts=attempts,
+            postpone_sending_until=outcome.not_before,
+            last_send_error=outcome.error,
+        )
+    if isinstance(outcome, SendFailed):
+        return attrs.evolve(
+            activity,
+            status=EmailStatus.FAILED,
+            delivery_attempts=attempts,
+            last_send_error=outcome.error,
+        )
+    if isinstance(outcome, SendUncertain):
+        return attrs.evolve(
+            activity,
+            status=EmailStatus.FAILED,
+            delivery_attempts=attempts,
+            delivery_uncertain=True,
+            last_send_error=outcome.error,
+        )
+    if isinstance(outcome, SendReleased):
+        return attrs.evolve(
+            activity,
+            status=EmailStatus.PENDING_SEND,
+            postpone_sending_until=outcome.not_before,
+            last_send_error=outcome.error,
+        )
+    raise TypeError(f"unknown send outcome {outcome!r}")
+
+
+@final
+class InMemoryDirectory(RecordDirectory):
+    """A :class:`~serversync.ports.RecordDirectory` over a list of records."""
+
+    def __init__(self, records: Iterable[CrmRecord] = ()) -> None:
+        self._records: list[CrmRecord] = []
+        self._by_address: dict[str, list[CrmRecord]] = {}
+        self._by_ref: dict[RecordRef, CrmRecord] = {}
+        for record in records:
+            self.add(record)
+
+    def add(self, record: CrmRecord) -> None:
+        """Add a record; its address resolves to it from now on."""
+        self._records.append(record)
+        self._by_address.setdefault(record.email_address, []).append(record)
+        self._by_ref[record.ref] = record
+
+    async def find_by_addresses(
+        self, addresses: Collection[str]
+    ) -> Mapping[str, Sequence[CrmRecord]]:
+        result: dict[str, Sequence[CrmRecord]] = {}
+        for address in addresses:
+            key = normalize_address(address)
+            if key in self._by_address:
+                result[key] = tuple(self._by_address[key])
+        return result
+
+    async def get_record(self, ref: RecordRef) -> CrmRecord | None:
+        return self._by_ref.get(ref)

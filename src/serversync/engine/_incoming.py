@@ -1,0 +1,299 @@
+"""The incoming pipeline of one mailbox: list → headers → decide → fetch → store → advance.
+
+Messages are stored before the cursor moves past them, so a crash or cancellation at any
+await re-lists them next time, and ``add_incoming``'s dedupe key keeps them single.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from serversync.errors import MalformedMessageError
+from serversync.mime import derive_message_id, parse_headers, parse_message
+from serversync.model import (
+    INBOX,
+    ActivityId,
+    AlreadyExists,
+    Checkpoint,
+    CrmRecord,
+    DecisionReason,
+    EmailActivity,
+    EmailDirection,
+    EmailServerProfile,
+    ErrorRecord,
+    ItemOutcome,
+    Mailbox,
+    MessageId,
+    OutcomeKind,
+    ParsedHeaders,
+    RawHeaders,
+    RemoteMark,
+    RemoteMessageRef,
+    Workload,
+)
+from serversync.model.messages import normalize_address
+from serversync.ports import IncomingMailSession
+from serversync.ports.relevance import Reject, RelevanceFacts
+from serversync.relevance import evaluate
+
+from ._activities import build_incoming_activity, queues_for
+from ._context import EngineContext, deadline, logger
+
+__all__ = ["IncomingPipeline"]
+
+
+def _process_from(mailbox: Mailbox, profile: EmailServerProfile) -> datetime | None:
+    """Dynamics uses the later of the profile's and the mailbox's Process Email From."""
+    dates = [
+        d
+        for d in (profile.process_emails_received_after, mailbox.process_email_received_after)
+        if d is not None
+    ]
+    return max(dates) if dates else None
+
+
+class IncomingPipeline:
+    """Runs the incoming workload of one mailbox through an open session."""
+
+    def __init__(
+        self,
+        ctx: EngineContext,
+        mailbox: Mailbox,
+        profile: EmailServerProfile,
+        owner_record: CrmRecord | None,
+    ) -> None:
+        self._ctx = ctx
+        self._mailbox = mailbox
+        self._profile = profile
+        self._owner_record = owner_record
+        self._cutoff = _process_from(mailbox, profile)
+        self.outcomes: list[ItemOutcome] = []
+
+    async def run(self) -> list[ItemOutcome]:
+        """Process every folder the mailbox tracks; raise on a mailbox-level failure."""
+        ctx = self._ctx
+        timeouts = ctx.settings.timeouts
+        credentials = await ctx.credentials.resolve(self._mailbox, self._profile, Workload.INCOMING)
+        transport = ctx.transports.incoming_for(self._profile)
+        async with AsyncExitStack() as stack:
+            session = await deadline(
+                timeouts.connect,
+                stack.enter_async_context(
+                    transport.open(self._mailbox, self._profile, credentials)
+                ),
+                "connecting to the incoming server",
+            )
+            await self._sync_folder(session, INBOX)
+        return self.outcomes
+
+    async def _sync_folder(self, session: IncomingMailSession, folder: str) -> None:
+        ctx = self._ctx
+        limits = ctx.settings.limits
+        mailbox_id = self._mailbox.id
+        checkpoint = await ctx.storage(
+            ctx.repositories.load_checkpoint(mailbox_id, folder), "loading the checkpoint"
+        )
+        for _ in range(limits.max_batches_per_run):
+            batch = await deadline(
+                ctx.settings.timeouts.command,
+                session.list_new(folder, checkpoint, limit=limits.incoming_batch_size),
+                "listing new messages",
+            )
+            if batch.reset:
+                logger.info(
+                    "mailbox %s folder %s: the server reset the cursor; re-listing (dedupe "
+                    "keeps it free of duplicates)",
+                    mailbox_id,
+                    folder,
+                )
+            progress: Checkpoint | None = checkpoint
+            try:
+                if batch.refs:
+                    headers = await deadline(
+                        ctx.settings.timeouts.fetch,
+                        session.fetch_headers(batch.refs),
+                        "fetching message headers",
+                    )
+                    if len(headers) != len(batch.refs):
+                        raise MalformedMessageError(
+                            "the server returned headers for a different number of messages",
+                            reason="header count mismatch",
+                        )
+                    for index, raw in enumerate(headers):
+                        outcome = await self._process(session, raw)
+                        self.outcomes.append(outcome)
+                        ctx.observer.item_processed(outcome)
+                        progress = batch.checkpoints[index]
+                if batch.end is not None:
+                    progress = batch.end
+            except Exception:
+                # Keep what was stored; the failing message and the rest are listed again.
+                await self._save(folder, checkpoint, progress)
+                raise
+            await self._save(folder, checkpoint, progress)
+            checkpoint = progress
+            if not batch.more:
+                return
+
+    async def _save(self, folder: str, before: Checkpoint | None, after: Checkpoint | None) -> None:
+        if after is None or after == before:
+            return
+        ctx = self._ctx
+        await ctx.storage(
+            ctx.repositories.save_checkpoint(self._mailbox.id, folder, after),
+            "saving the checkpoint",
+        )
+
+    def _outcome(self, ref: RemoteMessageRef, kind: OutcomeKind, **fields: Any) -> ItemOutcome:
+        base = ItemOutcome(
+            mailbox_id=self._mailbox.id, folder=ref.folder, remote_id=ref.remote_id, kind=kind
+        )
+        return attrs.evolve(base, **fields)
+
+    async def _process(self, session: IncomingMailSession, raw: RawHeaders) -> ItemOutcome:
+        ref = raw.ref
+        if (
+            self._cutoff is not None
+            and ref.received_at is not None
+            and ref.received_at < self._cutoff
+        ):
+            return self._outcome(
+                ref,
+                OutcomeKind.SKIPPED,
+                explanation="received before Process Email From",
+            )
+        try:
+            headers = parse_headers(raw.data)
+        except MalformedMessageError as exc:
+            return self._outcome(
+                ref,
+                OutcomeKind.FAILED,
+                explanation=f"unreadable headers: {exc.reason}",
+                error=ErrorRecord.from_exception(exc),
+            )
+        message_id = headers.message_id or derive_message_id(headers)
+        common: dict[str, Any] = {
+            "message_id": message_id,
+            "subject": headers.subject,
+            "sender": headers.sender.address if headers.sender else None,
+        }
+        ctx = self._ctx
+        repos = ctx.repositories
+
+        existing = await self._existing(message_id)
+        if existing is not None:
+            await self._mark(session, ref, RemoteMark.TRACKED)
+            return self._outcome(
+                ref,
+                OutcomeKind.DUPLICATE,
+                reason=DecisionReason.DUPLICATE,
+                rule="dedupe",
+                explanation=f"already tracked as email {existing}",
+                activity_id=existing,
+                **common,
+            )
+
+        facts = await self._facts(headers, ref.folder)
+        verdict = evaluate(ctx.rules, headers, facts)
+        if isinstance(verdict, Reject):
+            return self._outcome(
+                ref,
+                OutcomeKind.NOT_RELEVANT,
+                reason=verdict.reason,
+                rule=verdict.rule,
+                explanation=verdict.explanation,
+                **common,
+            )
+
+        message = await deadline(
+            ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
+        )
+        try:
+            parsed = parse_message(message.data)
+        except MalformedMessageError as exc:
+            return self._outcome(
+                ref,
+                OutcomeKind.FAILED,
+                explanation=f"unreadable message: {exc.reason}",
+                error=ErrorRecord.from_exception(exc),
+                **common,
+            )
+        activity = build_incoming_activity(
+            activity_id=ActivityId(str(uuid.uuid4())),
+            message_id=message_id,
+            message=parsed,
+            verdict=verdict,
+            facts=facts,
+            mailbox=self._mailbox,
+            received_on=ref.received_at or headers.date or ctx.clock.now(),
+        )
+        result = await ctx.storage(
+            repos.add_incoming(activity, queues=queues_for(verdict, facts)),
+            "storing an incoming email",
+        )
+        await self._mark(session, ref, RemoteMark.TRACKED)
+        if isinstance(result, AlreadyExists):
+            return self._outcome(
+                ref,
+                OutcomeKind.DUPLICATE,
+                reason=DecisionReason.DUPLICATE,
+                rule="dedupe",
+                explanation=f"stored meanwhile as email {result.activity_id}",
+                activity_id=result.activity_id,
+                **common,
+            )
+        return self._outcome(
+            ref,
+            OutcomeKind.TRACKED,
+            reason=verdict.reason,
+            rule=verdict.rule,
+            explanation=verdict.explanation,
+            activity_id=result.activity_id,
+            **common,
+        )
+
+    async def _existing(self, message_id: MessageId) -> ActivityId | None:
+        ctx = self._ctx
+        found = await ctx.storage(
+            ctx.repositories.find_by_message_ids([message_id]), "looking up a Message-ID"
+        )
+        for activity in found:
+            if activity.message_id == message_id and activity.direction is EmailDirection.INCOMING:
+                return activity.id
+        return None
+
+    async def _facts(self, headers: ParsedHeaders, folder: str) -> RelevanceFacts:
+        ctx = self._ctx
+        addresses = {a.address for a in headers.recipients}
+        if headers.sender is not None:
+            addresses.add(headers.sender.address)
+        records = await ctx.storage(
+            ctx.directory.find_by_addresses(sorted(addresses)), "resolving addresses"
+        )
+        thread: Sequence[EmailActivity] = ()
+        if headers.thread_ids:
+            thread = await ctx.storage(
+                ctx.repositories.find_by_message_ids(headers.thread_ids),
+                "looking up the thread",
+            )
+        return RelevanceFacts(
+            mailbox=self._mailbox,
+            mailbox_owner=self._owner_record,
+            folder=folder,
+            records={normalize_address(k): tuple(v) for k, v in records.items()},
+            thread_activities=tuple(thread),
+            organization=ctx.settings.organization,
+        )
+
+    async def _mark(
+        self, session: IncomingMailSession, ref: RemoteMessageRef, mark: RemoteMark
+    ) -> None:
+        await deadline(
+            self._ctx.settings.timeouts.command, session.mark([ref], mark), "tagging a message"
+        )

@@ -1,0 +1,93 @@
+"""Composing outgoing email activities into RFC 5322 messages."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from serversync.errors import ConfigurationError
+from serversync.model import (
+    ActivityId,
+    EmailActivity,
+    MessageId,
+    OutgoingMessage,
+    ParticipationType,
+)
+
+__all__ = ["compose", "outgoing_message_id"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_HTML_HINT = re.compile(r"<\s*(html|body|p|div|br|table|span)\b", re.IGNORECASE)
+
+
+def outgoing_message_id(activity_id: ActivityId, domain: str) -> MessageId:
+    """The Message-ID serversync gives an outgoing email: derived from the activity id, so a
+    retry reuses it and replies correlate by In-Reply-To."""
+    local = _UNSAFE.sub("-", str(activity_id)) or "activity"
+    return MessageId(f"<serversync.{local}@{domain}>")
+
+
+def _domain_of(address: str) -> str:
+    _, _, domain = address.rpartition("@")
+    return domain or "serversync.invalid"
+
+
+def _format_party(address: str, name: str) -> str:
+    try:
+        return str(Address(display_name=name, addr_spec=address))
+    except (ValueError, IndexError):
+        return address
+
+
+def compose(
+    activity: EmailActivity,
+    *,
+    sender_address: str,
+    now: datetime,
+    message_id_domain: str | None = None,
+) -> OutgoingMessage:
+    """Build the message for ``activity`` sent from ``sender_address``.
+
+    The Message-ID is the activity's own if it has one, else derived from its id. To and Cc
+    become headers; Bcc recipients only join the envelope. Raises
+    :class:`ConfigurationError` when there is no recipient address at all.
+    """
+    message_id = activity.message_id or outgoing_message_id(
+        activity.id, message_id_domain or _domain_of(sender_address)
+    )
+    to = activity.parties_of(ParticipationType.TO_RECIPIENT)
+    cc = activity.parties_of(ParticipationType.CC_RECIPIENT)
+    bcc = activity.parties_of(ParticipationType.BCC_RECIPIENT)
+    recipients = tuple(dict.fromkeys(p.address for p in (*to, *cc, *bcc) if p.address))
+    if not recipients:
+        raise ConfigurationError(f"email {activity.id} has no recipient address")
+    senders = activity.parties_of(ParticipationType.SENDER)
+    sender_name = senders[0].name if senders else ""
+
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = _format_party(sender_address, sender_name)
+    if to:
+        msg["To"] = ", ".join(_format_party(p.address, p.name) for p in to)
+    if cc:
+        msg["Cc"] = ", ".join(_format_party(p.address, p.name) for p in cc)
+    msg["Subject"] = activity.subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    if activity.in_reply_to:
+        msg["In-Reply-To"] = activity.in_reply_to
+        msg["References"] = activity.in_reply_to
+    body = activity.description or ""
+    if _HTML_HINT.search(body):
+        msg.set_content(body, subtype="html")
+    else:
+        msg.set_content(body)
+    return OutgoingMessage(
+        message_id=message_id,
+        sender=sender_address,
+        recipients=recipients,
+        data=msg.as_bytes(),
+    )

@@ -1,0 +1,47 @@
+"""Credentials as resolved at connect time. Secrets never appear in reprs, logs or errors."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+__all__ = ["CredentialKind", "Credentials", "Secret"]
+
+
+@attrs.frozen(repr=False, eq=False)
+class Secret:
+    """A secret string that hides itself from ``repr`` and ``str``; call :meth:`reveal`."""
+
+    _value: str
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that sends it to a server."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class CredentialKind(enum.StrEnum):
+    """What the secret is: a password, or an OAuth 2.0 access token (XOAUTH2 / bearer)."""
+
+    PASSWORD = "password"
+    OAUTH2_ACCESS_TOKEN = "oauth2_access_token"
+
+
+@attrs.frozen(kw_only=True)
+class Credentials:
+    """A user name and its secret for one connection."""
+
+    username: str
+    secret: Secret
+    kind: CredentialKind = CredentialKind.PASSWORD

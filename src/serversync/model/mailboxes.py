@@ -1,0 +1,95 @@
+"""Mailboxes of users and queues, and the engine's per-workload state for each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+from serversync.model.ids import MailboxId, ProfileId, RecordRef
+from serversync.model.options import (
+    ActDeliveryMethod,
+    EmailApprovalStatus,
+    IncomingDeliveryMethod,
+    OutgoingDeliveryMethod,
+    RecordState,
+    TestStatus,
+    Workload,
+)
+from serversync.model.outcomes import ErrorRecord
+
+__all__ = ["Mailbox", "WorkloadState"]
+
+
+@attrs.frozen(kw_only=True)
+class Mailbox:
+    """``mailbox``: the mailbox of one user or queue (or a forward mailbox) and its settings.
+
+    ``owner`` is the user or queue (``regardingobjectid``); it is ``None`` for a forward
+    mailbox. Secrets are not stored here.
+    """
+
+    id: MailboxId
+    name: str
+    email_address: str
+    owner: RecordRef | None
+    profile_id: ProfileId | None
+    state: RecordState = RecordState.ACTIVE
+    is_forward_mailbox: bool = False
+    incoming_delivery_method: IncomingDeliveryMethod = IncomingDeliveryMethod.SERVER_SIDE_SYNC
+    outgoing_delivery_method: OutgoingDeliveryMethod = OutgoingDeliveryMethod.SERVER_SIDE_SYNC
+    act_delivery_method: ActDeliveryMethod = ActDeliveryMethod.NONE
+    process_email_received_after: datetime | None = None
+    process_and_delete_emails: bool = False
+    allow_email_connector_to_use_credentials: bool = False
+    username: str | None = None
+    approval: EmailApprovalStatus = EmailApprovalStatus.EMPTY
+    enabled_for_incoming: bool = True
+    enabled_for_outgoing: bool = True
+    enabled_for_act: bool = True
+    incoming_status: TestStatus = TestStatus.NOT_RUN
+    outgoing_status: TestStatus = TestStatus.NOT_RUN
+    act_status: TestStatus = TestStatus.NOT_RUN
+    test_completed_on: datetime | None = None
+    undeliverable_folder: str | None = None
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the mailbox is Active (``statecode`` 0)."""
+        return self.state is RecordState.ACTIVE
+
+    def enabled_for(self, workload: Workload) -> bool:
+        """``enabledforincomingemail`` / ``enabledforoutgoingemail`` / ``enabledforact``."""
+        return {
+            Workload.INCOMING: self.enabled_for_incoming,
+            Workload.OUTGOING: self.enabled_for_outgoing,
+            Workload.ACT: self.enabled_for_act,
+        }[workload]
+
+    def uses_server_side_sync(self, workload: Workload) -> bool:
+        """Whether the workload's delivery method is server-side synchronization."""
+        # A user whose incoming method is Forward Mailbox is served by the forward mailbox,
+        # not by polling their own mailbox.
+        if workload is Workload.INCOMING:
+            return self.incoming_delivery_method is IncomingDeliveryMethod.SERVER_SIDE_SYNC
+        if workload is Workload.OUTGOING:
+            return self.outgoing_delivery_method is OutgoingDeliveryMethod.SERVER_SIDE_SYNC
+        return self.act_delivery_method is ActDeliveryMethod.SERVER_SIDE_SYNC
+
+
+@attrs.frozen(kw_only=True)
+class WorkloadState:
+    """What the engine remembers about one workload of one mailbox between runs.
+
+    Mirrors the Dynamics scheduling columns (``postponemailboxprocessinguntil``,
+    ``lastsyncerrorcount`` "continuous count", ``itemsprocessedforlastsync``, ...).
+    """
+
+    next_run_at: datetime | None = None
+    consecutive_failures: int = 0
+    last_error: ErrorRecord | None = None
+    last_error_at: datetime | None = None
+    last_sync_started_on: datetime | None = None
+    last_successful_sync_completed_on: datetime | None = None
+    items_processed_for_last_sync: int = 0
+    items_failed_for_last_sync: int = 0

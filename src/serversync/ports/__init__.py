@@ -1,0 +1,48 @@
+"""Ports: the typing.Protocols hosts implement (storage, credentials, rules) and adapters
+provide (mail transports)."""
+
+from serversync.ports.clock import Clock
+from serversync.ports.credentials import CredentialProvider
+from serversync.ports.events import SyncObserver
+from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
+from serversync.ports.storage import (
+    CheckpointRepository,
+    EmailActivityRepository,
+    EmailServerProfileRepository,
+    LeaseRepository,
+    MailboxRepository,
+    RecordDirectory,
+    Repositories,
+    TrackingFolderRepository,
+    WorkloadStateRepository,
+)
+from serversync.ports.transports import (
+    IncomingMailSession,
+    IncomingMailTransport,
+    OutgoingMailSession,
+    OutgoingMailTransport,
+)
+
+__all__ = [
+    "CheckpointRepository",
+    "Clock",
+    "CredentialProvider",
+    "EmailActivityRepository",
+    "EmailServerProfileRepository",
+    "IncomingMailSession",
+    "IncomingMailTransport",
+    "LeaseRepository",
+    "MailboxRepository",
+    "OutgoingMailSession",
+    "OutgoingMailTransport",
+    "RecordDirectory",
+    "Reject",
+    "RelevanceFacts",
+    "RelevanceRule",
+    "Repositories",
+    "SyncObserver",
+    "Track",
+    "TrackingFolderRepository",
+    "Verdict",
+    "WorkloadStateRepository",
+]

@@ -1,0 +1,105 @@
+"""The relevance port: rules are synchronous pure functions of a message and facts.
+
+The engine gathers every fact a rule may read (repository answers) before calling rules,
+so rules do no I/O and test without servers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+
+from serversync.model import (
+    CorrelationMatch,
+    CrmRecord,
+    DecisionReason,
+    EmailActivity,
+    EntityName,
+    Mailbox,
+    MailboxTrackingFolder,
+    ParsedHeaders,
+    RecordRef,
+)
+from serversync.model.messages import normalize_address
+from serversync.settings import OrganizationSettings
+
+__all__ = ["Reject", "RelevanceFacts", "RelevanceRule", "Track", "Verdict"]
+
+_PRINCIPALS = frozenset({EntityName.SYSTEMUSER.value, EntityName.QUEUE.value})
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class RelevanceFacts:
+    """What rules may know about a message beyond its headers.
+
+    ``records`` maps each lower-cased address of the message (sender and recipients) to the
+    CRM records it resolves to; ``thread_activities`` are stored emails whose Message-ID
+    the message refers to (In-Reply-To, References); ``mailbox_owner`` is the user or queue
+    record of the mailbox being processed.
+    """
+
+    mailbox: Mailbox
+    mailbox_owner: CrmRecord | None
+    folder: str
+    records: Mapping[str, tuple[CrmRecord, ...]]
+    thread_activities: tuple[EmailActivity, ...] = ()
+    tracking_folder: MailboxTrackingFolder | None = None
+    organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
+
+    def records_for(self, address: str) -> tuple[CrmRecord, ...]:
+        """The records an address resolves to (empty if none)."""
+        return self.records.get(normalize_address(address), ())
+
+    def principals_for(self, address: str) -> tuple[CrmRecord, ...]:
+        """The active users and queues an address resolves to."""
+        return tuple(
+            r for r in self.records_for(address) if r.ref.entity in _PRINCIPALS and r.is_active
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Track:
+    """Create an email activity for the message.
+
+    ``accepting_entity`` is the user or queue whose filter accepted it; ``correlation`` links
+    it to an earlier email; ``regarding`` overrides the correlated Regarding (folder rules).
+    """
+
+    reason: DecisionReason
+    rule: str
+    explanation: str
+    accepting_entity: RecordRef | None = None
+    correlation: CorrelationMatch | None = None
+    regarding: RecordRef | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Reject:
+    """Do not track the message, for ``reason``."""
+
+    reason: DecisionReason
+    rule: str
+    explanation: str
+
+
+Verdict = Track | Reject
+"""A rule's decision."""
+
+
+class RelevanceRule(Protocol):
+    """Decides whether an incoming message becomes an email activity.
+
+    Return a :data:`Verdict` to decide, or ``None`` to leave the decision to the next rule.
+    Rules must be pure: no I/O, no clock, no randomness.
+    """
+
+    @property
+    def name(self) -> str:
+        """A short stable name, shown in outcomes as the rule that decided."""
+        ...
+
+    def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
+        """The verdict on ``message``, or ``None`` for no opinion."""
+        ...

@@ -1,0 +1,212 @@
+"""Repository ports: the host's storage, as narrow idempotent methods.
+
+Exactly-once rests on two promises every implementation keeps:
+
+* ``add_incoming`` is atomic and keyed organisation-wide by (Message-ID, direction): a
+  second call with the same key writes nothing and answers :class:`AlreadyExists`;
+* ``claim_pending_send`` never hands one email to two owners while a claim is live, and
+  ``record_send_outcome`` only accepts the current claim's token.
+
+``serversync.testing.contracts.check_repositories`` proves both on any implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from serversync.model import (
+    ActivityId,
+    AddResult,
+    Checkpoint,
+    CrmRecord,
+    EmailActivity,
+    EmailServerProfile,
+    Mailbox,
+    MailboxId,
+    MailboxTrackingFolder,
+    MessageId,
+    ProfileId,
+    RecordRef,
+    SendClaim,
+    SendOutcome,
+    Workload,
+    WorkloadState,
+)
+
+__all__ = [
+    "CheckpointRepository",
+    "EmailActivityRepository",
+    "EmailServerProfileRepository",
+    "LeaseRepository",
+    "MailboxRepository",
+    "RecordDirectory",
+    "Repositories",
+    "TrackingFolderRepository",
+    "WorkloadStateRepository",
+]
+
+
+class EmailServerProfileRepository(Protocol):
+    """Reads email server profiles."""
+
+    async def get_profile(self, profile_id: ProfileId) -> EmailServerProfile | None:
+        """The profile, or ``None`` if it does not exist."""
+        ...
+
+
+class MailboxRepository(Protocol):
+    """Reads mailboxes."""
+
+    async def list_mailboxes(self) -> Sequence[Mailbox]:
+        """Every mailbox, active or not (the engine decides which to process)."""
+        ...
+
+    async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
+        """One mailbox, or ``None``."""
+        ...
+
+
+class WorkloadStateRepository(Protocol):
+    """The engine's scheduling and error state per mailbox workload."""
+
+    async def get_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload
+    ) -> WorkloadState | None:
+        """The saved state, or ``None`` for a workload never run."""
+        ...
+
+    async def save_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
+    ) -> None:
+        """Replace the saved state."""
+        ...
+
+
+class CheckpointRepository(Protocol):
+    """Incoming cursors per mailbox folder."""
+
+    async def load_checkpoint(self, mailbox_id: MailboxId, folder: str) -> Checkpoint | None:
+        """The saved cursor, or ``None`` before the first run."""
+        ...
+
+    async def save_checkpoint(
+        self, mailbox_id: MailboxId, folder: str, checkpoint: Checkpoint
+    ) -> None:
+        """Replace the cursor (called only after the messages before it were stored)."""
+        ...
+
+
+class EmailActivityRepository(Protocol):
+    """Email activities: idempotent incoming inserts, lookups and the outgoing claim cycle."""
+
+    async def add_incoming(
+        self, activity: EmailActivity, *, queues: Collection[RecordRef] = ()
+    ) -> AddResult:
+        """Store ``activity`` and one queue item per queue in ``queues``, atomically.
+
+        If an activity with the same (Message-ID, direction) exists anywhere in the
+        organisation, write nothing and return ``AlreadyExists`` with its id.
+        """
+        ...
+
+    async def ensure_queue_item(self, queue: RecordRef, activity_id: ActivityId) -> bool:
+        """Add a queue item unless the queue already has one for the activity; ``True`` if added."""
+        ...
+
+    async def get_activity(self, activity_id: ActivityId) -> EmailActivity | None:
+        """One activity, or ``None``."""
+        ...
+
+    async def find_by_message_ids(
+        self, message_ids: Collection[MessageId]
+    ) -> Sequence[EmailActivity]:
+        """Every activity, of either direction, whose Message-ID is in ``message_ids``."""
+        ...
+
+    async def claim_pending_send(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> Sequence[SendClaim]:
+        """Atomically move up to ``limit`` due Pending Send emails of the sender mailbox to
+        Sending, counting one delivery attempt each, claimed by ``owner`` until ``until``.
+
+        Due means ``postpone_sending_until`` is unset or not after ``now``. Oldest first.
+        """
+        ...
+
+    async def list_expired_claims(
+        self, mailbox_id: MailboxId, *, now: datetime
+    ) -> Sequence[SendClaim]:
+        """Emails of the sender mailbox still Sending whose claim expired before ``now``."""
+        ...
+
+    async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
+        """Apply ``outcome`` to the claimed email and release the claim; return the new email.
+
+        Raises :class:`~serversync.errors.LeaseLostError` if ``claim`` is no longer the
+        email's current claim (another owner took it over).
+        """
+        ...
+
+
+class TrackingFolderRepository(Protocol):
+    """Folder-level tracking rules."""
+
+    async def list_tracking_folders(self, mailbox_id: MailboxId) -> Sequence[MailboxTrackingFolder]:
+        """The rules of one mailbox."""
+        ...
+
+
+class LeaseRepository(Protocol):
+    """Leases so that one mailbox workload is processed by one engine at a time."""
+
+    async def try_acquire_lease(
+        self, key: str, *, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        """Take or renew the lease on ``key`` if it is free, expired, or already ``owner``'s."""
+        ...
+
+    async def release_lease(self, key: str, *, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it; otherwise do nothing."""
+        ...
+
+
+class RecordDirectory(Protocol):
+    """Resolves email addresses to CRM records (users, queues, contacts, accounts, leads...)."""
+
+    async def find_by_addresses(
+        self, addresses: Collection[str]
+    ) -> Mapping[str, Sequence[CrmRecord]]:
+        """For each lower-cased address, every record with that address in an email column.
+
+        Addresses that match nothing may be missing from the answer.
+        """
+        ...
+
+    async def get_record(self, ref: RecordRef) -> CrmRecord | None:
+        """One record by reference (the owning user or queue of a mailbox)."""
+        ...
+
+
+class Repositories(
+    EmailServerProfileRepository,
+    MailboxRepository,
+    WorkloadStateRepository,
+    CheckpointRepository,
+    EmailActivityRepository,
+    TrackingFolderRepository,
+    LeaseRepository,
+    Protocol,
+):
+    """Every repository port in one object: what :class:`~serversync.SyncEngine` takes.
+
+    Hosts usually implement it on one class over their own database, as
+    :class:`serversync.testing.InMemoryStorage` does.
+    """

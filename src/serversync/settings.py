@@ -1,0 +1,117 @@
+"""Engine settings: timeouts, limits, retry cadence, schedule and organisation switches.
+
+Every class is frozen; derive variants with :func:`attrs.evolve`. Defaults follow Dynamics
+365 where it publishes a number (5-minute cadence, 10 transient failures 5 minutes apart) and
+the choices in ``docs/decisions.md`` where it does not.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import timedelta
+
+import attrs
+
+from serversync.model.options import IncomingFilteringMethod
+
+__all__ = [
+    "ExpiredClaimPolicy",
+    "Limits",
+    "OrganizationSettings",
+    "RetryPolicy",
+    "Schedule",
+    "SyncSettings",
+    "Timeouts",
+]
+
+_positive = attrs.validators.gt(timedelta(0))
+_at_least_one = attrs.validators.ge(1)
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Deadlines for every network and storage await (seconds as :class:`timedelta`)."""
+
+    connect: timedelta = attrs.field(default=timedelta(seconds=30), validator=_positive)
+    command: timedelta = attrs.field(default=timedelta(seconds=60), validator=_positive)
+    fetch: timedelta = attrs.field(default=timedelta(seconds=120), validator=_positive)
+    send: timedelta = attrs.field(default=timedelta(seconds=120), validator=_positive)
+    storage: timedelta = attrs.field(default=timedelta(seconds=30), validator=_positive)
+    close: timedelta = attrs.field(default=timedelta(seconds=10), validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Batch sizes and concurrency bounds."""
+
+    incoming_batch_size: int = attrs.field(default=100, validator=_at_least_one)
+    outgoing_batch_size: int = attrs.field(default=50, validator=_at_least_one)
+    max_concurrent_mailboxes: int = attrs.field(default=50, validator=_at_least_one)
+    max_batches_per_run: int = attrs.field(default=20, validator=_at_least_one)
+
+
+class ExpiredClaimPolicy(enum.StrEnum):
+    """What to do with an email whose send claim expired while it was Sending.
+
+    SMTP cannot tell afterwards whether the server got the message, so the default does not
+    send it again: the email is marked Failed with ``delivery_uncertain`` for the host to
+    decide. ``RESEND`` puts it back to Pending Send and accepts a possible duplicate.
+    """
+
+    MARK_UNCERTAIN = "mark_uncertain"
+    RESEND = "resend"
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Back-off for failing mailboxes and for emails that could not be sent."""
+
+    mailbox_transient_backoff: timedelta = attrs.field(
+        default=timedelta(minutes=5), validator=_positive
+    )
+    mailbox_max_transient_failures: int = attrs.field(default=10, validator=_at_least_one)
+    send_max_attempts: int = attrs.field(default=5, validator=_at_least_one)
+    send_retry_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    send_claim_duration: timedelta = attrs.field(default=timedelta(minutes=30), validator=_positive)
+    expired_claim_policy: ExpiredClaimPolicy = ExpiredClaimPolicy.MARK_UNCERTAIN
+
+
+@attrs.frozen(kw_only=True)
+class Schedule:
+    """How often each workload runs; the next run is measured from the end of the last."""
+
+    incoming_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    outgoing_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    lease_duration: timedelta = attrs.field(default=timedelta(minutes=10), validator=_positive)
+    idle_sleep: timedelta = attrs.field(default=timedelta(seconds=30), validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class OrganizationSettings:
+    """Organisation-wide switches that change what is processed (Dynamics System Settings)."""
+
+    require_approval_for_user_email: bool = True
+    require_approval_for_queue_email: bool = True
+    email_correlation_enabled: bool = True
+    default_user_filtering_method: IncomingFilteringMethod = (
+        IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL
+    )
+    default_queue_filtering_method: IncomingFilteringMethod = (
+        IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL
+    )
+
+
+@attrs.frozen(kw_only=True)
+class SyncSettings:
+    """All engine settings in one value.
+
+    ``message_id_domain`` is the right-hand side of the Message-IDs serversync generates for
+    outgoing email; by default the sender address's domain.
+    """
+
+    timeouts: Timeouts = attrs.Factory(Timeouts)
+    limits: Limits = attrs.Factory(Limits)
+    retry: RetryPolicy = attrs.Factory(RetryPolicy)
+    schedule: Schedule = attrs.Factory(Schedule)
+    organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
+    message_id_domain: str | None = None

@@ -1,0 +1,528 @@
+"""Contract checks every adapter must pass: plain async functions raising ``AssertionError``.
+
+They run from any test runner. serversync runs them on its in-memory, IMAP, POP3, EWS and
+SQL adapters; hosts run :func:`check_repositories` on their own storage::
+
+    async def test_my_storage_keeps_the_contract() -> None:
+        await check_repositories(MyHarness.fresh)
+
+Each check takes a harness that exposes the adapter under test plus the few set-up steps
+the port itself does not offer (putting mail into a mailbox, seeding rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from typing import Protocol
+
+import attrs
+
+from serversync.errors import AuthenticationError, LeaseLostError, RecipientsRefusedError
+from serversync.mime import parse_headers
+from serversync.model import (
+    INBOX,
+    ActivityId,
+    AlreadyExists,
+    Checkpoint,
+    Created,
+    Credentials,
+    EmailActivity,
+    EmailDirection,
+    EmailServerProfile,
+    EmailStateCode,
+    EmailStatus,
+    EntityName,
+    ErrorRecord,
+    EwsCheckpoint,
+    ImapCheckpoint,
+    Mailbox,
+    MailboxId,
+    MessageId,
+    OutgoingMessage,
+    Pop3Checkpoint,
+    ProfileId,
+    RecordRef,
+    RemoteMark,
+    SendFailed,
+    SendReleased,
+    SendRetry,
+    SendSucceeded,
+    SendUncertain,
+    Workload,
+    WorkloadState,
+)
+from serversync.ports import (
+    IncomingMailSession,
+    IncomingMailTransport,
+    OutgoingMailTransport,
+    Repositories,
+)
+from serversync.testing.builders import a_mailbox, a_pending_email, a_profile, an_email
+
+__all__ = [
+    "IncomingTransportHarness",
+    "MailboxFixture",
+    "OutgoingTransportHarness",
+    "RepositoryHarness",
+    "check_incoming_transport",
+    "check_outgoing_transport",
+    "check_repositories",
+]
+
+
+@attrs.frozen(kw_only=True)
+class MailboxFixture:
+    """A mailbox on the server under test, ready to open."""
+
+    mailbox: Mailbox
+    profile: EmailServerProfile
+    credentials: Credentials | None
+    wrong_credentials: Credentials | None = None
+
+
+class IncomingTransportHarness(Protocol):
+    """The incoming transport under test and a way to put mail into a fresh mailbox."""
+
+    @property
+    def transport(self) -> IncomingMailTransport:
+        """The transport under test."""
+        ...
+
+    async def new_mailbox(self) -> MailboxFixture:
+        """A mailbox with an empty Inbox, not used by any other check."""
+        ...
+
+    async def deliver(self, fixture: MailboxFixture, data: bytes) -> None:
+        """Put ``data`` into the fixture's Inbox, as the newest message."""
+        ...
+
+
+class OutgoingTransportHarness(Protocol):
+    """The outgoing transport under test and what its server accepted."""
+
+    @property
+    def transport(self) -> OutgoingMailTransport:
+        """The transport under test."""
+        ...
+
+    @property
+    def refused_address(self) -> str | None:
+        """An address the server refuses, or ``None`` if it cannot be made to."""
+        ...
+
+    async def new_mailbox(self) -> MailboxFixture:
+        """A mailbox allowed to send."""
+        ...
+
+    async def accepted(self) -> Sequence[tuple[tuple[str, ...], bytes]]:
+        """Every message the server accepted so far: (envelope recipients, data)."""
+        ...
+
+
+class RepositoryHarness(Protocol):
+    """A fresh, empty store under test and a way to seed it as a host would."""
+
+    @property
+    def repositories(self) -> Repositories:
+        """The repositories under test."""
+        ...
+
+    async def seed(
+        self,
+        *,
+        profiles: Sequence[EmailServerProfile] = (),
+        mailboxes: Sequence[Mailbox] = (),
+        activities: Sequence[EmailActivity] = (),
+    ) -> None:
+        """Store these rows as the host's own code would."""
+        ...
+
+
+def _marker(n: int) -> str:
+    return f"contract-body-marker-{n}"
+
+
+def _message(n: int, run: str) -> tuple[MessageId, bytes]:
+    mid = MessageId(f"<contract-{run}-{n}@serversync.test>")
+    return mid, an_email(
+        subject=f"contract message {n}",
+        body=f"{_marker(n)}\n" + "x" * 200,
+        message_id=mid,
+    )
+
+
+async def _list_all(session: IncomingMailSession, checkpoint: Checkpoint | None) -> list[str]:
+    batch = await session.list_new(INBOX, checkpoint, limit=1000)
+    return [r.remote_id for r in batch.refs]
+
+
+async def check_incoming_transport(harness: IncomingTransportHarness) -> None:
+    """Listing, cursors, limits, headers-first fetching, marks and authentication."""
+    fixture = await harness.new_mailbox()
+    transport = harness.transport
+    run = datetime.now(UTC).strftime("%H%M%S%f")
+    async with transport.open(fixture.mailbox, fixture.profile, fixture.credentials) as session:
+        folders = await session.list_folders()
+        assert any(f.id.upper() == INBOX or f.name.upper() == INBOX for f in folders), (
+            f"list_folders() must include the Inbox, got {folders!r}"
+        )
+        empty = await session.list_new(INBOX, None, limit=10)
+        assert empty.refs == () and not empty.more, "a fresh Inbox must list no messages"
+
+    expected = [_message(n, run) for n in range(5)]
+    for _, data in expected[:3]:
+        await harness.deliver(fixture, data)
+
+    async with transport.open(fixture.mailbox, fixture.profile, fixture.credentials) as session:
+        first = await session.list_new(INBOX, None, limit=10)
+        assert len(first.refs) == 3, f"expected 3 new messages, listed {len(first.refs)}"
+        assert len(first.checkpoints) == 3
+        assert not first.more, "more=True although every message was listed"
+        assert all(r.folder == INBOX for r in first.refs)
+
+        headers = await session.fetch_headers(first.refs)
+        assert [h.ref for h in headers] == list(first.refs), "headers must follow the refs' order"
+        for n, raw in enumerate(headers):
+            parsed = parse_headers(raw.data)
+            assert parsed.message_id == expected[n][0], (
+                f"message {n}: listed out of delivery order or wrong headers "
+                f"({parsed.message_id!r} != {expected[n][0]!r})"
+            )
+            assert _marker(n).encode() not in raw.data, "fetch_headers must not return the body"
+
+        whole = await session.fetch_message(first.refs[1])
+        assert _marker(1).encode() in whole.data, "fetch_message must return the body"
+        body = BytesParser(policy=default_policy).parsebytes(whole.data)
+        assert body["Message-ID"] == expected[1][0]
+
+        assert first.end is not None, "a batch that listed messages must end with a cursor"
+        assert await _list_all(session, first.end) == [], "nothing is new after the batch's end"
+        resumed = await _list_all(session, first.checkpoints[0])
+        assert resumed == [r.remote_id for r in first.refs[1:]], (
+            "listing from the first message's cursor must return exactly the others"
+        )
+
+        await session.mark(first.refs[:1], RemoteMark.TRACKED)
+        assert await _list_all(session, first.end) == [], "marking must not make a message new"
+
+        for _, data in expected[3:]:
+            await harness.deliver(fixture, data)
+        limited = await session.list_new(INBOX, first.end, limit=1)
+        assert len(limited.refs) == 1 and limited.more, "limit must cut the batch and say more"
+        rest = await session.list_new(INBOX, limited.checkpoints[0], limit=10)
+        assert len(rest.refs) == 1
+        assert not rest.more
+        tail = await session.fetch_headers(rest.refs)
+        assert parse_headers(tail[0].data).message_id == expected[4][0]
+
+    if fixture.wrong_credentials is not None:
+        try:
+            async with transport.open(fixture.mailbox, fixture.profile, fixture.wrong_credentials):
+                pass
+        except AuthenticationError:
+            pass
+        else:
+            raise AssertionError("wrong credentials must raise AuthenticationError")
+
+
+def _outgoing(sender: str, recipients: tuple[str, ...], n: int, run: str) -> OutgoingMessage:
+    mid = MessageId(f"<contract-out-{run}-{n}@serversync.test>")
+    data = an_email(sender=sender, to=recipients, subject=f"outgoing {n}", message_id=mid)
+    return OutgoingMessage(message_id=mid, sender=sender, recipients=recipients, data=data)
+
+
+async def check_outgoing_transport(harness: OutgoingTransportHarness) -> None:
+    """Sending on one session, receipts, per-recipient refusals and authentication."""
+    fixture = await harness.new_mailbox()
+    sender = fixture.mailbox.email_address
+    run = datetime.now(UTC).strftime("%H%M%S%f")
+    recipients = ("first@contract.test", "second@contract.test")
+    messages = [_outgoing(sender, recipients, n, run) for n in range(3)]
+    before = len(await harness.accepted())
+    async with harness.transport.open(fixture.mailbox, fixture.profile, fixture.credentials) as s:
+        for message in messages:
+            receipt = await s.send(message)
+            assert receipt.message_id == message.message_id, "the receipt must name the message"
+            assert receipt.refused == (), "no recipient was refused"
+    accepted = (await harness.accepted())[before:]
+    assert len(accepted) == len(messages), f"the server got {len(accepted)} of {len(messages)}"
+    for (envelope, data), message in zip(accepted, messages, strict=True):
+        assert {r.lower() for r in envelope} == set(recipients), "every recipient must be used"
+        assert parse_headers(data).message_id == message.message_id
+
+    refused = harness.refused_address
+    if refused is not None:
+        async with harness.transport.open(
+            fixture.mailbox, fixture.profile, fixture.credentials
+        ) as session:
+            mixed = _outgoing(sender, (refused, "third@contract.test"), 10, run)
+            receipt = await session.send(mixed)
+            assert [r.lower() for r, _ in receipt.refused] == [refused.lower()], (
+                "a recipient refused alone must be listed in the receipt"
+            )
+            try:
+                await session.send(_outgoing(sender, (refused,), 11, run))
+            except RecipientsRefusedError as exc:
+                assert refused.lower() in {r.lower() for r in exc.recipients}
+            else:
+                raise AssertionError("every recipient refused must raise RecipientsRefusedError")
+
+    if fixture.wrong_credentials is not None:
+        try:
+            async with harness.transport.open(
+                fixture.mailbox, fixture.profile, fixture.wrong_credentials
+            ):
+                pass
+        except AuthenticationError:
+            pass
+        else:
+            raise AssertionError("wrong credentials must raise AuthenticationError")
+
+
+_T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _incoming(activity_id: str, message_id: str, *, direction: EmailDirection) -> EmailActivity:
+    return EmailActivity(
+        id=ActivityId(activity_id),
+        direction=direction,
+        status=EmailStatus.RECEIVED if direction is EmailDirection.INCOMING else EmailStatus.SENT,
+        subject=f"contract {activity_id}",
+        message_id=MessageId(message_id),
+        received_on=_T0,
+    )
+
+
+async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]) -> None:
+    """Every repository promise: lookups, state, cursors, dedupe, queue items, the send claim
+    cycle (including races) and leases. ``factory`` returns a fresh, empty store."""
+    await _check_profiles_and_mailboxes(await factory())
+    await _check_state_and_checkpoints(await factory())
+    await _check_incoming_dedupe(await factory())
+    await _check_send_claims(await factory())
+    await _check_leases(await factory())
+
+
+async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    profile = a_profile(id=ProfileId("contract-profile"))
+    first = a_mailbox("one@contract.test", profile_id=profile.id)
+    second = a_mailbox("two@contract.test", profile_id=profile.id)
+    await harness.seed(profiles=[profile], mailboxes=[first, second])
+    assert await repos.get_profile(profile.id) == profile, "get_profile must return the profile"
+    assert await repos.get_profile(ProfileId("missing")) is None
+    assert await repos.get_mailbox(first.id) == first, "get_mailbox must return the mailbox"
+    assert await repos.get_mailbox(MailboxId("missing")) is None
+    listed = {m.id for m in await repos.list_mailboxes()}
+    assert listed == {first.id, second.id}, f"list_mailboxes returned {listed!r}"
+    assert not list(await repos.list_tracking_folders(first.id)), "no tracking rules were added"
+
+
+async def _check_state_and_checkpoints(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    box = MailboxId("mailbox:state@contract.test")
+    assert await repos.get_workload_state(box, Workload.INCOMING) is None
+    state = WorkloadState(
+        next_run_at=_T0,
+        consecutive_failures=2,
+        last_error=ErrorRecord(
+            error_type="ConnectionFailedError",
+            message="refused",
+            transient=True,
+            scope="mailbox",
+            retry_after=timedelta(seconds=90),
+        ),
+        last_error_at=_T0,
+    )
+    await repos.save_workload_state(box, Workload.INCOMING, state)
+    assert await repos.get_workload_state(box, Workload.INCOMING) == state
+    assert await repos.get_workload_state(box, Workload.OUTGOING) is None, (
+        "workload states must be kept per workload"
+    )
+    later = attrs.evolve(state, consecutive_failures=0, last_error=None)
+    await repos.save_workload_state(box, Workload.INCOMING, later)
+    assert await repos.get_workload_state(box, Workload.INCOMING) == later, "save must replace"
+
+    assert await repos.load_checkpoint(box, INBOX) is None
+    cursors: list[Checkpoint] = [
+        ImapCheckpoint(uidvalidity=7, last_uid=42, highest_modseq=1001),
+        Pop3Checkpoint(seen_uidls=frozenset({"a1", "b2"})),
+        EwsCheckpoint(sync_state="H4sIAAAAAAAEAO29B2AcSZYlJi9tynt"),
+    ]
+    for cursor in cursors:
+        await repos.save_checkpoint(box, INBOX, cursor)
+        assert await repos.load_checkpoint(box, INBOX) == cursor, f"{cursor!r} must round-trip"
+    await repos.save_checkpoint(box, "Archive", cursors[0])
+    assert await repos.load_checkpoint(box, INBOX) == cursors[-1], "cursors are per folder"
+
+
+async def _check_incoming_dedupe(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    queue = RecordRef(EntityName.QUEUE.value, "contract-queue")
+    other_queue = RecordRef(EntityName.QUEUE.value, "contract-queue-2")
+    first = _incoming("act-1", "<dup@contract.test>", direction=EmailDirection.INCOMING)
+    created = await repos.add_incoming(first, queues=[queue])
+    assert created == Created(activity_id=first.id), f"first insert must create, got {created!r}"
+    again = await repos.add_incoming(attrs.evolve(first, id=ActivityId("act-2")))
+    assert again == AlreadyExists(activity_id=first.id), (
+        f"the same (Message-ID, direction) must answer AlreadyExists, got {again!r}"
+    )
+    assert await repos.get_activity(ActivityId("act-2")) is None, "a duplicate must write nothing"
+    assert await repos.get_activity(first.id) == first
+
+    outgoing = _incoming("act-3", "<dup@contract.test>", direction=EmailDirection.OUTGOING)
+    assert isinstance(await repos.add_incoming(outgoing), Created), (
+        "the same Message-ID in the other direction is a different email"
+    )
+    found = await repos.find_by_message_ids([MessageId("<dup@contract.test>")])
+    assert {a.id for a in found} == {first.id, outgoing.id}
+    assert not list(await repos.find_by_message_ids([MessageId("<nothing@contract.test>")]))
+
+    assert await repos.ensure_queue_item(queue, first.id) is False, (
+        "add_incoming must have created the queue item already"
+    )
+    assert await repos.ensure_queue_item(other_queue, first.id) is True
+    assert await repos.ensure_queue_item(other_queue, first.id) is False
+
+    racers = [
+        attrs.evolve(
+            _incoming("race-0", "<race@contract.test>", direction=EmailDirection.INCOMING),
+            id=ActivityId(f"race-{n}"),
+        )
+        for n in range(8)
+    ]
+    results = await asyncio.gather(*(repos.add_incoming(a) for a in racers))
+    created_ids = [r.activity_id for r in results if isinstance(r, Created)]
+    assert len(created_ids) == 1, f"concurrent inserts of one key created {len(created_ids)}"
+    assert all(r.activity_id == created_ids[0] for r in results)
+
+
+async def _check_send_claims(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    sender = a_mailbox("sender@contract.test")
+    other = a_mailbox("other@contract.test")
+    due = [
+        a_pending_email(sender_mailbox=sender, to=["x@contract.test"], subject=f"due {n}")
+        for n in range(3)
+    ]
+    later = a_pending_email(
+        sender_mailbox=sender,
+        to=["x@contract.test"],
+        subject="later",
+        postpone_sending_until=_T0 + timedelta(hours=1),
+    )
+    draft = attrs.evolve(due[0], id=ActivityId("contract-draft"), status=EmailStatus.DRAFT)
+    foreign = a_pending_email(sender_mailbox=other, to=["x@contract.test"], subject="other")
+    await harness.seed(mailboxes=[sender, other], activities=[*due, later, draft, foreign])
+
+    until = _T0 + timedelta(minutes=30)
+    claims = await repos.claim_pending_send(sender.id, owner="a", now=_T0, until=until, limit=10)
+    assert {c.activity.id for c in claims} == {a.id for a in due}, (
+        "only this mailbox's due Pending Send emails may be claimed"
+    )
+    for claim in claims:
+        assert claim.activity.status is EmailStatus.SENDING
+        assert claim.owner == "a"
+        stored = await repos.get_activity(claim.activity.id)
+        assert stored is not None
+        assert stored.status is EmailStatus.SENDING
+    again = await repos.claim_pending_send(sender.id, owner="b", now=_T0, until=until, limit=10)
+    assert not list(again), "a claimed email must not be claimed twice"
+
+    by_id = {c.activity.id: c for c in claims}
+    sent = await repos.record_send_outcome(
+        by_id[due[0].id],
+        SendSucceeded(
+            message_id=MessageId("<sent@contract.test>"), sent_on=_T0, server_reply="250"
+        ),
+    )
+    assert sent.status is EmailStatus.SENT
+    assert sent.delivery_attempts == 1
+    assert sent.message_id == "<sent@contract.test>"
+    assert sent.sent_on == _T0
+    try:
+        await repos.record_send_outcome(by_id[due[0].id], SendFailed(error=_error(False)))
+    except LeaseLostError:
+        pass
+    else:
+        raise AssertionError("an outcome for a released claim must raise LeaseLostError")
+
+    retry_at = _T0 + timedelta(minutes=5)
+    retried = await repos.record_send_outcome(
+        by_id[due[1].id], SendRetry(not_before=retry_at, error=_error(True))
+    )
+    assert retried.status is EmailStatus.PENDING_SEND
+    assert retried.delivery_attempts == 1
+    assert retried.postpone_sending_until == retry_at
+    early = await repos.claim_pending_send(sender.id, owner="a", now=_T0, until=until, limit=10)
+    assert not list(early), "an email must not be claimed before its retry time"
+    released = await repos.record_send_outcome(by_id[due[2].id], SendReleased(not_before=retry_at))
+    assert released.status is EmailStatus.PENDING_SEND and released.delivery_attempts == 0, (
+        "releasing a claim must not count an attempt"
+    )
+
+    racers = await asyncio.gather(
+        *(
+            repos.claim_pending_send(sender.id, owner=f"r{n}", now=retry_at, until=until, limit=10)
+            for n in range(4)
+        )
+    )
+    taken = [c.activity.id for batch in racers for c in batch]
+    assert len(taken) == len(set(taken)), f"concurrent claims handed out one email twice: {taken}"
+    assert set(taken) == {due[1].id, due[2].id}, f"due emails not claimed exactly once: {taken}"
+    claim_of = {c.activity.id: c for batch in racers for c in batch}
+
+    failed = await repos.record_send_outcome(claim_of[due[1].id], SendFailed(error=_error(False)))
+    assert failed.status is EmailStatus.FAILED
+    assert failed.state is EmailStateCode.OPEN
+    assert failed.delivery_attempts == 2
+    assert failed.last_send_error == _error(False)
+
+    assert not list(await repos.list_expired_claims(sender.id, now=until)), (
+        "a claim is not expired at its expiry time"
+    )
+    expired = await repos.list_expired_claims(sender.id, now=until + timedelta(seconds=1))
+    assert [c.activity.id for c in expired] == [due[2].id]
+    uncertain = await repos.record_send_outcome(expired[0], SendUncertain(error=_error(False)))
+    assert uncertain.status is EmailStatus.FAILED
+    assert uncertain.delivery_uncertain
+
+
+def _error(transient: bool) -> ErrorRecord:
+    return ErrorRecord(
+        error_type="MessageRejectedError" if not transient else "ConnectionFailedError",
+        message="contract",
+        transient=transient,
+        scope="item",
+        server_code="550" if not transient else None,
+    )
+
+
+async def _check_leases(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    until = _T0 + timedelta(minutes=10)
+    assert await repos.try_acquire_lease("m/incoming", owner="a", now=_T0, until=until)
+    assert not await repos.try_acquire_lease("m/incoming", owner="b", now=_T0, until=until), (
+        "a held lease must not be given to another owner"
+    )
+    assert await repos.try_acquire_lease("m/outgoing", owner="b", now=_T0, until=until), (
+        "leases are per key"
+    )
+    assert await repos.try_acquire_lease("m/incoming", owner="a", now=_T0, until=until), (
+        "the owner may renew its lease"
+    )
+    await repos.release_lease("m/incoming", owner="b")
+    assert not await repos.try_acquire_lease("m/incoming", owner="b", now=_T0, until=until), (
+        "only the owner may release a lease"
+    )
+    assert await repos.try_acquire_lease(
+        "m/incoming", owner="b", now=until + timedelta(seconds=1), until=until + timedelta(hours=1)
+    ), "an expired lease must be taken over"
+    await repos.release_lease("m/incoming", owner="b")
+    assert await repos.try_acquire_lease("m/incoming", owner="c", now=_T0, until=until), (
+        "a released lease is free"
+    )
