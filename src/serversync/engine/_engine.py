@@ -167,7 +167,12 @@ class SyncEngine:
         self._require_open()
         idle = self._ctx.settings.schedule.idle_sleep.total_seconds()
         while stop is None or not stop.is_set():
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception:
+                # Mailbox failures never get here; this is the store failing while listing
+                # mailboxes. Keep the loop alive and try again after the idle pause.
+                logger.exception("a run failed before it could start its mailboxes")
             if stop is None:
                 await self._ctx.clock.sleep(idle)
                 continue

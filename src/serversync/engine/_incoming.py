@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from serversync.errors import MalformedMessageError
+from serversync.errors import ErrorScope, MalformedMessageError, SyncError
 from serversync.mime import derive_message_id, parse_headers, parse_message
 from serversync.model import (
     INBOX,
@@ -177,7 +177,11 @@ class IncomingPipeline:
                 explanation=f"unreadable headers: {exc.reason}",
                 error=ErrorRecord.from_exception(exc),
             )
-        message_id = headers.message_id or derive_message_id(headers)
+        if headers.message_id is None:
+            # Rules and storage see the same stable id for a message that has none.
+            headers = attrs.evolve(headers, message_id=derive_message_id(headers))
+        message_id = headers.message_id
+        assert message_id is not None
         common: dict[str, Any] = {
             "message_id": message_id,
             "subject": headers.subject,
@@ -211,9 +215,21 @@ class IncomingPipeline:
                 **common,
             )
 
-        message = await deadline(
-            ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
-        )
+        try:
+            message = await deadline(
+                ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
+            )
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            # This message alone (it vanished, or the server refuses to return it).
+            return self._outcome(
+                ref,
+                OutcomeKind.FAILED,
+                explanation=f"cannot fetch the message: {exc}",
+                error=ErrorRecord.from_exception(exc),
+                **common,
+            )
         try:
             parsed = parse_message(message.data)
         except MalformedMessageError as exc:

@@ -45,72 +45,75 @@ class OutgoingPipeline:
         self.results: list[SendResult] = []
 
     async def run(self) -> list[SendResult]:
-        """Settle expired claims, then claim and send due Pending Send emails."""
+        """Settle expired claims, then claim and send due Pending Send emails one by one.
+
+        Claiming one email at a time keeps at most one email in Sending per engine, so a
+        crash leaves at most one email whose fate is uncertain.
+        """
         ctx = self._ctx
-        repos = ctx.repositories
-        retry = ctx.settings.retry
         now = ctx.clock.now()
         expired = await ctx.storage(
-            repos.list_expired_claims(self._mailbox.id, now=now), "listing expired send claims"
+            ctx.repositories.list_expired_claims(self._mailbox.id, now=now),
+            "listing expired send claims",
         )
-        for claim in expired:
-            await self._settle_expired(claim)
-
-        claims = list(
-            await ctx.storage(
-                repos.claim_pending_send(
-                    self._mailbox.id,
-                    owner=ctx.engine_id,
-                    now=now,
-                    until=now + retry.send_claim_duration,
-                    limit=ctx.settings.limits.outgoing_batch_size,
-                ),
-                "claiming emails to send",
-            )
-        )
-        if not claims:
+        for stale in expired:
+            await self._settle_expired(stale)
+        first = await self._claim_next()
+        if first is None:
             return self.results
-        try:
-            await self._send_all(claims)
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                # The mailbox failed before these emails reached the server: give them back
-                # without spending an attempt. (A crash leaves them to expire instead.)
-                await self._release(claims, ErrorRecord.from_exception(exc))
-            raise
+        claim = first
+        async with AsyncExitStack() as stack:
+            try:
+                session = await self._open(stack)
+            except Exception as exc:
+                # The email never reached the server: give it back without spending an attempt.
+                await self._release(claim, ErrorRecord.from_exception(exc))
+                raise
+            for _ in range(ctx.settings.limits.outgoing_batch_size):
+                await self._send_one(session, claim)
+                next_claim = await self._claim_next()
+                if next_claim is None:
+                    break
+                claim = next_claim
         return self.results
 
-    async def _send_all(self, claims: list[SendClaim]) -> None:
+    async def _claim_next(self) -> SendClaim | None:
+        ctx = self._ctx
+        now = ctx.clock.now()
+        claims = await ctx.storage(
+            ctx.repositories.claim_pending_send(
+                self._mailbox.id,
+                owner=ctx.engine_id,
+                now=now,
+                until=now + ctx.settings.retry.send_claim_duration,
+                limit=1,
+            ),
+            "claiming an email to send",
+        )
+        return claims[0] if claims else None
+
+    async def _open(self, stack: AsyncExitStack) -> OutgoingMailSession:
         ctx = self._ctx
         credentials = await ctx.credentials.resolve(self._mailbox, self._profile, Workload.OUTGOING)
         transport = ctx.transports.outgoing_for(self._profile)
-        async with AsyncExitStack() as stack:
-            session = await deadline(
-                ctx.settings.timeouts.connect,
-                stack.enter_async_context(
-                    transport.open(self._mailbox, self._profile, credentials)
-                ),
-                "connecting to the outgoing server",
-            )
-            while claims:
-                claim = claims[0]
-                try:
-                    outcome = await self._attempt(session, claim)
-                except SyncError as exc:
-                    if exc.scope is ErrorScope.ITEM:
-                        outcome = self._after_failure(claim, exc)
-                    else:
-                        # The connection is gone: this email was tried, the rest were not.
-                        claims.pop(0)
-                        await self._record(claim, self._after_failure(claim, exc))
-                        raise
-                except Exception:
-                    # Unknown failure mid-send: the server may have the email. Leave the claim
-                    # to expire so the expired-claim policy decides, never a blind resend.
-                    claims.pop(0)
-                    raise
-                claims.pop(0)
+        return await deadline(
+            ctx.settings.timeouts.connect,
+            stack.enter_async_context(transport.open(self._mailbox, self._profile, credentials)),
+            "connecting to the outgoing server",
+        )
+
+    async def _send_one(self, session: OutgoingMailSession, claim: SendClaim) -> None:
+        try:
+            outcome = await self._attempt(session, claim)
+        except SyncError as exc:
+            outcome = self._after_failure(claim, exc)
+            if exc.scope is not ErrorScope.ITEM:
+                # The connection is gone: record this email's attempt, then fail the run.
                 await self._record(claim, outcome)
+                raise
+        # Any other exception leaves the claim to expire: the server may have the email,
+        # so the expired-claim policy decides, never a blind resend.
+        await self._record(claim, outcome)
 
     async def _attempt(self, session: OutgoingMailSession, claim: SendClaim) -> SendOutcome:
         ctx = self._ctx
@@ -169,20 +172,19 @@ class OutgoingPipeline:
         self.results.append(result)
         ctx.observer.email_sent(result)
 
-    async def _release(self, claims: list[SendClaim], error: ErrorRecord) -> None:
+    async def _release(self, claim: SendClaim, error: ErrorRecord) -> None:
         ctx = self._ctx
         not_before = ctx.clock.now() + ctx.settings.retry.send_retry_interval
-        for claim in claims:
-            try:
-                await ctx.storage(
-                    ctx.repositories.record_send_outcome(
-                        claim, SendReleased(not_before=not_before, error=error)
-                    ),
-                    "releasing a send claim",
-                )
-            except SyncError as exc:
-                # The claim will expire on its own; the expired-claim policy then applies.
-                logger.warning("could not release the send claim of %s: %s", claim.activity.id, exc)
+        try:
+            await ctx.storage(
+                ctx.repositories.record_send_outcome(
+                    claim, SendReleased(not_before=not_before, error=error)
+                ),
+                "releasing a send claim",
+            )
+        except SyncError as exc:
+            # The claim will expire on its own; the expired-claim policy then applies.
+            logger.warning("could not release the send claim of %s: %s", claim.activity.id, exc)
 
     async def _settle_expired(self, claim: SendClaim) -> None:
         ctx = self._ctx

@@ -9,7 +9,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 
-from serversync.errors import ConfigurationError
+from serversync.errors import ConfigurationError, ErrorScope
 from serversync.model import (
     ActivityId,
     EmailActivity,
@@ -21,6 +21,8 @@ from serversync.model import (
 __all__ = ["compose", "outgoing_message_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# refold_source="none" keeps raw-set headers exactly as written.
+_POLICY = policy.SMTP.clone(refold_source="none")
 _HTML_HINT = re.compile(r"<\s*(html|body|p|div|br|table|span)\b", re.IGNORECASE)
 
 
@@ -64,30 +66,42 @@ def compose(
     bcc = activity.parties_of(ParticipationType.BCC_RECIPIENT)
     recipients = tuple(dict.fromkeys(p.address for p in (*to, *cc, *bcc) if p.address))
     if not recipients:
-        raise ConfigurationError(f"email {activity.id} has no recipient address")
+        raise ConfigurationError(
+            f"email {activity.id} has no recipient address", scope=ErrorScope.ITEM
+        )
     senders = activity.parties_of(ParticipationType.SENDER)
     sender_name = senders[0].name if senders else ""
 
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["From"] = _format_party(sender_address, sender_name)
-    if to:
-        msg["To"] = ", ".join(_format_party(p.address, p.name) for p in to)
-    if cc:
-        msg["Cc"] = ", ".join(_format_party(p.address, p.name) for p in cc)
-    msg["Subject"] = activity.subject
-    msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = message_id
-    if activity.in_reply_to:
-        msg["In-Reply-To"] = activity.in_reply_to
-        msg["References"] = activity.in_reply_to
-    body = activity.description or ""
-    if _HTML_HINT.search(body):
-        msg.set_content(body, subtype="html")
-    else:
-        msg.set_content(body)
+    try:
+        msg = EmailMessage(policy=_POLICY)
+        msg["From"] = _format_party(sender_address, sender_name)
+        if to:
+            msg["To"] = ", ".join(_format_party(p.address, p.name) for p in to)
+        if cc:
+            msg["Cc"] = ", ".join(_format_party(p.address, p.name) for p in cc)
+        # A line break in a header value would end the header; CRM subjects may carry one.
+        msg["Subject"] = " ".join(activity.subject.split())
+        msg["Date"] = format_datetime(now)
+        msg["Message-ID"] = message_id
+        if activity.in_reply_to:
+            # Set raw: the stdlib would RFC 2047-encode a msg-id longer than a folded line,
+            # which no mail client recognises as a msg-id any more.
+            msg.set_raw("In-Reply-To", activity.in_reply_to)
+            msg.set_raw("References", activity.in_reply_to)
+        body = activity.description or ""
+        if _HTML_HINT.search(body):
+            msg.set_content(body, subtype="html")
+        else:
+            msg.set_content(body)
+        data = msg.as_bytes()
+    except (ValueError, TypeError, UnicodeError, IndexError) as exc:
+        # The stdlib refuses some header values; that email fails, not its mailbox.
+        raise ConfigurationError(
+            f"email {activity.id} cannot be composed: {exc}", scope=ErrorScope.ITEM
+        ) from exc
     return OutgoingMessage(
         message_id=message_id,
         sender=sender_address,
         recipients=recipients,
-        data=msg.as_bytes(),
+        data=data,
     )

@@ -86,12 +86,20 @@ def _headers_from(msg: Message) -> ParsedHeaders:
         cc=_addresses(msg, "cc"),
         bcc=_addresses(msg, "bcc"),
         date=_date(msg),
-        in_reply_to=parse_message_ids(_opt(msg.get("in-reply-to"))),
-        references=parse_message_ids(_opt(msg.get("references"))),
+        in_reply_to=parse_message_ids(_ids_text(msg.get("in-reply-to"))),
+        references=parse_message_ids(_ids_text(msg.get("references"))),
         conversation_index=_unfold(str(thread_index)) if thread_index is not None else None,
         auto_submitted=_unfold(str(auto_submitted)) if auto_submitted is not None else None,
         defects=tuple(type(d).__name__ for d in msg.defects),
     )
+
+
+def _ids_text(value: object) -> str | None:
+    """A msg-id list header; some mailers wrongly RFC 2047-encode long ones, so decode."""
+    if value is None:
+        return None
+    text = str(value)
+    return _decode(text) if "=?" in text else text
 
 
 def _opt(value: object) -> str | None:

@@ -135,7 +135,8 @@ class EmailActivityRepository(Protocol):
         limit: int,
     ) -> Sequence[SendClaim]:
         """Atomically move up to ``limit`` due Pending Send emails of the sender mailbox to
-        Sending, counting one delivery attempt each, claimed by ``owner`` until ``until``.
+        Sending, claimed by ``owner`` until ``until`` (the attempt is counted when its outcome
+        is recorded).
 
         Due means ``postpone_sending_until`` is unset or not after ``now``. Oldest first.
         """

@@ -8,7 +8,8 @@ from serversync.model import MessageId
 
 __all__ = ["normalize_message_id", "parse_message_ids"]
 
-_BRACKETED = re.compile(r"<([^<>\s]+)>")
+# A domain literal ("[...]") may itself hold "<" and ">" (RFC 5322 dtext).
+_BRACKETED = re.compile(r"<((?:[^<>\s\[\]]|\[[^\[\]\s\\]*\])+)>")
 _WHITESPACE = re.compile(r"\s+")
 
 

@@ -180,9 +180,9 @@ async def check_incoming_transport(harness: IncomingTransportHarness) -> None:
     async with transport.open(fixture.mailbox, fixture.profile, fixture.credentials) as session:
         first = await session.list_new(INBOX, None, limit=10)
         assert len(first.refs) == 3, f"expected 3 new messages, listed {len(first.refs)}"
-        assert len(first.checkpoints) == 3
+        assert len(first.checkpoints) == 3, "one cursor per listed message"
         assert not first.more, "more=True although every message was listed"
-        assert all(r.folder == INBOX for r in first.refs)
+        assert all(r.folder == INBOX for r in first.refs), "refs must name the listed folder"
 
         headers = await session.fetch_headers(first.refs)
         assert [h.ref for h in headers] == list(first.refs), "headers must follow the refs' order"
@@ -197,7 +197,7 @@ async def check_incoming_transport(harness: IncomingTransportHarness) -> None:
         whole = await session.fetch_message(first.refs[1])
         assert _marker(1).encode() in whole.data, "fetch_message must return the body"
         body = BytesParser(policy=default_policy).parsebytes(whole.data)
-        assert body["Message-ID"] == expected[1][0]
+        assert body["Message-ID"] == expected[1][0], "fetch_message must return the whole message"
 
         assert first.end is not None, "a batch that listed messages must end with a cursor"
         assert await _list_all(session, first.end) == [], "nothing is new after the batch's end"
@@ -214,10 +214,12 @@ async def check_incoming_transport(harness: IncomingTransportHarness) -> None:
         limited = await session.list_new(INBOX, first.end, limit=1)
         assert len(limited.refs) == 1 and limited.more, "limit must cut the batch and say more"
         rest = await session.list_new(INBOX, limited.checkpoints[0], limit=10)
-        assert len(rest.refs) == 1
-        assert not rest.more
+        assert len(rest.refs) == 1, "the rest after a limited batch is one message"
+        assert not rest.more, "nothing is left after the rest"
         tail = await session.fetch_headers(rest.refs)
-        assert parse_headers(tail[0].data).message_id == expected[4][0]
+        assert parse_headers(tail[0].data).message_id == expected[4][0], (
+            "the last message listed must be the newest"
+        )
 
     if fixture.wrong_credentials is not None:
         try:
@@ -252,7 +254,9 @@ async def check_outgoing_transport(harness: OutgoingTransportHarness) -> None:
     assert len(accepted) == len(messages), f"the server got {len(accepted)} of {len(messages)}"
     for (envelope, data), message in zip(accepted, messages, strict=True):
         assert {r.lower() for r in envelope} == set(recipients), "every recipient must be used"
-        assert parse_headers(data).message_id == message.message_id
+        assert parse_headers(data).message_id == message.message_id, (
+            "the server must keep the Message-ID"
+        )
 
     refused = harness.refused_address
     if refused is not None:
@@ -267,7 +271,9 @@ async def check_outgoing_transport(harness: OutgoingTransportHarness) -> None:
             try:
                 await session.send(_outgoing(sender, (refused,), 11, run))
             except RecipientsRefusedError as exc:
-                assert refused.lower() in {r.lower() for r in exc.recipients}
+                assert refused.lower() in {r.lower() for r in exc.recipients}, (
+                    "the refused recipient must be named"
+                )
             else:
                 raise AssertionError("every recipient refused must raise RecipientsRefusedError")
 
@@ -314,9 +320,9 @@ async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
     second = a_mailbox("two@contract.test", profile_id=profile.id)
     await harness.seed(profiles=[profile], mailboxes=[first, second])
     assert await repos.get_profile(profile.id) == profile, "get_profile must return the profile"
-    assert await repos.get_profile(ProfileId("missing")) is None
+    assert await repos.get_profile(ProfileId("missing")) is None, "an unknown profile must be None"
     assert await repos.get_mailbox(first.id) == first, "get_mailbox must return the mailbox"
-    assert await repos.get_mailbox(MailboxId("missing")) is None
+    assert await repos.get_mailbox(MailboxId("missing")) is None, "an unknown mailbox must be None"
     listed = {m.id for m in await repos.list_mailboxes()}
     assert listed == {first.id, second.id}, f"list_mailboxes returned {listed!r}"
     assert not list(await repos.list_tracking_folders(first.id)), "no tracking rules were added"
@@ -372,7 +378,9 @@ async def _check_incoming_dedupe(harness: RepositoryHarness) -> None:
         f"the same (Message-ID, direction) must answer AlreadyExists, got {again!r}"
     )
     assert await repos.get_activity(ActivityId("act-2")) is None, "a duplicate must write nothing"
-    assert await repos.get_activity(first.id) == first
+    assert await repos.get_activity(first.id) == first, (
+        "get_activity must return what add_incoming stored"
+    )
 
     outgoing = _incoming("act-3", "<dup@contract.test>", direction=EmailDirection.OUTGOING)
     assert isinstance(await repos.add_incoming(outgoing), Created), (
@@ -380,7 +388,9 @@ async def _check_incoming_dedupe(harness: RepositoryHarness) -> None:
     )
     found = await repos.find_by_message_ids([MessageId("<dup@contract.test>")])
     assert {a.id for a in found} == {first.id, outgoing.id}
-    assert not list(await repos.find_by_message_ids([MessageId("<nothing@contract.test>")]))
+    assert not list(await repos.find_by_message_ids([MessageId("<nothing@contract.test>")])), (
+        "an unknown Message-ID must find nothing"
+    )
 
     assert await repos.ensure_queue_item(queue, first.id) is False, (
         "add_incoming must have created the queue item already"
@@ -398,7 +408,9 @@ async def _check_incoming_dedupe(harness: RepositoryHarness) -> None:
     results = await asyncio.gather(*(repos.add_incoming(a) for a in racers))
     created_ids = [r.activity_id for r in results if isinstance(r, Created)]
     assert len(created_ids) == 1, f"concurrent inserts of one key created {len(created_ids)}"
-    assert all(r.activity_id == created_ids[0] for r in results)
+    assert all(r.activity_id == created_ids[0] for r in results), (
+        "every racer must be told the winner's id"
+    )
 
 
 async def _check_send_claims(harness: RepositoryHarness) -> None:
@@ -425,11 +437,13 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
         "only this mailbox's due Pending Send emails may be claimed"
     )
     for claim in claims:
-        assert claim.activity.status is EmailStatus.SENDING
-        assert claim.owner == "a"
+        assert claim.activity.status is EmailStatus.SENDING, "a claim hands out a Sending email"
+        assert claim.owner == "a", "a claim names its owner"
         stored = await repos.get_activity(claim.activity.id)
-        assert stored is not None
-        assert stored.status is EmailStatus.SENDING
+        assert stored is not None, "a claimed email must stay stored"
+        assert stored.status is EmailStatus.SENDING, (
+            "a claimed email must be stored as Sending, or another owner could claim it twice"
+        )
     again = await repos.claim_pending_send(sender.id, owner="b", now=_T0, until=until, limit=10)
     assert not list(again), "a claimed email must not be claimed twice"
 
@@ -440,10 +454,10 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
             message_id=MessageId("<sent@contract.test>"), sent_on=_T0, server_reply="250"
         ),
     )
-    assert sent.status is EmailStatus.SENT
-    assert sent.delivery_attempts == 1
-    assert sent.message_id == "<sent@contract.test>"
-    assert sent.sent_on == _T0
+    assert sent.status is EmailStatus.SENT, "Sent outcome must set status Sent"
+    assert sent.delivery_attempts == 1, "Sent outcome must count the attempt"
+    assert sent.message_id == "<sent@contract.test>", "Sent outcome must store the Message-ID used"
+    assert sent.sent_on == _T0, "Sent outcome must store the send time"
     try:
         await repos.record_send_outcome(by_id[due[0].id], SendFailed(error=_error(False)))
     except LeaseLostError:
@@ -455,9 +469,13 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
     retried = await repos.record_send_outcome(
         by_id[due[1].id], SendRetry(not_before=retry_at, error=_error(True))
     )
-    assert retried.status is EmailStatus.PENDING_SEND
-    assert retried.delivery_attempts == 1
-    assert retried.postpone_sending_until == retry_at
+    assert retried.status is EmailStatus.PENDING_SEND, (
+        "Retry outcome must return the email to Pending Send"
+    )
+    assert retried.delivery_attempts == 1, "Retry outcome must count the attempt"
+    assert retried.postpone_sending_until == retry_at, (
+        "Retry outcome must postpone the next attempt"
+    )
     early = await repos.claim_pending_send(sender.id, owner="a", now=_T0, until=until, limit=10)
     assert not list(early), "an email must not be claimed before its retry time"
     released = await repos.record_send_outcome(by_id[due[2].id], SendReleased(not_before=retry_at))
@@ -477,19 +495,21 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
     claim_of = {c.activity.id: c for batch in racers for c in batch}
 
     failed = await repos.record_send_outcome(claim_of[due[1].id], SendFailed(error=_error(False)))
-    assert failed.status is EmailStatus.FAILED
-    assert failed.state is EmailStateCode.OPEN
-    assert failed.delivery_attempts == 2
-    assert failed.last_send_error == _error(False)
+    assert failed.status is EmailStatus.FAILED, "Failed outcome must set status Failed"
+    assert failed.state is EmailStateCode.OPEN, "a Failed email must stay Open so it can be re-sent"
+    assert failed.delivery_attempts == 2, "attempts must add up across claims"
+    assert failed.last_send_error == _error(False), "Failed outcome must keep the error"
 
     assert not list(await repos.list_expired_claims(sender.id, now=until)), (
         "a claim is not expired at its expiry time"
     )
     expired = await repos.list_expired_claims(sender.id, now=until + timedelta(seconds=1))
-    assert [c.activity.id for c in expired] == [due[2].id]
+    assert [c.activity.id for c in expired] == [due[2].id], (
+        "only the Sending email with an expired claim is listed"
+    )
     uncertain = await repos.record_send_outcome(expired[0], SendUncertain(error=_error(False)))
-    assert uncertain.status is EmailStatus.FAILED
-    assert uncertain.delivery_uncertain
+    assert uncertain.status is EmailStatus.FAILED, "Uncertain outcome must set status Failed"
+    assert uncertain.delivery_uncertain, "Uncertain outcome must flag delivery_uncertain"
 
 
 def _error(transient: bool) -> ErrorRecord:

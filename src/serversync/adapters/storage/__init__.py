@@ -1,1 +1,3 @@
 """Storage adapters."""
+
+__all__: list[str] = []

@@ -333,6 +333,7 @@ def _apply(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:
             activity,
             status=EmailStatus.FAILED,
             delivery_attempts=attempts,
+            postpone_sending_until=None,
             last_send_error=outcome.error,
         )
     if isinstance(outcome, SendUncertain):
@@ -340,6 +341,7 @@ def _apply(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:
             activity,
             status=EmailStatus.FAILED,
             delivery_attempts=attempts,
+            postpone_sending_until=None,
             delivery_uncertain=True,
             last_send_error=outcome.error,
         )

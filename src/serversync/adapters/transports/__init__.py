@@ -1,1 +1,3 @@
 """Mail transport adapters."""
+
+__all__: list[str] = []

@@ -1,0 +1,412 @@
+"""Host-style code written only against serversync's public API; checked with ``mypy --strict``.
+
+It plays the part of a CRM backend embedding serversync: its own relevance rule, its own
+repositories over dicts, its own credential provider and observer, wired into a
+:class:`serversync.SyncEngine` with the in-memory transports. The variables annotated with
+the Protocol types make mypy prove that each class conforms to its port.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+
+import attrs
+
+import serversync
+from serversync import (
+    ActivityId,
+    AddResult,
+    AlreadyExists,
+    Checkpoint,
+    ClaimToken,
+    ConfigurationError,
+    Created,
+    CredentialProvider,
+    Credentials,
+    DecisionReason,
+    EmailActivity,
+    EmailServerProfile,
+    EmailStatus,
+    ItemOutcome,
+    LeaseLostError,
+    Mailbox,
+    MailboxId,
+    MailboxRunReport,
+    MailboxTrackingFolder,
+    MessageId,
+    ParsedHeaders,
+    ProfileId,
+    RecordDirectory,
+    RecordRef,
+    Reject,
+    RelevanceFacts,
+    RelevanceRule,
+    Repositories,
+    RunReport,
+    Secret,
+    SendClaim,
+    SendFailed,
+    SendOutcome,
+    SendReleased,
+    SendResult,
+    SendRetry,
+    SendSucceeded,
+    SendUncertain,
+    SyncEngine,
+    SyncObserver,
+    SyncSettings,
+    Verdict,
+    Workload,
+    WorkloadState,
+)
+from serversync.testing import (
+    FakeClock,
+    InMemoryDirectory,
+    InMemoryIncomingTransport,
+    InMemoryMailServer,
+    InMemoryOutgoingTransport,
+    a_contact,
+    a_mailbox,
+    a_pending_email,
+    a_profile,
+    a_user,
+    an_email,
+)
+
+__all__ = [
+    "ALICE",
+    "AUTO_REPLY_SUBJECT",
+    "CUSTOMER",
+    "PENDING_SUBJECT",
+    "REPLY_SUBJECT",
+    "CountingObserver",
+    "DictCredentials",
+    "DictRepositories",
+    "RejectAutoSubmitted",
+    "wire_engine",
+]
+
+ALICE = "alice@contoso.example"
+CUSTOMER = "jane@fabrikam.example"
+REPLY_SUBJECT = "RE: Quote"
+AUTO_REPLY_SUBJECT = "Automatic reply: Quote"
+PENDING_SUBJECT = "Order confirmation"
+
+
+@attrs.frozen
+class RejectAutoSubmitted:
+    """Reject automatic replies (``Auto-Submitted`` other than ``no``, RFC 3834)."""
+
+    name: str = "reject-auto-submitted"
+
+    def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
+        """Reject auto-submitted mail; no opinion on anything else."""
+        value = message.auto_submitted
+        if value is None or value.strip().lower() == "no":
+            return None
+        return Reject(
+            reason=DecisionReason.UNKNOWN,
+            rule=self.name,
+            explanation=f"Auto-Submitted: {value} (mailbox {facts.mailbox.email_address})",
+        )
+
+
+@attrs.define
+class _Claim:
+    token: ClaimToken
+    owner: str
+    expires_at: datetime
+
+
+@attrs.define
+class _Lease:
+    owner: str
+    until: datetime
+
+
+class DictRepositories:
+    """Every repository port over plain dicts, as a host would write it over its database."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[ProfileId, EmailServerProfile] = {}
+        self.mailboxes: dict[MailboxId, Mailbox] = {}
+        self.states: dict[tuple[MailboxId, Workload], WorkloadState] = {}
+        self.checkpoints: dict[tuple[MailboxId, str], Checkpoint] = {}
+        self.activities: dict[ActivityId, EmailActivity] = {}
+        self.queue_items: set[tuple[RecordRef, ActivityId]] = set()
+        self.claims: dict[ActivityId, _Claim] = {}
+        self.leases: dict[str, _Lease] = {}
+        self.tracking_folders: dict[MailboxId, list[MailboxTrackingFolder]] = {}
+
+    def _holder(self, activity: EmailActivity) -> ActivityId | None:
+        key = activity.dedupe_key
+        if key is None:
+            return None
+        for stored in self.activities.values():
+            if stored.dedupe_key == key:
+                return stored.id
+        return None
+
+    # EmailServerProfileRepository
+    async def get_profile(self, profile_id: ProfileId) -> EmailServerProfile | None:
+        return self.profiles.get(profile_id)
+
+    # MailboxRepository
+    async def list_mailboxes(self) -> Sequence[Mailbox]:
+        return list(self.mailboxes.values())
+
+    async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
+        return self.mailboxes.get(mailbox_id)
+
+    # WorkloadStateRepository
+    async def get_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload
+    ) -> WorkloadState | None:
+        return self.states.get((mailbox_id, workload))
+
+    async def save_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
+    ) -> None:
+        self.states[(mailbox_id, workload)] = state
+
+    # CheckpointRepository
+    async def load_checkpoint(self, mailbox_id: MailboxId, folder: str) -> Checkpoint | None:
+        return self.checkpoints.get((mailbox_id, folder))
+
+    async def save_checkpoint(
+        self, mailbox_id: MailboxId, folder: str, checkpoint: Checkpoint
+    ) -> None:
+        self.checkpoints[(mailbox_id, folder)] = checkpoint
+
+    # EmailActivityRepository
+    async def add_incoming(
+        self, activity: EmailActivity, *, queues: Collection[RecordRef] = ()
+    ) -> AddResult:
+        holder = self._holder(activity)
+        if holder is not None:
+            return AlreadyExists(activity_id=holder)
+        self.activities[activity.id] = activity
+        for queue in queues:
+            self.queue_items.add((queue, activity.id))
+        return Created(activity_id=activity.id)
+
+    async def ensure_queue_item(self, queue: RecordRef, activity_id: ActivityId) -> bool:
+        if (queue, activity_id) in self.queue_items:
+            return False
+        self.queue_items.add((queue, activity_id))
+        return True
+
+    async def get_activity(self, activity_id: ActivityId) -> EmailActivity | None:
+        return self.activities.get(activity_id)
+
+    async def find_by_message_ids(
+        self, message_ids: Collection[MessageId]
+    ) -> Sequence[EmailActivity]:
+        wanted = set(message_ids)
+        return [a for a in self.activities.values() if a.message_id in wanted]
+
+    async def claim_pending_send(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> Sequence[SendClaim]:
+        due = [
+            a
+            for a in self.activities.values()
+            if a.status is EmailStatus.PENDING_SEND
+            and a.sender_mailbox_id == mailbox_id
+            and (a.postpone_sending_until is None or a.postpone_sending_until <= now)
+        ][:limit]
+        claims: list[SendClaim] = []
+        for activity in due:
+            claimed = attrs.evolve(activity, status=EmailStatus.SENDING)
+            token = ClaimToken(uuid.uuid4().hex)
+            self.activities[activity.id] = claimed
+            self.claims[activity.id] = _Claim(token=token, owner=owner, expires_at=until)
+            claims.append(SendClaim(activity=claimed, token=token, owner=owner, expires_at=until))
+        return claims
+
+    async def list_expired_claims(
+        self, mailbox_id: MailboxId, *, now: datetime
+    ) -> Sequence[SendClaim]:
+        expired: list[SendClaim] = []
+        for activity_id, claim in self.claims.items():
+            activity = self.activities[activity_id]
+            if activity.sender_mailbox_id == mailbox_id and claim.expires_at < now:
+                expired.append(
+                    SendClaim(
+                        activity=activity,
+                        token=claim.token,
+                        owner=claim.owner,
+                        expires_at=claim.expires_at,
+                    )
+                )
+        return expired
+
+    async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
+        activity_id = claim.activity.id
+        current = self.claims.get(activity_id)
+        if current is None or current.token != claim.token:
+            raise LeaseLostError(f"the send claim on email {activity_id} is no longer held")
+        activity = self.activities[activity_id]
+        attempts = activity.delivery_attempts + 1
+        updated: EmailActivity
+        if isinstance(outcome, SendSucceeded):
+            updated = attrs.evolve(
+                activity,
+                status=EmailStatus.SENT,
+                message_id=outcome.message_id,
+                sent_on=outcome.sent_on,
+                server_reply=outcome.server_reply,
+                delivery_attempts=attempts,
+                postpone_sending_until=None,
+                last_send_error=None,
+            )
+        elif isinstance(outcome, SendRetry):
+            updated = attrs.evolve(
+                activity,
+                status=EmailStatus.PENDING_SEND,
+                delivery_attempts=attempts,
+                postpone_sending_until=outcome.not_before,
+                last_send_error=outcome.error,
+            )
+        elif isinstance(outcome, SendFailed | SendUncertain):
+            updated = attrs.evolve(
+                activity,
+                status=EmailStatus.FAILED,
+                delivery_attempts=attempts,
+                delivery_uncertain=isinstance(outcome, SendUncertain),
+                last_send_error=outcome.error,
+            )
+        elif isinstance(outcome, SendReleased):
+            updated = attrs.evolve(
+                activity,
+                status=EmailStatus.PENDING_SEND,
+                postpone_sending_until=outcome.not_before,
+                last_send_error=outcome.error,
+            )
+        else:  # pragma: no cover - exhaustive over SendOutcome
+            raise TypeError(f"unknown send outcome {outcome!r}")
+        self.activities[activity_id] = updated
+        del self.claims[activity_id]
+        return updated
+
+    # TrackingFolderRepository
+    async def list_tracking_folders(self, mailbox_id: MailboxId) -> Sequence[MailboxTrackingFolder]:
+        return list(self.tracking_folders.get(mailbox_id, ()))
+
+    # LeaseRepository
+    async def try_acquire_lease(
+        self, key: str, *, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        lease = self.leases.get(key)
+        if lease is not None and lease.owner != owner and lease.until > now:
+            return False
+        self.leases[key] = _Lease(owner=owner, until=until)
+        return True
+
+    async def release_lease(self, key: str, *, owner: str) -> None:
+        lease = self.leases.get(key)
+        if lease is not None and lease.owner == owner:
+            del self.leases[key]
+
+
+class DictCredentials:
+    """Passwords by mailbox address; the mailbox address is also the user name."""
+
+    def __init__(self, passwords: Mapping[str, str]) -> None:
+        self._passwords = dict(passwords)
+
+    async def resolve(
+        self, mailbox: Mailbox, profile: EmailServerProfile, workload: Workload
+    ) -> Credentials | None:
+        """The mailbox's password, or a :class:`ConfigurationError` when there is none."""
+        password = self._passwords.get(mailbox.email_address)
+        if password is None:
+            raise ConfigurationError(
+                f"no password for {mailbox.email_address} ({workload})", mailbox_id=mailbox.id
+            )
+        return Credentials(username=mailbox.email_address, secret=Secret(password))
+
+
+class CountingObserver(serversync.BaseSyncObserver):
+    """Keeps every outcome, send and mailbox report it is told about."""
+
+    def __init__(self) -> None:
+        self.items: list[ItemOutcome] = []
+        self.sends: list[SendResult] = []
+        self.runs: list[MailboxRunReport] = []
+
+    def item_processed(self, outcome: ItemOutcome) -> None:
+        self.items.append(outcome)
+
+    def email_sent(self, result: SendResult) -> None:
+        self.sends.append(result)
+
+    def mailbox_run_finished(self, report: MailboxRunReport) -> None:
+        self.runs.append(report)
+
+
+# Structural conformance, checked by mypy.
+rule: RelevanceRule = RejectAutoSubmitted()
+repos: Repositories = DictRepositories()
+credentials: CredentialProvider = DictCredentials({})
+observer: SyncObserver = CountingObserver()
+
+
+async def wire_engine(observer: CountingObserver | None = None) -> RunReport:
+    """Build a small world, run the engine once, and return its report.
+
+    Alice (a user tracking all email) receives a customer's reply and an automatic reply;
+    one CRM email is pending send from her mailbox.
+    """
+    clock = FakeClock()
+    server = InMemoryMailServer(clock=clock)
+    server.add_account(ALICE, password="alice-password")
+    server.add_account(CUSTOMER, password="jane-password")
+
+    alice_user = a_user(ALICE, filtering=serversync.IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    records: RecordDirectory = InMemoryDirectory([alice_user, a_contact(CUSTOMER)])
+
+    store = DictRepositories()
+    profile = a_profile()
+    store.profiles[profile.id] = profile
+    mailbox = a_mailbox(ALICE, owner=alice_user.ref, profile_id=profile.id)
+    store.mailboxes[mailbox.id] = mailbox
+    pending = a_pending_email(sender_mailbox=mailbox, to=[CUSTOMER], subject=PENDING_SUBJECT)
+    store.activities[pending.id] = pending
+
+    server.deliver(ALICE, an_email(sender=CUSTOMER, to=[ALICE], subject=REPLY_SUBJECT))
+    server.deliver(
+        ALICE,
+        an_email(
+            sender=CUSTOMER,
+            to=[ALICE],
+            subject=AUTO_REPLY_SUBJECT,
+            headers=[("Auto-Submitted", "auto-replied")],
+        ),
+    )
+
+    rules: list[RelevanceRule] = [RejectAutoSubmitted(), *serversync.default_rules()]
+    transports = serversync.Transports.for_all(
+        incoming=InMemoryIncomingTransport(server), outgoing=InMemoryOutgoingTransport(server)
+    )
+    engine = SyncEngine(
+        repositories=store,
+        directory=records,
+        transports=transports,
+        credentials=DictCredentials({ALICE: "alice-password"}),
+        rules=rules,
+        settings=SyncSettings(message_id_domain="crm.contoso.example"),
+        clock=clock,
+        observer=observer or CountingObserver(),
+        engine_id="host-engine",
+    )
+    async with engine:
+        return await engine.run_once()
