@@ -69,7 +69,6 @@ class RetryPolicy:
     mailbox_transient_backoff: timedelta = attrs.field(
         default=timedelta(minutes=5), validator=_positive
     )
-    mailbox_max_transient_failures: int = attrs.field(default=10, validator=_at_least_one)
     send_max_attempts: int = attrs.field(default=5, validator=_at_least_one)
     send_retry_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
     send_claim_duration: timedelta = attrs.field(default=timedelta(minutes=30), validator=_positive)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +43,7 @@ from serversync.relevance import evaluate
 
 from ._activities import build_incoming_activity, queues_for
 from ._context import EngineContext, deadline, logger
+from ._sessions import session_of
 
 __all__ = ["IncomingPipeline"]
 
@@ -78,17 +78,10 @@ class IncomingPipeline:
     async def run(self) -> list[ItemOutcome]:
         """Process every folder the mailbox tracks; raise on a mailbox-level failure."""
         ctx = self._ctx
-        timeouts = ctx.settings.timeouts
         credentials = await ctx.credentials.resolve(self._mailbox, self._profile, Workload.INCOMING)
         transport = ctx.transports.incoming_for(self._profile)
-        async with AsyncExitStack() as stack:
-            session = await deadline(
-                timeouts.connect,
-                stack.enter_async_context(
-                    transport.open(self._mailbox, self._profile, credentials)
-                ),
-                "connecting to the incoming server",
-            )
+        opener = transport.open(self._mailbox, self._profile, credentials)
+        async with session_of(opener, ctx.settings.timeouts, "the incoming server") as session:
             await self._sync_folder(session, INBOX)
         return self.outcomes
 

@@ -7,8 +7,6 @@ reuses it and a reply correlates by In-Reply-To.
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 from serversync.errors import ErrorScope, SyncError
 from serversync.mime import compose
 from serversync.model import (
@@ -31,6 +29,7 @@ from serversync.ports import OutgoingMailSession
 from serversync.settings import ExpiredClaimPolicy
 
 from ._context import EngineContext, deadline, logger
+from ._sessions import session_of
 
 __all__ = ["OutgoingPipeline"]
 
@@ -62,19 +61,27 @@ class OutgoingPipeline:
         if first is None:
             return self.results
         claim = first
-        async with AsyncExitStack() as stack:
-            try:
-                session = await self._open(stack)
-            except Exception as exc:
+        connected = False
+        try:
+            credentials = await ctx.credentials.resolve(
+                self._mailbox, self._profile, Workload.OUTGOING
+            )
+            opener = ctx.transports.outgoing_for(self._profile).open(
+                self._mailbox, self._profile, credentials
+            )
+            async with session_of(opener, ctx.settings.timeouts, "the outgoing server") as session:
+                connected = True
+                for _ in range(ctx.settings.limits.outgoing_batch_size):
+                    await self._send_one(session, claim)
+                    next_claim = await self._claim_next()
+                    if next_claim is None:
+                        break
+                    claim = next_claim
+        except Exception as exc:
+            if not connected:
                 # The email never reached the server: give it back without spending an attempt.
                 await self._release(claim, ErrorRecord.from_exception(exc))
-                raise
-            for _ in range(ctx.settings.limits.outgoing_batch_size):
-                await self._send_one(session, claim)
-                next_claim = await self._claim_next()
-                if next_claim is None:
-                    break
-                claim = next_claim
+            raise
         return self.results
 
     async def _claim_next(self) -> SendClaim | None:
@@ -91,16 +98,6 @@ class OutgoingPipeline:
             "claiming an email to send",
         )
         return claims[0] if claims else None
-
-    async def _open(self, stack: AsyncExitStack) -> OutgoingMailSession:
-        ctx = self._ctx
-        credentials = await ctx.credentials.resolve(self._mailbox, self._profile, Workload.OUTGOING)
-        transport = ctx.transports.outgoing_for(self._profile)
-        return await deadline(
-            ctx.settings.timeouts.connect,
-            stack.enter_async_context(transport.open(self._mailbox, self._profile, credentials)),
-            "connecting to the outgoing server",
-        )
 
     async def _send_one(self, session: OutgoingMailSession, claim: SendClaim) -> None:
         try:
