@@ -38,8 +38,10 @@ from serversync.settings import (
     OrganizationSettings,
     RetryPolicy,
     Schedule,
+    SmartMatchingSettings,
     SyncSettings,
     Timeouts,
+    TrackingTokenSettings,
 )
 
 try:
@@ -66,12 +68,14 @@ __all__ = [
     "RetryPolicy",
     "Schedule",
     "ServerBusyError",
+    "SmartMatchingSettings",
     "StorageConflictError",
     "SyncEngine",
     "SyncError",
     "SyncSettings",
     "SystemClock",
     "Timeouts",
+    "TrackingTokenSettings",
     "TransientError",
     "Transports",
     "__version__",

@@ -206,7 +206,7 @@ def _item_row(run: int, item: ItemOutcome) -> tuple[str, ...]:
 def _send_row(run: int, send: SendResult) -> tuple[str, ...]:
     return (
         str(run),
-        send.subject[:34],
+        send.subject[:44],
         ", ".join(send.recipients),
         send.status.name,
         send.message_id or "-",

@@ -20,8 +20,10 @@ __all__ = [
     "OrganizationSettings",
     "RetryPolicy",
     "Schedule",
+    "SmartMatchingSettings",
     "SyncSettings",
     "Timeouts",
+    "TrackingTokenSettings",
 ]
 
 _positive = attrs.validators.gt(timedelta(0))
@@ -85,6 +87,150 @@ class Schedule:
     idle_sleep: timedelta = attrs.field(default=timedelta(seconds=30), validator=_positive)
 
 
+def _prefix(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not 1 <= len(value) <= 20 or any(c.isspace() for c in value):
+        raise ValueError(f"a tracking token prefix is 1 to 20 characters without spaces: {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TrackingTokenSettings:
+    """The organisation's tracking token format (Dynamics System Settings, Email tab).
+
+    ``previous_prefixes`` are prefixes used before: replies carrying them still correlate.
+    ``max_subject_length`` is ``MaximumSubjectLengthOnMailServer``.
+    """
+
+    enabled: bool = True
+    prefix: str = attrs.field(default="CRM:", validator=_prefix)
+    previous_prefixes: tuple[str, ...] = ()
+    base: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    user_digits: int = attrs.field(
+        default=3, validator=[attrs.validators.ge(1), attrs.validators.le(10)]
+    )
+    counter_digits: int = attrs.field(
+        default=3, validator=[attrs.validators.ge(1), attrs.validators.le(9)]
+    )
+    max_subject_length: int = attrs.field(default=255, validator=attrs.validators.ge(1))
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The current prefix, then the old ones."""
+        return (self.prefix, *(p for p in self.previous_prefixes if p != self.prefix))
+
+
+@attrs.frozen(kw_only=True)
+class SmartMatchingSettings:
+    """``enablesmartmatching`` and the ``Hash*`` settings (off by default, as in Dynamics)."""
+
+    enabled: bool = False
+    filter_keywords: str = r"^[\s]*([\w]+\s?:[\s]*)+"
+    max_count: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    delta_subject_count: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    min_address_count: int = attrs.field(default=2, validator=attrs.validators.ge(1))
+    window: timedelta = timedelta(days=90)
+
+
+# Dynamics' default "blocked file extensions for attachments".
+_BLOCKED_EXTENSIONS = (
+    "ade",
+    "adp",
+    "app",
+    "asa",
+    "ashx",
+    "asmx",
+    "asp",
+    "bas",
+    "bat",
+    "cdx",
+    "cer",
+    "chm",
+    "class",
+    "cmd",
+    "com",
+    "config",
+    "cpl",
+    "crt",
+    "csh",
+    "dll",
+    "exe",
+    "fxp",
+    "hlp",
+    "hta",
+    "htr",
+    "htw",
+    "ida",
+    "idc",
+    "idq",
+    "inf",
+    "ins",
+    "isp",
+    "its",
+    "jar",
+    "js",
+    "jse",
+    "ksh",
+    "lnk",
+    "mad",
+    "maf",
+    "mag",
+    "mam",
+    "maq",
+    "mar",
+    "mas",
+    "mat",
+    "mau",
+    "mav",
+    "maw",
+    "mda",
+    "mdb",
+    "mde",
+    "mdt",
+    "mdw",
+    "mdz",
+    "msc",
+    "msh",
+    "msh1",
+    "msh1xml",
+    "msh2",
+    "msh2xml",
+    "mshxml",
+    "msi",
+    "msp",
+    "mst",
+    "ops",
+    "pcd",
+    "pif",
+    "prf",
+    "prg",
+    "printer",
+    "pst",
+    "reg",
+    "rem",
+    "scf",
+    "scr",
+    "sct",
+    "shb",
+    "shs",
+    "shtm",
+    "shtml",
+    "soap",
+    "stm",
+    "tmp",
+    "url",
+    "vb",
+    "vbe",
+    "vbs",
+    "vsmacro",
+    "vss",
+    "vst",
+    "vsw",
+    "ws",
+    "wsc",
+    "wsf",
+    "wsh",
+)
+
+
 @attrs.frozen(kw_only=True)
 class OrganizationSettings:
     """Organisation-wide switches that change what is processed (Dynamics System Settings)."""
@@ -97,6 +243,19 @@ class OrganizationSettings:
     )
     default_queue_filtering_method: IncomingFilteringMethod = (
         IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL
+    )
+    tracking_tokens: TrackingTokenSettings = attrs.Factory(TrackingTokenSettings)
+    smart_matching: SmartMatchingSettings = attrs.Factory(SmartMatchingSettings)
+    ignore_conversation_index_and_in_reply_to: bool = False
+    do_not_correlate_forwarded_emails_as_replies: bool = False
+    use_filtering_method_of_syncing_mailbox_only: bool = False
+    unresolve_sender_in_case_of_multiple_match: bool = False
+    unresolve_email_address_if_multiple_match: bool = False
+    max_upload_file_size: int = attrs.field(default=5_120 * 1024, validator=attrs.validators.ge(0))
+    blocked_attachment_extensions: tuple[str, ...] = _BLOCKED_EXTENSIONS
+    is_folder_based_tracking_enabled: bool = True
+    max_folder_based_tracking_mappings: int = attrs.field(
+        default=25, validator=attrs.validators.ge(0)
     )
 
 

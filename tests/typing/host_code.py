@@ -21,6 +21,7 @@ from serversync import (
     AlreadyExists,
     Checkpoint,
     ClaimToken,
+    CorrelationQuery,
     ConfigurationError,
     Created,
     CredentialProvider,
@@ -57,6 +58,7 @@ from serversync import (
     SyncEngine,
     SyncObserver,
     SyncSettings,
+    TrackingNumbers,
     Verdict,
     Workload,
     WorkloadState,
@@ -139,6 +141,8 @@ class DictRepositories:
         self.claims: dict[ActivityId, _Claim] = {}
         self.leases: dict[str, _Lease] = {}
         self.tracking_folders: dict[MailboxId, list[MailboxTrackingFolder]] = {}
+        self.user_numbers: dict[RecordRef, int] = {}
+        self.tracking_counter = 0
 
     def _holder(self, activity: EmailActivity) -> ActivityId | None:
         key = activity.dedupe_key
@@ -206,6 +210,45 @@ class DictRepositories:
     ) -> Sequence[EmailActivity]:
         wanted = set(message_ids)
         return [a for a in self.activities.values() if a.message_id in wanted]
+
+    async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
+        # A host database would use indexes; a scan keeps this example short.
+        ids, tokens = set(query.message_ids), set(query.tracking_tokens)
+        return [
+            a
+            for a in self.activities.values()
+            if a.message_id in ids
+            or a.tracking_token in tokens
+            or (
+                query.conversation_index_hash is not None
+                and a.base_conversation_index_hash == query.conversation_index_hash
+            )
+        ]
+
+    async def prepare_send(
+        self,
+        claim: SendClaim,
+        *,
+        message_id: MessageId,
+        subject: str,
+        tracking_token: str | None,
+    ) -> SendClaim:
+        current = self.claims.get(claim.activity.id)
+        if current is None or current.token != claim.token:
+            raise LeaseLostError(f"the send claim on email {claim.activity.id} is no longer held")
+        prepared = attrs.evolve(
+            self.activities[claim.activity.id],
+            message_id=message_id,
+            subject=subject,
+            tracking_token=tracking_token,
+        )
+        self.activities[prepared.id] = prepared
+        return attrs.evolve(claim, activity=prepared)
+
+    async def allocate_tracking_numbers(self, user: RecordRef) -> TrackingNumbers:
+        number = self.user_numbers.setdefault(user, len(self.user_numbers) + 1)
+        self.tracking_counter += 1
+        return TrackingNumbers(user_number=number, counter=self.tracking_counter)
 
     async def claim_pending_send(
         self,

@@ -23,7 +23,9 @@ async def test_host_wired_engine_tracks_rejects_and_sends() -> None:
     assert auto_reply.kind is OutcomeKind.NOT_RELEVANT
     assert auto_reply.rule == "reject-auto-submitted"
     [send] = report.sends()
-    assert send.subject == host_code.PENDING_SUBJECT
+    assert send.subject == f"{host_code.PENDING_SUBJECT} CRM:0001001", (
+        "sent with its tracking token"
+    )
     assert send.status is EmailStatus.SENT
     assert send.message_id == outgoing_message_id(send.activity_id, "crm.contoso.example")
     assert observer.items == list(report.items())

@@ -83,7 +83,7 @@ def _facts(
         mailbox_owner=owner,
         folder="INBOX",
         records={a: tuple(rs) for a, rs in by_address.items()},
-        thread_activities=tuple(thread),
+        candidates=tuple(thread),
         organization=organization or OrganizationSettings(),
     )
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from serversync.model import (
     ActivityId,
     ActivityParty,
+    AttachmentInfo,
     CorrelationMethod,
-    CrmRecord,
     EmailActivity,
     EmailAddress,
     EmailDirection,
@@ -22,40 +22,14 @@ from serversync.model import (
     RecordRef,
 )
 from serversync.ports.relevance import RelevanceFacts, Track
+from serversync.relevance.conversation import base_conversation_index_hash
+from serversync.relevance.parties import choose_owner, resolve_recipient, resolve_sender
+from serversync.settings import OrganizationSettings
 
-__all__ = ["build_incoming_activity", "queues_for"]
+__all__ = ["NOTIFICATION_ATTACHMENTS_DROPPED", "build_incoming_activity", "queues_for"]
 
-# Sender resolution order when several records share the address (Dynamics documents it).
-_SENDER_PRIORITY = (
-    EntityName.SYSTEMUSER.value,
-    EntityName.CONTACT.value,
-    EntityName.ACCOUNT.value,
-    EntityName.LEAD.value,
-    EntityName.EQUIPMENT.value,
-    EntityName.TEAM.value,
-    EntityName.BUSINESSUNIT.value,
-)
-
-
-def _resolve_sender(records: Sequence[CrmRecord]) -> CrmRecord | None:
-    """Active records first, then by table priority, then the earliest created."""
-    if not records:
-        return None
-
-    def rank(record: CrmRecord) -> tuple[int, int, int, datetime]:
-        entity = record.ref.entity
-        priority = (
-            _SENDER_PRIORITY.index(entity) if entity in _SENDER_PRIORITY else len(_SENDER_PRIORITY)
-        )
-        created = record.created_on
-        return (
-            0 if record.is_active else 1,
-            priority,
-            0 if created is not None else 1,
-            created if created is not None else datetime.min.replace(tzinfo=UTC),
-        )
-
-    return min(records, key=rank)
+NOTIFICATION_ATTACHMENTS_DROPPED = 1
+"""``email.notifications``: saved, but not every attachment could be saved."""
 
 
 def _parties(
@@ -65,7 +39,7 @@ def _parties(
 ) -> list[ActivityParty]:
     parties: list[ActivityParty] = []
     for address in addresses:
-        records = [r for r in facts.records_for(address.address) if r.is_active]
+        records = resolve_recipient(facts.records_for(address.address), facts)
         if not records:
             parties.append(
                 ActivityParty(
@@ -85,11 +59,26 @@ def _parties(
     return parties
 
 
+def _allowed(attachment: AttachmentInfo, org: OrganizationSettings) -> bool:
+    name = (attachment.filename or "").lower()
+    extension = name.rpartition(".")[2] if "." in name else ""
+    if extension and extension in org.blocked_attachment_extensions:
+        return False
+    return attachment.size <= org.max_upload_file_size
+
+
+def _body(message: ParsedMessage) -> str:
+    if message.body_html is not None:
+        return message.body_html
+    return message.body_text or ""
+
+
 def queues_for(verdict: Track, facts: RelevanceFacts) -> tuple[RecordRef, ...]:
     """Queues that get a queue item: the accepting queue and the processing queue mailbox."""
     queues: dict[str, RecordRef] = {}
-    if verdict.accepting_entity is not None and verdict.accepting_entity.entity == EntityName.QUEUE:
-        queues[str(verdict.accepting_entity)] = verdict.accepting_entity
+    accepting = verdict.accepting_entity
+    if accepting is not None and accepting.entity == EntityName.QUEUE:
+        queues[str(accepting)] = accepting
     owner = facts.mailbox.owner
     if owner is not None and owner.entity == EntityName.QUEUE:
         queues.setdefault(str(owner), owner)
@@ -106,11 +95,17 @@ def build_incoming_activity(
     mailbox: Mailbox,
     received_on: datetime,
 ) -> EmailActivity:
-    """The email activity Dynamics would create for a tracked incoming message."""
+    """The email activity Dynamics would create for a tracked incoming message.
+
+    Attachments over the organisation's size limit or with a blocked extension are left out
+    and ``notifications`` says so; the email itself is never refused for them.
+    """
     headers = message.headers
+    org = facts.organization
     parties: list[ActivityParty] = []
+    sender = None
     if headers.sender is not None:
-        sender = _resolve_sender(facts.records_for(headers.sender.address))
+        sender = resolve_sender(facts.records_for(headers.sender.address), facts)
         parties.append(
             ActivityParty(
                 participation=ParticipationType.SENDER,
@@ -124,19 +119,12 @@ def build_incoming_activity(
     parties += _parties(ParticipationType.BCC_RECIPIENT, headers.bcc, facts)
 
     correlation = verdict.correlation
-    owner: RecordRef | None = None
-    if correlation is not None and correlation.owner is not None:
-        owner = correlation.owner
-    elif verdict.accepting_entity is not None:
-        owner = verdict.accepting_entity
-    else:
-        owner = mailbox.owner
-
     extra_headers: list[tuple[str, str]] = []
     if headers.auto_submitted is not None:
         extra_headers.append(("Auto-Submitted", headers.auto_submitted))
     if headers.reply_to:
         extra_headers.append(("Reply-To", ", ".join(str(a) for a in headers.reply_to)))
+    kept = tuple(a for a in message.attachments if _allowed(a, org))
 
     return EmailActivity(
         id=activity_id,
@@ -149,17 +137,22 @@ def build_incoming_activity(
         message_id=message_id,
         in_reply_to=headers.in_reply_to[0] if headers.in_reply_to else None,
         conversation_index=headers.conversation_index,
+        base_conversation_index_hash=base_conversation_index_hash(headers.conversation_index),
         parties=tuple(parties),
         sender=headers.sender.address if headers.sender else None,
         to_recipients=";".join(a.address for a in headers.to) or None,
         regarding=verdict.regarding or (correlation.regarding if correlation else None),
-        owner=owner,
+        owner=choose_owner(headers, facts, correlation=correlation, sender=sender),
         correlation_method=correlation.method if correlation else CorrelationMethod.NONE,
         correlated_activity_id=correlation.correlated_activity_id if correlation else None,
         parent_activity_id=correlation.parent_activity_id if correlation else None,
+        correlated_subject_changed=correlation.subject_changed if correlation else False,
         accepting_entity=verdict.accepting_entity,
         receiving_mailbox_id=mailbox.id,
         received_on=received_on,
-        attachments=message.attachments,
+        attachments=kept,
+        notifications=NOTIFICATION_ATTACHMENTS_DROPPED
+        if len(kept) < len(message.attachments)
+        else 0,
         internet_message_headers=tuple(extra_headers),
     )

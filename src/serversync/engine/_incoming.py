@@ -40,6 +40,7 @@ from serversync.model.messages import normalize_address
 from serversync.ports import IncomingMailSession
 from serversync.ports.relevance import Reject, RelevanceFacts
 from serversync.relevance import evaluate
+from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
 from ._context import EngineContext, deadline, logger
@@ -279,25 +280,28 @@ class IncomingPipeline:
 
     async def _facts(self, headers: ParsedHeaders, folder: str) -> RelevanceFacts:
         ctx = self._ctx
+        now = ctx.clock.now()
         addresses = {a.address for a in headers.recipients}
         if headers.sender is not None:
             addresses.add(headers.sender.address)
         records = await ctx.storage(
             ctx.directory.find_by_addresses(sorted(addresses)), "resolving addresses"
         )
-        thread: Sequence[EmailActivity] = ()
-        if headers.thread_ids:
-            thread = await ctx.storage(
-                ctx.repositories.find_by_message_ids(headers.thread_ids),
-                "looking up the thread",
+        query = correlation_query(headers, ctx.settings.organization, now=now)
+        candidates: Sequence[EmailActivity] = ()
+        if not query.is_empty:
+            candidates = await ctx.storage(
+                ctx.repositories.find_correlation_candidates(query),
+                "looking up emails to correlate with",
             )
         return RelevanceFacts(
             mailbox=self._mailbox,
             mailbox_owner=self._owner_record,
             folder=folder,
             records={normalize_address(k): tuple(v) for k, v in records.items()},
-            thread_activities=tuple(thread),
+            candidates=tuple(candidates),
             organization=ctx.settings.organization,
+            now=now,
         )
 
     async def _mark(

@@ -7,8 +7,8 @@ reuses it and a reply correlates by In-Reply-To.
 
 from __future__ import annotations
 
-from serversync.errors import ErrorScope, SyncError
-from serversync.mime import compose
+from serversync.errors import ConfigurationError, ErrorScope, SyncError
+from serversync.mime import compose, message_id_for
 from serversync.model import (
     EmailServerProfile,
     ErrorRecord,
@@ -26,6 +26,7 @@ from serversync.model import (
 )
 from serversync.planning import next_send_attempt
 from serversync.ports import OutgoingMailSession
+from serversync.relevance.tokens import append_token, format_token
 from serversync.settings import ExpiredClaimPolicy
 
 from ._context import EngineContext, deadline, logger
@@ -101,6 +102,17 @@ class OutgoingPipeline:
 
     async def _send_one(self, session: OutgoingMailSession, claim: SendClaim) -> None:
         try:
+            claim = await self._prepare(claim)
+        except SyncError as exc:
+            if exc.scope is ErrorScope.ITEM:
+                await self._record(claim, self._after_failure(claim, exc))
+                return
+            await self._release(claim, ErrorRecord.from_exception(exc))
+            raise
+        except Exception as exc:
+            await self._release(claim, ErrorRecord.from_exception(exc))
+            raise
+        try:
             outcome = await self._attempt(session, claim)
         except SyncError as exc:
             outcome = self._after_failure(claim, exc)
@@ -111,6 +123,42 @@ class OutgoingPipeline:
         # Any other exception leaves the claim to expire: the server may have the email,
         # so the expired-claim policy decides, never a blind resend.
         await self._record(claim, outcome)
+
+    async def _prepare(self, claim: SendClaim) -> SendClaim:
+        """Fix the Message-ID, tracking token and subject before the first attempt, so that
+        every retry sends exactly the same message."""
+        ctx = self._ctx
+        activity = claim.activity
+        tokens = ctx.settings.organization.tracking_tokens
+        wants_token = tokens.enabled and activity.tracking_token is None
+        if activity.message_id is not None and not wants_token:
+            return claim
+        message_id = message_id_for(
+            activity,
+            sender_address=self._mailbox.email_address,
+            message_id_domain=ctx.settings.message_id_domain,
+        )
+        token, subject = activity.tracking_token, activity.subject
+        user = activity.owner or self._mailbox.owner
+        if wants_token and user is not None:
+            numbers = await ctx.storage(
+                ctx.repositories.allocate_tracking_numbers(user), "numbering a tracking token"
+            )
+            try:
+                token = format_token(
+                    tokens, user_number=numbers.user_number, counter=numbers.counter
+                )
+            except ValueError as exc:
+                raise ConfigurationError(str(exc), scope=ErrorScope.ITEM) from exc
+            subject = append_token(activity.subject, token, max_length=tokens.max_subject_length)
+            if not subject.endswith(token):
+                token = None  # the token alone is longer than the subject limit
+        return await ctx.storage(
+            ctx.repositories.prepare_send(
+                claim, message_id=message_id, subject=subject, tracking_token=token
+            ),
+            "storing the Message-ID before sending",
+        )
 
     async def _attempt(self, session: OutgoingMailSession, claim: SendClaim) -> SendOutcome:
         ctx = self._ctx

@@ -18,7 +18,7 @@ from serversync.model import (
     ParticipationType,
 )
 
-__all__ = ["compose", "outgoing_message_id"]
+__all__ = ["compose", "message_id_for", "outgoing_message_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # refold_source="none" keeps raw-set headers exactly as written.
@@ -31,6 +31,15 @@ def outgoing_message_id(activity_id: ActivityId, domain: str) -> MessageId:
     retry reuses it and replies correlate by In-Reply-To."""
     local = _UNSAFE.sub("-", str(activity_id)) or "activity"
     return MessageId(f"<serversync.{local}@{domain}>")
+
+
+def message_id_for(
+    activity: EmailActivity, *, sender_address: str, message_id_domain: str | None = None
+) -> MessageId:
+    """The email's own Message-ID, or the one derived from its id and the sender's domain."""
+    if activity.message_id is not None:
+        return activity.message_id
+    return outgoing_message_id(activity.id, message_id_domain or _domain_of(sender_address))
 
 
 def _domain_of(address: str) -> str:
@@ -58,8 +67,8 @@ def compose(
     become headers; Bcc recipients only join the envelope. Raises
     :class:`ConfigurationError` when there is no recipient address at all.
     """
-    message_id = activity.message_id or outgoing_message_id(
-        activity.id, message_id_domain or _domain_of(sender_address)
+    message_id = message_id_for(
+        activity, sender_address=sender_address, message_id_domain=message_id_domain
     )
     to = activity.parties_of(ParticipationType.TO_RECIPIENT)
     cc = activity.parties_of(ParticipationType.CC_RECIPIENT)

@@ -7,6 +7,7 @@ from serversync.model.activities import (
     ActivityParty,
     AddResult,
     AlreadyExists,
+    CorrelationQuery,
     Created,
     DedupeKey,
     EmailActivity,
@@ -18,6 +19,7 @@ from serversync.model.activities import (
     SendRetry,
     SendSucceeded,
     SendUncertain,
+    TrackingNumbers,
 )
 from serversync.model.checkpoints import (
     Checkpoint,
@@ -101,6 +103,7 @@ __all__ = [
     "ClaimToken",
     "CorrelationMatch",
     "CorrelationMethod",
+    "CorrelationQuery",
     "Created",
     "CredentialKind",
     "CredentialSource",
@@ -165,6 +168,7 @@ __all__ = [
     "TestStatus",
     "TlsMode",
     "TrackingFolderId",
+    "TrackingNumbers",
     "Workload",
     "WorkloadState",
 ]

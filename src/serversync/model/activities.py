@@ -28,6 +28,7 @@ __all__ = [
     "ActivityParty",
     "AddResult",
     "AlreadyExists",
+    "CorrelationQuery",
     "Created",
     "DedupeKey",
     "EmailActivity",
@@ -39,6 +40,7 @@ __all__ = [
     "SendRetry",
     "SendSucceeded",
     "SendUncertain",
+    "TrackingNumbers",
 ]
 
 
@@ -67,6 +69,7 @@ class EmailActivity:
     message_id: MessageId | None = None
     in_reply_to: MessageId | None = None
     conversation_index: str | None = None
+    base_conversation_index_hash: int | None = None
     tracking_token: str | None = None
     parties: tuple[ActivityParty, ...] = ()
     sender: str | None = None
@@ -76,6 +79,7 @@ class EmailActivity:
     correlation_method: CorrelationMethod = CorrelationMethod.NONE
     correlated_activity_id: ActivityId | None = None
     parent_activity_id: ActivityId | None = None
+    correlated_subject_changed: bool = False
     accepting_entity: RecordRef | None = None
     receiving_mailbox_id: MailboxId | None = None
     sender_mailbox_id: MailboxId | None = None
@@ -100,11 +104,46 @@ class EmailActivity:
         return tuple(p for p in self.parties if p.participation is participation)
 
     @property
+    def last_activity_on(self) -> datetime | None:
+        """When it was last sent or received (for "newest first")."""
+        stamps = [d for d in (self.sent_on, self.received_on) if d is not None]
+        return max(stamps) if stamps else None
+
+    @property
     def dedupe_key(self) -> DedupeKey | None:
         """The organisation-wide uniqueness key, when the email has a Message-ID."""
         if self.message_id is None:
             return None
         return DedupeKey(message_id=self.message_id, direction=self.direction)
+
+
+@attrs.frozen(kw_only=True)
+class CorrelationQuery:
+    """What an incoming message could correlate with, for one repository lookup.
+
+    The answer is every stored email (either direction) whose Message-ID is in
+    ``message_ids``, whose tracking token is in ``tracking_tokens``, whose
+    ``base_conversation_index_hash`` is ``conversation_index_hash``, or, when
+    ``participants`` is not empty, that was sent or received since ``since`` with one of
+    those addresses among its parties (newest first, at most ``limit`` of those).
+    """
+
+    message_ids: tuple[MessageId, ...] = ()
+    tracking_tokens: tuple[str, ...] = ()
+    conversation_index_hash: int | None = None
+    participants: tuple[str, ...] = ()
+    since: datetime | None = None
+    limit: int = 200
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether the query can match nothing."""
+        return not (
+            self.message_ids
+            or self.tracking_tokens
+            or self.conversation_index_hash is not None
+            or self.participants
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +195,14 @@ class SendClaim:
     token: ClaimToken
     owner: str
     expires_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class TrackingNumbers:
+    """What a tracking token is made of: the sender's user number and the email counter."""
+
+    user_number: int
+    counter: int
 
 
 @attrs.frozen(kw_only=True)

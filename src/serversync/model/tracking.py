@@ -35,3 +35,4 @@ class CorrelationMatch:
     parent_activity_id: ActivityId | None
     regarding: RecordRef | None
     owner: RecordRef | None = None
+    subject_changed: bool = False

@@ -7,6 +7,7 @@ so rules do no I/O and test without servers.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Protocol
 
 import attrs
@@ -35,18 +36,20 @@ class RelevanceFacts:
     """What rules may know about a message beyond its headers.
 
     ``records`` maps each lower-cased address of the message (sender and recipients) to the
-    CRM records it resolves to; ``thread_activities`` are stored emails whose Message-ID
-    the message refers to (In-Reply-To, References); ``mailbox_owner`` is the user or queue
-    record of the mailbox being processed.
+    CRM records it resolves to; ``candidates`` are stored emails the message may correlate
+    with (the answer to its :class:`~serversync.model.CorrelationQuery`); ``mailbox_owner``
+    is the user or queue record of the mailbox being processed; ``now`` is the engine's
+    clock when the facts were gathered.
     """
 
     mailbox: Mailbox
     mailbox_owner: CrmRecord | None
     folder: str
     records: Mapping[str, tuple[CrmRecord, ...]]
-    thread_activities: tuple[EmailActivity, ...] = ()
+    candidates: tuple[EmailActivity, ...] = ()
     tracking_folder: MailboxTrackingFolder | None = None
     organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
+    now: datetime | None = None
 
     def records_for(self, address: str) -> tuple[CrmRecord, ...]:
         """The records an address resolves to (empty if none)."""

@@ -20,6 +20,7 @@ from serversync.model import (
     ActivityId,
     AddResult,
     Checkpoint,
+    CorrelationQuery,
     CrmRecord,
     EmailActivity,
     EmailServerProfile,
@@ -31,6 +32,7 @@ from serversync.model import (
     RecordRef,
     SendClaim,
     SendOutcome,
+    TrackingNumbers,
     Workload,
     WorkloadState,
 )
@@ -125,6 +127,10 @@ class EmailActivityRepository(Protocol):
         """Every activity, of either direction, whose Message-ID is in ``message_ids``."""
         ...
 
+    async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
+        """Every stored email the query describes (see :class:`CorrelationQuery`)."""
+        ...
+
     async def claim_pending_send(
         self,
         mailbox_id: MailboxId,
@@ -139,6 +145,29 @@ class EmailActivityRepository(Protocol):
         is recorded).
 
         Due means ``postpone_sending_until`` is unset or not after ``now``. Oldest first.
+        """
+        ...
+
+    async def prepare_send(
+        self,
+        claim: SendClaim,
+        *,
+        message_id: MessageId,
+        subject: str,
+        tracking_token: str | None,
+    ) -> SendClaim:
+        """Store the Message-ID, the final subject and the tracking token on the claimed email
+        before its first attempt, so every retry sends the same; return the updated claim.
+
+        Raises :class:`~serversync.errors.LeaseLostError` if ``claim`` is no longer current.
+        """
+        ...
+
+    async def allocate_tracking_numbers(self, user: RecordRef) -> TrackingNumbers:
+        """The next tracking token numbers for an email sent by ``user``, atomically.
+
+        The user number is stable per user (assigned on first use, counting from 1); the
+        counter is organisation-wide and grows by one per call (formatting wraps it).
         """
         ...
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -26,8 +26,10 @@ from serversync.mime import parse_headers
 from serversync.model import (
     INBOX,
     ActivityId,
+    ActivityParty,
     AlreadyExists,
     Checkpoint,
+    CorrelationQuery,
     Created,
     Credentials,
     EmailActivity,
@@ -43,6 +45,7 @@ from serversync.model import (
     MailboxId,
     MessageId,
     OutgoingMessage,
+    ParticipationType,
     Pop3Checkpoint,
     ProfileId,
     RecordRef,
@@ -309,6 +312,7 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_profiles_and_mailboxes(await factory())
     await _check_state_and_checkpoints(await factory())
     await _check_incoming_dedupe(await factory())
+    await _check_correlation_candidates(await factory())
     await _check_send_claims(await factory())
     await _check_leases(await factory())
 
@@ -448,6 +452,22 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
     assert not list(again), "a claimed email must not be claimed twice"
 
     by_id = {c.activity.id: c for c in claims}
+    prepared = await repos.prepare_send(
+        by_id[due[0].id],
+        message_id=MessageId("<prepared@contract.test>"),
+        subject="due 0 CRM:0001001",
+        tracking_token="CRM:0001001",
+    )
+    assert prepared.token == by_id[due[0].id].token, "preparing keeps the claim"
+    assert prepared.activity.message_id == "<prepared@contract.test>", "prepare stores the id"
+    assert prepared.activity.tracking_token == "CRM:0001001", "prepare stores the token"
+    stored = await repos.get_activity(due[0].id)
+    assert stored is not None, "a prepared email stays stored"
+    assert stored.subject == "due 0 CRM:0001001", "prepare stores the final subject"
+    assert stored.message_id == "<prepared@contract.test>", (
+        "the Message-ID is stored before sending"
+    )
+    by_id[due[0].id] = prepared
     sent = await repos.record_send_outcome(
         by_id[due[0].id],
         SendSucceeded(
@@ -457,6 +477,7 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
     assert sent.status is EmailStatus.SENT, "Sent outcome must set status Sent"
     assert sent.delivery_attempts == 1, "Sent outcome must count the attempt"
     assert sent.message_id == "<sent@contract.test>", "Sent outcome must store the Message-ID used"
+    assert sent.tracking_token == "CRM:0001001", "Sent keeps the prepared tracking token"
     assert sent.sent_on == _T0, "Sent outcome must store the send time"
     try:
         await repos.record_send_outcome(by_id[due[0].id], SendFailed(error=_error(False)))
@@ -464,6 +485,29 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
         pass
     else:
         raise AssertionError("an outcome for a released claim must raise LeaseLostError")
+    try:
+        await repos.prepare_send(
+            by_id[due[0].id],
+            message_id=MessageId("<x@contract.test>"),
+            subject="x",
+            tracking_token=None,
+        )
+    except LeaseLostError:
+        pass
+    else:
+        raise AssertionError("preparing a released claim must raise LeaseLostError")
+
+    alice = RecordRef(EntityName.SYSTEMUSER.value, "alice")
+    bob = RecordRef(EntityName.SYSTEMUSER.value, "bob")
+    first = await repos.allocate_tracking_numbers(alice)
+    second = await repos.allocate_tracking_numbers(bob)
+    third = await repos.allocate_tracking_numbers(alice)
+    assert first.user_number == third.user_number, "a user keeps one tracking number"
+    assert first.user_number != second.user_number, "users get different tracking numbers"
+    assert min(first.user_number, second.user_number) >= 1, "user numbers count from 1"
+    assert (second.counter, third.counter) == (first.counter + 1, first.counter + 2), (
+        "the tracking counter grows by one per email, organisation-wide"
+    )
 
     retry_at = _T0 + timedelta(minutes=5)
     retried = await repos.record_send_outcome(
@@ -510,6 +554,48 @@ async def _check_send_claims(harness: RepositoryHarness) -> None:
     uncertain = await repos.record_send_outcome(expired[0], SendUncertain(error=_error(False)))
     assert uncertain.status is EmailStatus.FAILED, "Uncertain outcome must set status Failed"
     assert uncertain.delivery_uncertain, "Uncertain outcome must flag delivery_uncertain"
+
+
+async def _check_correlation_candidates(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    customer = "customer@contract.test"
+
+    def sent(n: int, **fields: Any) -> EmailActivity:
+        return attrs.evolve(
+            _incoming(f"corr-{n}", f"<corr-{n}@contract.test>", direction=EmailDirection.OUTGOING),
+            sent_on=_T0 + timedelta(days=n),
+            received_on=None,
+            **fields,
+        )
+
+    by_token = sent(1, tracking_token="CRM:0001001")
+    by_index = sent(2, base_conversation_index_hash=123456)
+    party = ActivityParty(participation=ParticipationType.TO_RECIPIENT, address=customer)
+    old = sent(3, parties=(party,))
+    recent = [sent(10 + n, parties=(party,)) for n in range(3)]
+    await harness.seed(activities=[by_token, by_index, old, *recent])
+
+    async def ids(query: CorrelationQuery) -> set[ActivityId]:
+        return {a.id for a in await repos.find_correlation_candidates(query)}
+
+    assert await ids(CorrelationQuery()) == set(), "an empty query matches nothing"
+    assert await ids(CorrelationQuery(message_ids=(MessageId("<corr-2@contract.test>"),))) == {
+        by_index.id
+    }, "candidates by Message-ID"
+    assert await ids(CorrelationQuery(tracking_tokens=("CRM:0001001",))) == {by_token.id}, (
+        "candidates by tracking token"
+    )
+    assert await ids(CorrelationQuery(conversation_index_hash=123456)) == {by_index.id}, (
+        "candidates by conversation index hash"
+    )
+    everyone = await ids(CorrelationQuery(participants=(customer.upper(),)))
+    assert everyone == {old.id, *(a.id for a in recent)}, (
+        "candidates by participant address, compared without case"
+    )
+    since = await ids(CorrelationQuery(participants=(customer,), since=_T0 + timedelta(days=5)))
+    assert since == {a.id for a in recent}, "participant candidates respect `since`"
+    newest = await ids(CorrelationQuery(participants=(customer,), limit=2))
+    assert newest == {recent[2].id, recent[1].id}, "participant candidates are the newest first"
 
 
 def _error(transient: bool) -> ErrorRecord:

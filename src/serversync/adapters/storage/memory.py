@@ -16,13 +16,14 @@ from typing import final
 import attrs
 
 from serversync.adapters._faults import FaultPlan, FaultPoint
-from serversync.errors import LeaseLostError
+from serversync.errors import LeaseLostError, StorageConflictError
 from serversync.model import (
     ActivityId,
     AddResult,
     AlreadyExists,
     Checkpoint,
     ClaimToken,
+    CorrelationQuery,
     Created,
     CrmRecord,
     DedupeKey,
@@ -44,6 +45,7 @@ from serversync.model import (
     SendRetry,
     SendSucceeded,
     SendUncertain,
+    TrackingNumbers,
     Workload,
     WorkloadState,
 )
@@ -83,6 +85,8 @@ class InMemoryStorage(Repositories):
         self._tracking_folders: dict[MailboxId, list[MailboxTrackingFolder]] = {}
         self._leases: dict[str, _Lease] = {}
         self._order = itertools.count()
+        self._user_numbers: dict[RecordRef, int] = {}
+        self._tracking_counter = 0
         self._inserted: dict[ActivityId, int] = {}
 
     # -- host-side setup ------------------------------------------------------------------------
@@ -215,6 +219,35 @@ class InMemoryStorage(Repositories):
         wanted = set(message_ids)
         return [a for a in self.activities() if a.message_id in wanted]
 
+    async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
+        self._before("find_correlation_candidates")
+        ids = set(query.message_ids)
+        tokens = set(query.tracking_tokens)
+        matched = [
+            a
+            for a in self.activities()
+            if (a.message_id is not None and a.message_id in ids)
+            or (a.tracking_token is not None and a.tracking_token in tokens)
+            or (
+                query.conversation_index_hash is not None
+                and a.base_conversation_index_hash == query.conversation_index_hash
+            )
+        ]
+        if query.participants:
+            wanted = {normalize_address(p) for p in query.participants}
+            recent = [
+                a
+                for a in self.activities()
+                if any(normalize_address(p.address) in wanted for p in a.parties)
+                and (
+                    query.since is None
+                    or (a.last_activity_on is not None and a.last_activity_on >= query.since)
+                )
+            ]
+            recent.sort(key=_newest_first)
+            matched += [a for a in recent[: query.limit] if a not in matched]
+        return matched
+
     # -- the outgoing claim cycle ---------------------------------------------------------------
 
     async def claim_pending_send(
@@ -243,6 +276,41 @@ class InMemoryStorage(Repositories):
             claims.append(SendClaim(activity=claimed, token=token, owner=owner, expires_at=until))
         self._after("claim_pending_send")
         return claims
+
+    async def prepare_send(
+        self,
+        claim: SendClaim,
+        *,
+        message_id: MessageId,
+        subject: str,
+        tracking_token: str | None,
+    ) -> SendClaim:
+        self._before("prepare_send")
+        activity_id = claim.activity.id
+        current = self._claims.get(activity_id)
+        if current is None or current.token != claim.token:
+            raise LeaseLostError(f"the send claim on email {activity_id} is no longer held")
+        key = DedupeKey(message_id=message_id, direction=claim.activity.direction)
+        holder = self._by_key.get(key)
+        if holder is not None and holder != activity_id:
+            raise StorageConflictError(f"{message_id} already belongs to email {holder}")
+        prepared = attrs.evolve(
+            self._activities[activity_id],
+            message_id=message_id,
+            subject=subject,
+            tracking_token=tracking_token,
+        )
+        self._activities[activity_id] = prepared
+        self._by_key[key] = activity_id
+        self._after("prepare_send")
+        return attrs.evolve(claim, activity=prepared)
+
+    async def allocate_tracking_numbers(self, user: RecordRef) -> TrackingNumbers:
+        self._before("allocate_tracking_numbers")
+        number = self._user_numbers.setdefault(user, len(self._user_numbers) + 1)
+        self._tracking_counter += 1
+        self._after("allocate_tracking_numbers")
+        return TrackingNumbers(user_number=number, counter=self._tracking_counter)
 
     async def list_expired_claims(
         self, mailbox_id: MailboxId, *, now: datetime
@@ -305,6 +373,11 @@ class InMemoryStorage(Repositories):
         lease = self._leases.get(key)
         if lease is not None and lease.owner == owner:
             del self._leases[key]
+
+
+def _newest_first(activity: EmailActivity) -> float:
+    stamp = activity.last_activity_on
+    return -stamp.timestamp() if stamp is not None else 0.0
 
 
 def _apply(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:

@@ -1,0 +1,366 @@
+"""Dynamics parity: the testable behaviours of spec email-relevance.md §12, run through the
+SyncEngine with the in-memory adapters. Each test is named after its behaviour."""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import attrs
+
+from serversync import (
+    CorrelationMethod,
+    DecisionReason,
+    EmailDirection,
+    EmailStatus,
+    IncomingFilteringMethod,
+    OrganizationSettings,
+    OutcomeKind,
+    ParticipationType,
+    RecordRef,
+    RunReport,
+    SmartMatchingSettings,
+    SyncSettings,
+    TrackingTokenSettings,
+    Workload,
+)
+from serversync.mime import parse_headers
+from serversync.model import CrmRecord, EmailActivity
+from serversync.relevance.conversation import base_conversation_index_hash
+from serversync.testing import (
+    InMemoryWorld,
+    a_contact,
+    a_pending_email,
+    a_sent_email,
+    an_account,
+    an_email,
+)
+
+ALICE = "alice@contoso.example"
+BOB = "bob@contoso.example"
+SUPPORT = "support@contoso.example"
+JANE = "jane@fabrikam.example"
+
+
+def world_with(**org: object) -> InMemoryWorld:
+    return InMemoryWorld(
+        settings=SyncSettings(organization=OrganizationSettings(**org))  # type: ignore[arg-type]
+    )
+
+
+async def run(world: InMemoryWorld, *workloads: Workload) -> RunReport:
+    async with world.engine() as engine:
+        return await engine.run_once(workloads=workloads or (Workload.INCOMING,))
+
+
+def incoming(world: InMemoryWorld) -> list[EmailActivity]:
+    return [a for a in world.storage.activities() if a.direction is EmailDirection.INCOMING]
+
+
+def sent_subject(world: InMemoryWorld, email: EmailActivity) -> str:
+    return next(a.subject for a in world.storage.activities() if a.id == email.id)
+
+
+async def test_3_filter_2_ignores_a_custom_table_sender_and_filter_3_tracks_it() -> None:
+    for method, tracked in (
+        (IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS, False),
+        (IncomingFilteringMethod.FROM_EMAIL_ENABLED_RECORDS, True),
+    ):
+        world = InMemoryWorld()
+        world.add_user(ALICE, filtering=method)
+        world.add_record(
+            CrmRecord(ref=RecordRef("new_supplier", "s1"), email_address=JANE, name="Supplier")
+        )
+        world.deliver(ALICE, an_email(sender=JANE, to=[ALICE]))
+        report = await run(world)
+        (outcome,) = report.items()
+        assert (outcome.kind is OutcomeKind.TRACKED) is tracked, method
+        if tracked:
+            assert outcome.reason is DecisionReason.SENDER_MATCH
+
+
+async def test_4_user_with_no_email_and_queue_accepting_all_track_once_for_the_queue() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.NO_EMAIL_MESSAGES)
+    support = world.add_queue(SUPPORT)
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE, SUPPORT]))
+    async with world.engine() as engine:
+        (report,) = await engine.sync_mailbox(alice.id, workloads=[Workload.INCOMING])
+    (outcome,) = report.items
+    assert outcome.reason is DecisionReason.ACCEPT_ALL
+    (activity,) = incoming(world)
+    assert activity.accepting_entity == support.owner
+    assert activity.receiving_mailbox_id == alice.id
+    assert [q.queue for q in world.storage.queue_items()] == [support.owner]
+
+
+async def _send_with_token(world: InMemoryWorld, subject: str) -> EmailActivity:
+    alice = world.add_user(ALICE)
+    world.add_record(a_contact(JANE))
+    email = a_pending_email(
+        sender_mailbox=alice, to=[JANE], subject=subject, regarding=RecordRef("opportunity", "o1")
+    )
+    world.storage.put_activity(email)
+    await run(world, Workload.OUTGOING)
+    return next(a for a in world.storage.activities() if a.id == email.id)
+
+
+async def test_7_sent_email_carries_a_token_and_a_reply_without_in_reply_to_correlates_by_it() -> (
+    None
+):
+    world = InMemoryWorld()
+    sent = await _send_with_token(world, "Quote")
+    assert sent.status is EmailStatus.SENT
+    assert sent.subject == "Quote CRM:0001001"
+    assert sent.tracking_token == "CRM:0001001"
+    (on_the_wire,) = world.server.outbox
+    assert parse_headers(on_the_wire.data).subject == "Quote CRM:0001001"
+
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE], subject="RE: Quote CRM:0001001"))
+    world.clock.advance(timedelta(minutes=5))
+    report = await run(world)
+
+    (outcome,) = report.items()
+    assert outcome.reason is DecisionReason.CORRELATION_MATCH
+    (reply,) = incoming(world)
+    assert reply.correlation_method is CorrelationMethod.TRACKING_TOKEN
+    assert reply.correlated_activity_id == sent.id
+    assert reply.parent_activity_id is None, "token correlation sets no parent"
+    assert reply.regarding == RecordRef("opportunity", "o1")
+
+
+async def test_8_counter_wraps_after_999_and_an_old_prefix_still_correlates() -> None:
+    world = world_with(
+        tracking_tokens=TrackingTokenSettings(prefix="REF:", previous_prefixes=("CRM:",))
+    )
+    alice = world.add_user(ALICE)
+    for _ in range(999):
+        await world.storage.allocate_tracking_numbers(alice.owner)  # type: ignore[arg-type]
+    email = a_pending_email(sender_mailbox=alice, to=[JANE], subject="Wrap")
+    world.storage.put_activity(email)
+    await run(world, Workload.OUTGOING)
+    assert sent_subject(world, email) == "Wrap REF:0001000", "counter 1000 wraps to 000"
+
+    old = a_sent_email(
+        sender_mailbox=alice,
+        to=[JANE],
+        subject="Old CRM:0001042",
+        message_id="<old@contoso.example>",
+        tracking_token="CRM:0001042",
+    )
+    world.storage.put_activity(old)
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE], subject="RE: Old CRM:0001042"))
+    report = await run(world)
+    (outcome,) = report.items()
+    assert outcome.reason is DecisionReason.CORRELATION_MATCH
+    assert incoming(world)[0].correlated_activity_id == old.id
+
+
+async def test_9_long_subject_is_cut_so_subject_and_token_fit_in_255() -> None:
+    world = InMemoryWorld()
+    sent = await _send_with_token(world, "x" * 300)
+    assert len(sent.subject) == 255
+    assert sent.subject.endswith(" CRM:0001001")
+
+    tiny = world_with(tracking_tokens=TrackingTokenSettings(max_subject_length=8))
+    sent_tiny = await _send_with_token(tiny, "A long subject")
+    assert sent_tiny.subject == "A long s", "a token longer than the limit is left out"
+    assert sent_tiny.tracking_token is None
+
+
+async def test_10_smart_matching_needs_the_same_words_and_two_shared_addresses() -> None:
+    async def outcome_for(subject: str, sender: str) -> EmailActivity | None:
+        world = world_with(smart_matching=SmartMatchingSettings(enabled=True))
+        alice = world.add_user(ALICE)
+        world.add_record(a_contact(JANE))
+        earlier = a_sent_email(
+            sender_mailbox=alice,
+            to=[JANE, BOB],
+            subject="Widgets order",
+            message_id="<widgets@contoso.example>",
+            sent_on=world.clock.now() - timedelta(days=3),
+        )
+        world.storage.put_activity(earlier)
+        world.deliver(ALICE, an_email(sender=sender, to=[ALICE], subject=subject))
+        await run(world)
+        found = incoming(world)
+        return found[0] if found else None
+
+    matched = await outcome_for("RE: widgets ORDER", BOB)
+    assert matched is not None
+    assert matched.correlation_method is CorrelationMethod.SMART_MATCHING
+    assert matched.parent_activity_id is None
+    assert await outcome_for("RE: widgets order update", BOB) is None, "an extra word"
+    assert await outcome_for("RE: widgets order", "stranger@example.org") is None, (
+        "only one shared address"
+    )
+
+
+async def test_11_sender_owned_by_the_mailbox_owner_wins_and_too_many_matches_stay_unresolved() -> (
+    None
+):
+    world = InMemoryWorld(settings=SyncSettings())
+    alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    contact = a_contact(JANE)
+    account = an_account(JANE, owner=alice.owner)
+    world.add_record(contact)
+    world.add_record(account)
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE]))
+    await run(world)
+    (activity,) = incoming(world)
+    (sender,) = activity.parties_of(ParticipationType.SENDER)
+    assert sender.record == account.ref, "the record the mailbox owner owns wins"
+
+    crowded = InMemoryWorld()
+    crowded.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    for n in range(101):
+        crowded.add_record(attrs.evolve(a_contact(JANE), ref=RecordRef("contact", f"c{n}")))
+    crowded.deliver(ALICE, an_email(sender=JANE, to=[ALICE]))
+    await run(crowded)
+    (activity,) = incoming(crowded)
+    assert activity.parties_of(ParticipationType.SENDER)[0].record is None
+
+    strict = world_with(unresolve_sender_in_case_of_multiple_match=True)
+    strict.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    strict.add_record(a_contact(JANE))
+    strict.add_record(an_account(JANE))
+    strict.deliver(ALICE, an_email(sender=JANE, to=[ALICE]))
+    await run(strict)
+    assert incoming(strict)[0].parties_of(ParticipationType.SENDER)[0].record is None
+
+
+async def test_12_a_recipient_matching_three_contacts_gets_three_parties_or_one_unresolved() -> (
+    None
+):
+    for unresolve, expected in ((False, 3), (True, 1)):
+        world = world_with(unresolve_email_address_if_multiple_match=unresolve)
+        world.add_queue(SUPPORT)
+        for n in range(3):
+            world.add_record(
+                attrs.evolve(a_contact("shared@fabrikam.example"), ref=RecordRef("contact", f"{n}"))
+            )
+        world.deliver(SUPPORT, an_email(sender=JANE, to=[SUPPORT, "shared@fabrikam.example"]))
+        await run(world)
+        (activity,) = incoming(world)
+        shared = [
+            p
+            for p in activity.parties_of(ParticipationType.TO_RECIPIENT)
+            if p.address == "shared@fabrikam.example"
+        ]
+        assert len(shared) == expected
+        if unresolve:
+            assert shared[0].record is None
+
+
+async def test_15_an_encoded_subject_is_decoded_and_its_token_found() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    earlier = a_sent_email(
+        sender_mailbox=alice,
+        to=[JANE],
+        subject="Angebot CRM:0001007",
+        message_id="<angebot@contoso.example>",
+        tracking_token="CRM:0001007",
+    )
+    world.storage.put_activity(earlier)
+    encoded = base64.b64encode("AW: Angebot für Müller CRM:0001007".encode()).decode()
+    raw = an_email(sender=JANE, to=[ALICE], subject="placeholder").replace(
+        b"Subject: placeholder", f"Subject: =?utf-8?B?{encoded}?=".encode()
+    )
+    world.deliver(ALICE, raw)
+    await run(world)
+    (activity,) = incoming(world)
+    assert activity.subject == "AW: Angebot für Müller CRM:0001007"
+    assert activity.correlation_method is CorrelationMethod.TRACKING_TOKEN
+
+
+async def test_16_an_auto_reply_is_tracked_and_its_auto_submitted_header_kept() -> None:
+    world = InMemoryWorld()
+    world.add_queue(SUPPORT)
+    world.deliver(
+        SUPPORT,
+        an_email(
+            sender=JANE,
+            to=[SUPPORT],
+            subject="Out of office",
+            headers=[("Auto-Submitted", "auto-replied")],
+        ),
+    )
+    await run(world)
+    (activity,) = incoming(world)
+    assert activity.internet_message_headers == (("Auto-Submitted", "auto-replied"),)
+
+
+async def test_17_an_oversized_or_blocked_attachment_is_left_out_and_flagged() -> None:
+    world = world_with(max_upload_file_size=1000)
+    world.add_queue(SUPPORT)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = JANE, SUPPORT, "Files"
+    msg["Message-ID"] = "<files@fabrikam.example>"
+    msg["Date"] = format_datetime(world.clock.now())
+    msg.set_content("see attached")
+    msg.add_attachment(b"x" * 10, maintype="text", subtype="plain", filename="small.txt")
+    msg.add_attachment(b"x" * 5000, maintype="application", subtype="pdf", filename="big.pdf")
+    msg.add_attachment(b"MZ", maintype="application", subtype="octet-stream", filename="run.exe")
+    world.deliver(SUPPORT, msg.as_bytes())
+
+    report = await run(world)
+
+    assert [i.kind for i in report.items()] == [OutcomeKind.TRACKED]
+    (activity,) = incoming(world)
+    assert [a.filename for a in activity.attachments] == ["small.txt"]
+    assert activity.notifications == 1
+
+
+async def test_conversation_index_correlates_a_reply_to_its_thread() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    base = bytes(range(22))
+    earlier = a_sent_email(
+        sender_mailbox=alice,
+        to=[JANE],
+        subject="Thread",
+        message_id="<thread@contoso.example>",
+    )
+    index = base64.b64encode(base).decode()
+    world.storage.put_activity(
+        attrs.evolve(earlier, base_conversation_index_hash=base_conversation_index_hash(index))
+    )
+    reply_index = base64.b64encode(base + b"\x01\x02\x03\x04\x05").decode()
+    world.deliver(
+        ALICE,
+        an_email(
+            sender=JANE, to=[ALICE], subject="Changed", headers=[("Thread-Index", reply_index)]
+        ),
+    )
+    await run(world)
+    (activity,) = incoming(world)
+    assert activity.correlation_method is CorrelationMethod.CONVERSATION_INDEX
+    assert activity.parent_activity_id == earlier.id
+    assert activity.correlated_subject_changed
+
+
+async def test_switches_turn_header_correlation_and_forwards_off() -> None:
+    for org in (
+        {"ignore_conversation_index_and_in_reply_to": True},
+        {"do_not_correlate_forwarded_emails_as_replies": True},
+        {"email_correlation_enabled": False},
+    ):
+        world = world_with(**org)
+        alice = world.add_user(ALICE)
+        world.storage.put_activity(
+            a_sent_email(
+                sender_mailbox=alice, to=[JANE], subject="Quote", message_id="<q@contoso.example>"
+            )
+        )
+        world.deliver(
+            ALICE,
+            an_email(
+                sender=JANE, to=[ALICE], subject="FW: Quote", in_reply_to="<q@contoso.example>"
+            ),
+        )
+        report = await run(world)
+        (outcome,) = report.items()
+        assert outcome.reason is DecisionReason.NO_CORRELATION_MATCH, org
