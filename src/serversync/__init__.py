@@ -31,7 +31,7 @@ from serversync.model import *  # noqa: F403  (the model's __all__ is part of ou
 from serversync.model import __all__ as _model_all
 from serversync.ports import *  # noqa: F403
 from serversync.ports import __all__ as _ports_all
-from serversync.relevance import default_rules, evaluate
+from serversync.relevance import AutoReplyRule, default_rules, evaluate
 from serversync.settings import (
     ExpiredClaimPolicy,
     Limits,
@@ -51,6 +51,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "AuthenticationError",
+    "AutoReplyRule",
     "BaseSyncObserver",
     "ConfigurationError",
     "ConnectionFailedError",

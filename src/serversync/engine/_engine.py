@@ -10,16 +10,22 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self, final
 
+import attrs
+
 from serversync.errors import ConfigurationError
+from serversync.mime import derive_message_id, parse_headers
 from serversync.model import (
+    INBOX,
     CrmRecord,
     EmailServerProfile,
     ErrorRecord,
+    ItemOutcome,
     Mailbox,
     MailboxId,
     MailboxRunReport,
     OutcomeKind,
     ProfileId,
+    RemoteMessageRef,
     RunReport,
     RunStatus,
     SkipReason,
@@ -161,6 +167,35 @@ class SyncEngine:
         if mailbox is None:
             raise ConfigurationError(f"no mailbox {mailbox_id}", mailbox_id=mailbox_id)
         return await self._run([mailbox], tuple(workloads), force=force)
+
+    async def explain(
+        self, message: bytes, mailbox_id: MailboxId, *, folder: str = INBOX
+    ) -> ItemOutcome:
+        """How the engine would decide on ``message`` arriving in ``folder`` of a mailbox.
+
+        Nothing is stored and no mail server is contacted: repositories and the directory
+        are only read. The outcome carries the Dynamics reason code and the trace of every
+        rule consulted; ``TRACKED`` means it would be tracked. Raises
+        :class:`~serversync.errors.MalformedMessageError` for unreadable headers.
+        """
+        self._require_open()
+        ctx = self._ctx
+        mailbox = await ctx.storage(ctx.repositories.get_mailbox(mailbox_id), "loading a mailbox")
+        if mailbox is None:
+            raise ConfigurationError(f"no mailbox {mailbox_id}", mailbox_id=mailbox_id)
+        profile = None
+        if mailbox.profile_id is not None:
+            profile = await ctx.storage(
+                ctx.repositories.get_profile(mailbox.profile_id), "loading a profile"
+            )
+        headers = parse_headers(message)
+        if headers.message_id is None:
+            headers = attrs.evolve(headers, message_id=derive_message_id(headers))
+        assert headers.message_id is not None
+        pipeline = IncomingPipeline(ctx, mailbox, profile, await self._owner(mailbox))
+        ref = RemoteMessageRef(folder=folder, remote_id="explain")
+        judgement = await pipeline.judge(headers, headers.message_id, ref)
+        return judgement.outcome
 
     async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
         """Call :meth:`run_once` until ``stop`` is set (or the task is cancelled)."""

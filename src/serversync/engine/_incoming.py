@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from serversync.errors import ErrorScope, MalformedMessageError, SyncError
+from serversync.errors import ConfigurationError, ErrorScope, MalformedMessageError, SyncError
 from serversync.mime import derive_message_id, parse_headers, parse_message
 from serversync.model import (
     INBOX,
@@ -38,25 +38,39 @@ from serversync.model import (
 )
 from serversync.model.messages import normalize_address
 from serversync.ports import IncomingMailSession
-from serversync.ports.relevance import Reject, RelevanceFacts
-from serversync.relevance import evaluate
+from serversync.ports.relevance import Reject, RelevanceFacts, Track
+from serversync.relevance import Decision, decide
 from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
 from ._context import EngineContext, deadline, logger
 from ._sessions import session_of
 
-__all__ = ["IncomingPipeline"]
+__all__ = ["IncomingPipeline", "Judgement"]
 
 
-def _process_from(mailbox: Mailbox, profile: EmailServerProfile) -> datetime | None:
+def _process_from(mailbox: Mailbox, profile: EmailServerProfile | None) -> datetime | None:
     """Dynamics uses the later of the profile's and the mailbox's Process Email From."""
-    dates = [
-        d
-        for d in (profile.process_emails_received_after, mailbox.process_email_received_after)
-        if d is not None
-    ]
+    profile_date = profile.process_emails_received_after if profile is not None else None
+    dates = [d for d in (profile_date, mailbox.process_email_received_after) if d is not None]
     return max(dates) if dates else None
+
+
+def _common(headers: ParsedHeaders, message_id: MessageId) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "subject": headers.subject,
+        "sender": headers.sender.address if headers.sender else None,
+    }
+
+
+@attrs.frozen(kw_only=True)
+class Judgement:
+    """A message's outcome before anything is stored, with what led to it."""
+
+    outcome: ItemOutcome
+    decision: Decision | None = None
+    facts: RelevanceFacts | None = None
 
 
 class IncomingPipeline:
@@ -66,7 +80,7 @@ class IncomingPipeline:
         self,
         ctx: EngineContext,
         mailbox: Mailbox,
-        profile: EmailServerProfile,
+        profile: EmailServerProfile | None,
         owner_record: CrmRecord | None,
     ) -> None:
         self._ctx = ctx
@@ -79,9 +93,12 @@ class IncomingPipeline:
     async def run(self) -> list[ItemOutcome]:
         """Process every folder the mailbox tracks; raise on a mailbox-level failure."""
         ctx = self._ctx
-        credentials = await ctx.credentials.resolve(self._mailbox, self._profile, Workload.INCOMING)
-        transport = ctx.transports.incoming_for(self._profile)
-        opener = transport.open(self._mailbox, self._profile, credentials)
+        profile = self._profile
+        if profile is None:
+            raise ConfigurationError("the mailbox has no email server profile")
+        credentials = await ctx.credentials.resolve(self._mailbox, profile, Workload.INCOMING)
+        transport = ctx.transports.incoming_for(profile)
+        opener = transport.open(self._mailbox, profile, credentials)
         async with session_of(opener, ctx.settings.timeouts, "the incoming server") as session:
             await self._sync_folder(session, INBOX)
         return self.outcomes
@@ -176,38 +193,19 @@ class IncomingPipeline:
             headers = attrs.evolve(headers, message_id=derive_message_id(headers))
         message_id = headers.message_id
         assert message_id is not None
-        common: dict[str, Any] = {
-            "message_id": message_id,
-            "subject": headers.subject,
-            "sender": headers.sender.address if headers.sender else None,
-        }
+        common = _common(headers, message_id)
         ctx = self._ctx
         repos = ctx.repositories
 
-        existing = await self._existing(message_id)
-        if existing is not None:
+        judged = await self.judge(headers, message_id, ref)
+        if judged.outcome.kind is OutcomeKind.DUPLICATE:
             await self._mark(session, ref, RemoteMark.TRACKED)
-            return self._outcome(
-                ref,
-                OutcomeKind.DUPLICATE,
-                reason=DecisionReason.DUPLICATE,
-                rule="dedupe",
-                explanation=f"already tracked as email {existing}",
-                activity_id=existing,
-                **common,
-            )
-
-        facts = await self._facts(headers, ref.folder)
-        verdict = evaluate(ctx.rules, headers, facts)
-        if isinstance(verdict, Reject):
-            return self._outcome(
-                ref,
-                OutcomeKind.NOT_RELEVANT,
-                reason=verdict.reason,
-                rule=verdict.rule,
-                explanation=verdict.explanation,
-                **common,
-            )
+            return judged.outcome
+        verdict = judged.decision.verdict if judged.decision else None
+        facts = judged.facts
+        if not isinstance(verdict, Track) or facts is None:
+            return judged.outcome
+        trace = judged.outcome.trace
 
         try:
             message = await deadline(
@@ -222,6 +220,7 @@ class IncomingPipeline:
                 OutcomeKind.FAILED,
                 explanation=f"cannot fetch the message: {exc}",
                 error=ErrorRecord.from_exception(exc),
+                trace=trace,
                 **common,
             )
         try:
@@ -232,6 +231,7 @@ class IncomingPipeline:
                 OutcomeKind.FAILED,
                 explanation=f"unreadable message: {exc.reason}",
                 error=ErrorRecord.from_exception(exc),
+                trace=trace,
                 **common,
             )
         activity = build_incoming_activity(
@@ -258,15 +258,39 @@ class IncomingPipeline:
                 activity_id=result.activity_id,
                 **common,
             )
-        return self._outcome(
+        return attrs.evolve(judged.outcome, activity_id=result.activity_id)
+
+    async def judge(
+        self, headers: ParsedHeaders, message_id: MessageId, ref: RemoteMessageRef
+    ) -> Judgement:
+        """The decision on a message, without side effects: Duplicate, or the rules' verdict
+        (``TRACKED`` here means "would be tracked") with the trace of every rule consulted."""
+        common = _common(headers, message_id)
+        existing = await self._existing(message_id)
+        if existing is not None:
+            outcome = self._outcome(
+                ref,
+                OutcomeKind.DUPLICATE,
+                reason=DecisionReason.DUPLICATE,
+                rule="dedupe",
+                explanation=f"already tracked as email {existing}",
+                activity_id=existing,
+                **common,
+            )
+            return Judgement(outcome=outcome)
+        facts = await self._facts(headers, ref.folder)
+        decision = decide(self._ctx.rules, headers, facts)
+        verdict = decision.verdict
+        outcome = self._outcome(
             ref,
-            OutcomeKind.TRACKED,
+            OutcomeKind.NOT_RELEVANT if isinstance(verdict, Reject) else OutcomeKind.TRACKED,
             reason=verdict.reason,
             rule=verdict.rule,
             explanation=verdict.explanation,
-            activity_id=result.activity_id,
+            trace=decision.trace,
             **common,
         )
+        return Judgement(outcome=outcome, decision=decision, facts=facts)
 
     async def _existing(self, message_id: MessageId) -> ActivityId | None:
         ctx = self._ctx

@@ -17,6 +17,8 @@ __all__ = [
     "ItemOutcome",
     "MailboxRunReport",
     "OutcomeKind",
+    "RuleDecision",
+    "RuleStep",
     "RunReport",
     "RunStatus",
     "SendReceipt",
@@ -57,6 +59,24 @@ class ErrorRecord:
         )
 
 
+class RuleDecision(enum.StrEnum):
+    """What one rule said about a message."""
+
+    ABSTAINED = "abstained"
+    TRACKED = "tracked"
+    REJECTED = "rejected"
+
+
+@attrs.frozen(kw_only=True)
+class RuleStep:
+    """One line of a decision's trace: a rule that was consulted and what it said."""
+
+    rule: str
+    decision: RuleDecision
+    reason: DecisionReason | None = None
+    explanation: str = ""
+
+
 class OutcomeKind(enum.StrEnum):
     """What happened to one incoming message."""
 
@@ -83,6 +103,7 @@ class ItemOutcome:
     sender: str | None = None
     activity_id: ActivityId | None = None
     error: ErrorRecord | None = None
+    trace: tuple[RuleStep, ...] = ()
 
 
 class SkipReason(enum.StrEnum):

@@ -14,7 +14,21 @@ from serversync.model import (
 from serversync.ports.relevance import Reject, RelevanceFacts, Track, Verdict
 from serversync.relevance.correlation import correlate
 
-__all__ = ["FilteringMethodRule", "InvalidSenderRule", "filtering_method_of"]
+__all__ = [
+    "AutoReplyRule",
+    "FilteringMethodRule",
+    "InvalidSenderRule",
+    "acceptance_summary",
+    "filtering_method_of",
+]
+
+_METHOD_LABELS = {
+    IncomingFilteringMethod.ALL_EMAIL_MESSAGES: "all email messages",
+    IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL: "email in response to CRM email",
+    IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS: "email from leads, contacts, accounts",
+    IncomingFilteringMethod.FROM_EMAIL_ENABLED_RECORDS: "email from email-enabled records",
+    IncomingFilteringMethod.NO_EMAIL_MESSAGES: "no email messages",
+}
 
 _CUSTOMERS = frozenset({EntityName.CONTACT.value, EntityName.ACCOUNT.value, EntityName.LEAD.value})
 
@@ -120,4 +134,48 @@ class FilteringMethodRule:
                     accepting_entity=record.ref,
                     correlation=correlation,
                 )
+        return None
+
+
+def acceptance_summary(message: ParsedHeaders, facts: RelevanceFacts) -> str:
+    """Who was asked and what they track, for the explanation of a rejection."""
+    parts = []
+    seen: set[str] = set()
+    for address in message.recipients:
+        for record in facts.principals_for(address.address):
+            if str(record.ref) in seen:
+                continue
+            seen.add(str(record.ref))
+            method = filtering_method_of(record, facts)
+            parts.append(f"{record.ref} tracks {_METHOD_LABELS[method]}")
+    owner = facts.mailbox_owner
+    if owner is not None and str(owner.ref) not in seen:
+        method = filtering_method_of(owner, facts)
+        parts.append(
+            f"{owner.ref} (this mailbox, not a visible recipient) tracks {_METHOD_LABELS[method]}"
+        )
+    if correlate(message, facts) is None and message.thread_ids:
+        parts.append("the message answers no email stored in the CRM")
+    return "; ".join(parts) if parts else "no recipient resolves to a CRM user or queue"
+
+
+@attrs.frozen
+class AutoReplyRule:
+    """Opt-in loop guard: reject automatic mail (``Auto-Submitted`` other than ``no``).
+
+    Dynamics tracks auto-replies like any email; add this rule before the defaults to stop
+    out-of-office and bounce loops from becoming activities.
+    """
+
+    name: str = "auto-reply"
+
+    def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
+        """Reject automatic mail; no opinion otherwise."""
+        value = (message.auto_submitted or "no").split(";")[0].strip().lower()
+        if value != "no":
+            return Reject(
+                reason=DecisionReason.UNKNOWN,
+                rule=self.name,
+                explanation=f"automatic mail (Auto-Submitted: {message.auto_submitted})",
+            )
         return None
