@@ -1,3 +1,5 @@
 """Mail transport adapters."""
 
-__all__: list[str] = []
+from serversync.adapters.transports.smtp import SmtpTransport
+
+__all__: list[str] = ["SmtpTransport"]

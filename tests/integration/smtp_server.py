@@ -1,0 +1,350 @@
+"""A real SMTP server for the SMTP adapter's tests: aiosmtpd on 127.0.0.1, in this process.
+
+It speaks plain SMTP, STARTTLS or SMTPS with a certificate from a throw-away test CA, checks
+AUTH PLAIN/LOGIN against one user and XOAUTH2 against one token, records every accepted
+message with the connection it came on, and misbehaves on request: refuse recipients,
+answer DATA with any reply, drop the connection or stall in the middle of DATA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import enum
+import ipaddress
+import json
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from serversync.model import ServerEndpoint, TlsMode
+
+__all__ = [
+    "PASSWORD",
+    "TOKEN",
+    "USER",
+    "Mode",
+    "Pki",
+    "Received",
+    "RecordingHandler",
+    "SmtpServer",
+    "make_pki",
+]
+
+USER = "crm@contoso.example"
+PASSWORD = "correct horse"
+TOKEN = "ya29.a-valid-access-token"
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A test CA and a server certificate it signed, for localhost and 127.0.0.1."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_pki(directory: Path) -> Pki:
+    """Write a CA certificate and a server certificate with its key into ``directory``."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("serversync test CA"))
+        .issuer_name(_name("serversync test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ca_ski, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("localhost"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = Pki(
+        ca_file=directory / "ca.pem",
+        cert_file=directory / "server.pem",
+        key_file=directory / "server.key",
+    )
+    pki.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki.key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return pki
+
+
+class Mode(enum.Enum):
+    """How the server secures connections."""
+
+    PLAIN = "plain"
+    STARTTLS = "starttls"
+    SMTPS = "smtps"
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message the server accepted, and the connection (client address) it came on."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    peer: str
+
+
+class RecordingHandler:
+    """aiosmtpd handler: records accepted mail and fails on request.
+
+    Set the public attributes before sending; the server thread only reads them. aiosmtpd
+    treats every ``handle_*`` and ``auth_*`` member as a hook, so other names avoid both.
+    """
+
+    def __init__(self, *, users: dict[str, str], tokens: dict[str, str], require_auth: bool):
+        self.users = users
+        self.tokens = tokens
+        self.require_auth = require_auth
+        self.received: list[Received] = []
+        self.refused_recipients: dict[str, str] = {}
+        """Recipient (lower-case) → the reply to its RCPT."""
+        self.data_replies_by_recipient: dict[str, str] = {}
+        """Recipient (lower-case) → the reply to DATA of any message addressed to it."""
+        self.drop_in_data = False
+        """Close the connection after the message arrived, before answering it."""
+        self.stall_in_data: float | None = None
+        """Wait this many seconds after the message arrived, before answering it."""
+
+    def authenticator(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        """Check AUTH PLAIN and LOGIN against ``users``."""
+        ok = (
+            isinstance(data, LoginPassword)
+            and self.users.get(data.login.decode()) == data.password.decode()
+        )
+        # handled=False makes aiosmtpd send the 535; otherwise it answers nothing at all.
+        return AuthResult(success=ok, handled=False)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """XOAUTH2 as Gmail does it: a refused token gets a JSON challenge, then 535."""
+        fields: dict[str, str] = {}
+        if len(args) == 2:
+            decoded = base64.b64decode(args[1]).decode()
+            for part in decoded.split("\x01"):
+                key, _, value = part.partition("=")
+                fields[key] = value
+        user = fields.get("user", "")
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        if user and self.tokens.get(user) == token:
+            return AuthResult(success=True, auth_data=user)
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
+        )
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.require_auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        refusal = self.refused_recipients.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.drop_in_data:
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()
+            await asyncio.sleep(10)  # connection_lost cancels this
+        if self.stall_in_data is not None:
+            await asyncio.sleep(self.stall_in_data)
+        for recipient in envelope.rcpt_tos:
+            reply = self.data_replies_by_recipient.get(recipient.lower())
+            if reply is not None:
+                return reply
+        assert envelope.mail_from is not None
+        assert isinstance(envelope.original_content, bytes)
+        self.received.append(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                data=envelope.original_content,
+                peer=str(session.peer),
+            )
+        )
+        return "250 2.0.0 Ok: queued as TEST1"
+
+
+class _CountingController(Controller):
+    """Counts the connections the server accepted (the protocol factory runs once each)."""
+
+    connections = 0
+
+    def factory(self) -> SMTP:
+        self.connections += 1
+        return SMTP(self.handler, **self.SMTP_kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SmtpServer:
+    """aiosmtpd on a free loopback port, as a context manager.
+
+    ``Mode.STARTTLS`` requires STARTTLS before anything else and offers AUTH only after it;
+    ``Mode.SMTPS`` speaks TLS from the first byte. With ``require_auth`` MAIL gets 530 until
+    the client authenticated.
+    """
+
+    def __init__(
+        self,
+        pki: Pki | None,
+        *,
+        mode: Mode = Mode.STARTTLS,
+        require_auth: bool = True,
+        users: dict[str, str] | None = None,
+        tokens: dict[str, str] | None = None,
+    ) -> None:
+        self.mode = mode
+        self.pki = pki
+        self.handler = RecordingHandler(
+            users=users if users is not None else {USER: PASSWORD},
+            tokens=tokens if tokens is not None else {USER: TOKEN},
+            require_auth=require_auth,
+        )
+        self.port = _free_port()
+        kwargs: dict[str, Any] = {
+            "authenticator": self.handler.authenticator,
+            "auth_require_tls": mode is Mode.STARTTLS,
+            "server_hostname": "smtp.serversync.test",
+        }
+        if mode is not Mode.PLAIN:
+            assert pki is not None, "TLS needs the test PKI"
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(pki.cert_file, pki.key_file)
+            if mode is Mode.STARTTLS:
+                kwargs.update(tls_context=context, require_starttls=True)
+            else:
+                kwargs.update(ssl_context=context)
+        self._controller = _CountingController(
+            self.handler, hostname="127.0.0.1", port=self.port, **kwargs
+        )
+
+    @property
+    def received(self) -> list[Received]:
+        """Every message accepted so far."""
+        return self.handler.received
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted since the server started."""
+        return self._controller.connections
+
+    def endpoint(self, **overrides: Any) -> ServerEndpoint:
+        """The endpoint a profile needs to reach this server, with the test CA trusted."""
+        tls = {
+            Mode.PLAIN: TlsMode.NONE,
+            Mode.STARTTLS: TlsMode.STARTTLS,
+            Mode.SMTPS: TlsMode.IMPLICIT,
+        }[self.mode]
+        fields: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": self.port,
+            "tls": tls,
+            "ca_file": str(self.pki.ca_file) if self.pki is not None else None,
+        }
+        fields.update(overrides)
+        return ServerEndpoint(**fields)
+
+    def __enter__(self) -> Self:
+        self._controller.start()
+        # start() makes one connection of its own to check the server is up.
+        self._controller.connections = 0
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._controller.stop()
