@@ -59,6 +59,8 @@ from serversync.model import (
     RecordRef,
     RecordState,
     RemoteMessageRef,
+    RuleDecision,
+    RuleStep,
     RunReport,
     RunStatus,
     SendClaim,
@@ -111,6 +113,7 @@ __all__ = [
     "queue_items",
     "record_refs",
     "remote_message_refs",
+    "rule_steps",
     "run_reports",
     "send_claims",
     "send_failed",
@@ -182,12 +185,12 @@ def _domain_literals(alphabet: str) -> st.SearchStrategy[str]:
 
 
 def message_ids(
-    *, domain_literals: bool = True, angles_in_literals: bool = False
+    *, domain_literals: bool = True, angles_in_literals: bool = True
 ) -> st.SearchStrategy[MessageId]:
     """RFC 5322 msg-ids with their brackets: ``<dot-atom@dot-atom>`` or ``<dot-atom@[...]>``.
 
-    ``angles_in_literals`` lets domain literals hold ``<`` and ``>`` (valid dtext, but no
-    mail system is known to write them); off by default.
+    ``angles_in_literals`` lets domain literals hold ``<`` and ``>`` (valid dtext, though no
+    mail system is known to write them); pass ``False`` for ids other parsers must accept.
     """
     right = _dot_atom
     if domain_literals:
@@ -475,6 +478,17 @@ def send_results() -> st.SearchStrategy[SendResult]:
     )
 
 
+def rule_steps() -> st.SearchStrategy[RuleStep]:
+    """:class:`RuleStep`: one line of a decision trace."""
+    return st.builds(
+        RuleStep,
+        rule=st.sampled_from(["invalid-sender", "filtering-method", "dedupe"]) | _text,
+        decision=st.sampled_from(RuleDecision),
+        reason=optional(st.sampled_from(DecisionReason)),
+        explanation=_text,
+    )
+
+
 def item_outcomes() -> st.SearchStrategy[ItemOutcome]:
     """:class:`ItemOutcome` of any kind and reason."""
     return st.builds(
@@ -491,6 +505,7 @@ def item_outcomes() -> st.SearchStrategy[ItemOutcome]:
         sender=optional(email_address_strings()),
         activity_id=optional(_activity_ids),
         error=optional(error_records()),
+        trace=st.lists(rule_steps(), max_size=3).map(tuple),
     )
 
 
