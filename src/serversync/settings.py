@@ -253,6 +253,9 @@ class OrganizationSettings:
     unresolve_email_address_if_multiple_match: bool = False
     max_upload_file_size: int = attrs.field(default=5_120 * 1024, validator=attrs.validators.ge(0))
     blocked_attachment_extensions: tuple[str, ...] = _BLOCKED_EXTENSIONS
+    create_queue_items_for_accepting_queue_recipients: bool = True
+    create_queue_item_for_synchronizing_mailbox: bool = True
+    create_additional_queue_items_for_already_tracked_email: bool = False
     is_folder_based_tracking_enabled: bool = True
     max_folder_based_tracking_mappings: int = attrs.field(
         default=25, validator=attrs.validators.ge(0)

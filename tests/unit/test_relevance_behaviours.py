@@ -364,3 +364,49 @@ async def test_switches_turn_header_correlation_and_forwards_off() -> None:
         report = await run(world)
         (outcome,) = report.items()
         assert outcome.reason is DecisionReason.NO_CORRELATION_MATCH, org
+
+
+async def test_each_accepting_queue_recipient_gets_a_queue_item_and_others_none() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    sales = world.add_queue("sales@contoso.example")
+    world.add_queue("archive@contoso.example", filtering=IncomingFilteringMethod.NO_EMAIL_MESSAGES)
+    support = world.add_queue(SUPPORT)
+    world.deliver(
+        ALICE,
+        an_email(
+            sender=JANE,
+            to=[ALICE, "sales@contoso.example"],
+            cc=["archive@contoso.example", SUPPORT],
+        ),
+    )
+    async with world.engine() as engine:
+        await engine.sync_mailbox(alice.id, workloads=[Workload.INCOMING])
+    queues = sorted(str(q.queue) for q in world.storage.queue_items())
+    assert queues == sorted([str(sales.owner), str(support.owner)])
+
+
+async def test_a_queue_mailbox_reached_through_a_distribution_list_gets_its_queue_item() -> None:
+    world = InMemoryWorld()
+    support = world.add_queue(SUPPORT)
+    world.deliver(SUPPORT, an_email(sender=JANE, to=["everyone@contoso.example"]))
+    report = await run(world)
+    (outcome,) = report.items()
+    assert outcome.reason is DecisionReason.ACCEPT_ALL
+    assert [q.queue for q in world.storage.queue_items()] == [support.owner]
+
+
+async def test_an_already_tracked_email_gets_the_second_queues_item_only_when_configured() -> None:
+    for configured in (False, True):
+        world = world_with(create_additional_queue_items_for_already_tracked_email=configured)
+        bob = world.add_user(BOB, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+        support = world.add_queue(SUPPORT)
+        message = an_email(sender=JANE, to=[BOB], cc=["team@contoso.example"])
+        world.deliver(BOB, message)
+        world.deliver(SUPPORT, message)  # reached the queue through a distribution list
+        async with world.engine() as engine:
+            await engine.sync_mailbox(bob.id, workloads=[Workload.INCOMING])
+            (report,) = await engine.sync_mailbox(support.id, workloads=[Workload.INCOMING])
+        assert report.items[0].kind is OutcomeKind.DUPLICATE
+        items = [q.queue for q in world.storage.queue_items()]
+        assert items == ([support.owner] if configured else [])

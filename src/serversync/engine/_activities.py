@@ -17,6 +17,7 @@ from serversync.model import (
     EntityName,
     Mailbox,
     MessageId,
+    ParsedHeaders,
     ParsedMessage,
     ParticipationType,
     RecordRef,
@@ -24,6 +25,7 @@ from serversync.model import (
 from serversync.ports.relevance import RelevanceFacts, Track
 from serversync.relevance.conversation import base_conversation_index_hash
 from serversync.relevance.parties import choose_owner, resolve_recipient, resolve_sender
+from serversync.relevance.rules import accepting_queues
 from serversync.settings import OrganizationSettings
 
 __all__ = ["NOTIFICATION_ATTACHMENTS_DROPPED", "build_incoming_activity", "queues_for"]
@@ -73,14 +75,31 @@ def _body(message: ParsedMessage) -> str:
     return message.body_text or ""
 
 
-def queues_for(verdict: Track, facts: RelevanceFacts) -> tuple[RecordRef, ...]:
-    """Queues that get a queue item: the accepting queue and the processing queue mailbox."""
+def queues_for(
+    verdict: Track, message: ParsedHeaders, facts: RelevanceFacts
+) -> tuple[RecordRef, ...]:
+    """Queues that get a queue item when the email is created (spec email-relevance §1.4).
+
+    The accepting queue; with ``CreateQueueItemsForAcceptingQueueRecipients`` every queue
+    recipient that accepts; with ``CreateQueueItemForSynchronizingMailbox`` the queue whose
+    mailbox is being processed when it is not a visible recipient (distribution list, Bcc).
+    """
+    org = facts.organization
     queues: dict[str, RecordRef] = {}
     accepting = verdict.accepting_entity
     if accepting is not None and accepting.entity == EntityName.QUEUE:
         queues[str(accepting)] = accepting
+    if org.create_queue_items_for_accepting_queue_recipients:
+        for queue in accepting_queues(message, facts, verdict.correlation):
+            queues.setdefault(str(queue.ref), queue.ref)
     owner = facts.mailbox.owner
-    if owner is not None and owner.entity == EntityName.QUEUE:
+    visible = {r.ref for a in message.recipients for r in facts.principals_for(a.address)}
+    if (
+        owner is not None
+        and owner.entity == EntityName.QUEUE
+        and org.create_queue_item_for_synchronizing_mailbox
+        and owner not in visible
+    ):
         queues.setdefault(str(owner), owner)
     return tuple(queues.values())
 

@@ -25,6 +25,7 @@ from serversync.model import (
     EmailActivity,
     EmailDirection,
     EmailServerProfile,
+    EntityName,
     ErrorRecord,
     ItemOutcome,
     Mailbox,
@@ -199,6 +200,7 @@ class IncomingPipeline:
 
         judged = await self.judge(headers, message_id, ref)
         if judged.outcome.kind is OutcomeKind.DUPLICATE:
+            await self._queue_already_tracked(judged.outcome)
             await self._mark(session, ref, RemoteMark.TRACKED)
             return judged.outcome
         verdict = judged.decision.verdict if judged.decision else None
@@ -244,7 +246,7 @@ class IncomingPipeline:
             received_on=ref.received_at or headers.date or ctx.clock.now(),
         )
         result = await ctx.storage(
-            repos.add_incoming(activity, queues=queues_for(verdict, facts)),
+            repos.add_incoming(activity, queues=queues_for(verdict, headers, facts)),
             "storing an incoming email",
         )
         await self._mark(session, ref, RemoteMark.TRACKED)
@@ -291,6 +293,22 @@ class IncomingPipeline:
             **common,
         )
         return Judgement(outcome=outcome, decision=decision, facts=facts)
+
+    async def _queue_already_tracked(self, outcome: ItemOutcome) -> None:
+        """``SSSCreateAdditionalQueueItemsForAlreadyTrackedEmail``: a queue mailbox receiving
+        an email another mailbox already created gets its queue item for that email."""
+        owner = self._mailbox.owner
+        ctx = self._ctx
+        if (
+            ctx.settings.organization.create_additional_queue_items_for_already_tracked_email
+            and owner is not None
+            and owner.entity == EntityName.QUEUE
+            and outcome.activity_id is not None
+        ):
+            await ctx.storage(
+                ctx.repositories.ensure_queue_item(owner, outcome.activity_id),
+                "adding a queue item",
+            )
 
     async def _existing(self, message_id: MessageId) -> ActivityId | None:
         ctx = self._ctx

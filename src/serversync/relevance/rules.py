@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from serversync.model import (
+    CorrelationMatch,
     CrmRecord,
     DecisionReason,
     EntityName,
@@ -15,10 +16,14 @@ from serversync.ports.relevance import Reject, RelevanceFacts, Track, Verdict
 from serversync.relevance.correlation import correlate
 
 __all__ = [
+    "Acceptance",
     "AutoReplyRule",
     "FilteringMethodRule",
     "InvalidSenderRule",
+    "acceptance",
+    "acceptance_candidates",
     "acceptance_summary",
+    "accepting_queues",
     "filtering_method_of",
 ]
 
@@ -60,14 +65,109 @@ def filtering_method_of(record: CrmRecord, facts: RelevanceFacts) -> IncomingFil
     return org.default_user_filtering_method
 
 
+@attrs.frozen(kw_only=True)
+class Acceptance:
+    """A user or queue accepting a message, with the Dynamics reason and why."""
+
+    record: CrmRecord
+    reason: DecisionReason
+    explanation: str
+
+
+def acceptance_candidates(
+    message: ParsedHeaders, facts: RelevanceFacts
+) -> list[tuple[CrmRecord, bool]]:
+    """The users and queues to ask, in order, each with whether it is a visible recipient.
+
+    The processing mailbox's owner comes first, then To, Cc and Bcc. With
+    ``UseFilteringMethodOfSyncingMailboxOnlyForCorrelation`` only the owner is asked.
+    """
+    visible: dict[str, CrmRecord] = {}
+    for address in message.recipients:
+        for record in facts.principals_for(address.address):
+            visible.setdefault(str(record.ref), record)
+    candidates = [(record, True) for record in visible.values()]
+    owner = facts.mailbox_owner
+    if owner is not None and owner.is_active:
+        own = (visible.get(str(owner.ref), owner), str(owner.ref) in visible)
+        candidates = [own] + [c for c in candidates if c[0].ref != owner.ref]
+        if facts.organization.use_filtering_method_of_syncing_mailbox_only:
+            candidates = [own]
+    return candidates
+
+
+def acceptance(
+    record: CrmRecord,
+    *,
+    visible: bool,
+    message: ParsedHeaders,
+    facts: RelevanceFacts,
+    correlation: CorrelationMatch | None,
+) -> Acceptance | None:
+    """Whether ``record``'s filtering method accepts the message.
+
+    A user or queue that is not a visible recipient (distribution list, Bcc) accepts only
+    with "All email messages", since nothing else ties the message to it.
+    """
+    method = filtering_method_of(record, facts)
+    if method is IncomingFilteringMethod.ALL_EMAIL_MESSAGES:
+        return Acceptance(
+            record=record,
+            reason=DecisionReason.ACCEPT_ALL,
+            explanation=f"{record.ref} accepts all email messages",
+        )
+    if not visible:
+        return None
+    if method is IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL and correlation:
+        return Acceptance(
+            record=record,
+            reason=DecisionReason.CORRELATION_MATCH,
+            explanation=(
+                f"{record.ref} tracks replies; the message answers "
+                f"email {correlation.correlated_activity_id}"
+            ),
+        )
+    sender_records = facts.records_for(message.sender.address) if message.sender else ()
+    if method is IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS:
+        match = next((r for r in sender_records if r.ref.entity in _CUSTOMERS), None)
+        if match is not None:
+            return Acceptance(
+                record=record,
+                reason=DecisionReason.SENDER_MATCH,
+                explanation=f"{record.ref} tracks mail from {match.ref.entity} records",
+            )
+    if method is IncomingFilteringMethod.FROM_EMAIL_ENABLED_RECORDS and sender_records:
+        return Acceptance(
+            record=record,
+            reason=DecisionReason.SENDER_MATCH,
+            explanation=(
+                f"{record.ref} tracks mail from CRM records; the sender is {sender_records[0].ref}"
+            ),
+        )
+    return None
+
+
+def accepting_queues(
+    message: ParsedHeaders, facts: RelevanceFacts, correlation: CorrelationMatch | None
+) -> tuple[CrmRecord, ...]:
+    """Every queue among the recipients whose filtering method accepts the message."""
+    return tuple(
+        record
+        for record, visible in acceptance_candidates(message, facts)
+        if visible
+        and record.ref.entity == EntityName.QUEUE
+        and acceptance(record, visible=True, message=message, facts=facts, correlation=correlation)
+        is not None
+    )
+
+
 @attrs.frozen
 class FilteringMethodRule:
     """Acceptance across recipients: track when any CRM user or queue in To/Cc/Bcc accepts.
 
     Each resolved user or queue recipient is asked with its own filtering method; one
-    accepting recipient is enough. The processing mailbox's owner is asked first; when it is
-    not a visible recipient (distribution list, Bcc) only "All email messages" lets it
-    accept. Abstains when nobody accepts, so later rules may still accept.
+    accepting recipient is enough (see :func:`acceptance_candidates` and
+    :func:`acceptance`). Abstains when nobody accepts, so later rules may still accept.
     """
 
     name: str = "filtering-method"
@@ -75,62 +175,15 @@ class FilteringMethodRule:
     def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
         """Track with the first accepting user or queue, or abstain."""
         correlation = correlate(message, facts)
-        sender_records = facts.records_for(message.sender.address) if message.sender else ()
-        visible: dict[str, CrmRecord] = {}
-        for address in message.recipients:
-            for record in facts.principals_for(address.address):
-                visible.setdefault(str(record.ref), record)
-        candidates = list(visible.values())
-        owner = facts.mailbox_owner
-        if owner is not None and owner.is_active:
-            key = str(owner.ref)
-            if key in visible:
-                candidates.remove(visible[key])
-                candidates.insert(0, visible[key])
-            else:
-                candidates.insert(0, owner)
-        for record in candidates:
-            method = filtering_method_of(record, facts)
-            is_visible = str(record.ref) in visible
-            if method is IncomingFilteringMethod.ALL_EMAIL_MESSAGES:
+        for record, visible in acceptance_candidates(message, facts):
+            accepted = acceptance(
+                record, visible=visible, message=message, facts=facts, correlation=correlation
+            )
+            if accepted is not None:
                 return Track(
-                    reason=DecisionReason.ACCEPT_ALL,
+                    reason=accepted.reason,
                     rule=self.name,
-                    explanation=f"{record.ref} accepts all email messages",
-                    accepting_entity=record.ref,
-                    correlation=correlation,
-                )
-            if not is_visible:
-                continue
-            if method is IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL and correlation:
-                return Track(
-                    reason=DecisionReason.CORRELATION_MATCH,
-                    rule=self.name,
-                    explanation=(
-                        f"{record.ref} tracks replies; the message answers "
-                        f"email {correlation.correlated_activity_id}"
-                    ),
-                    accepting_entity=record.ref,
-                    correlation=correlation,
-                )
-            if method is IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS:
-                match = next((r for r in sender_records if r.ref.entity in _CUSTOMERS), None)
-                if match is not None:
-                    return Track(
-                        reason=DecisionReason.SENDER_MATCH,
-                        rule=self.name,
-                        explanation=f"{record.ref} tracks mail from {match.ref.entity} records",
-                        accepting_entity=record.ref,
-                        correlation=correlation,
-                    )
-            if method is IncomingFilteringMethod.FROM_EMAIL_ENABLED_RECORDS and sender_records:
-                return Track(
-                    reason=DecisionReason.SENDER_MATCH,
-                    rule=self.name,
-                    explanation=(
-                        f"{record.ref} tracks mail from CRM records; the sender is "
-                        f"{sender_records[0].ref}"
-                    ),
+                    explanation=accepted.explanation,
                     accepting_entity=record.ref,
                     correlation=correlation,
                 )
