@@ -250,6 +250,26 @@ class DictRepositories:
         self.tracking_counter += 1
         return TrackingNumbers(user_number=number, counter=self.tracking_counter)
 
+    async def link_to_tracking_folder(
+        self, activity_id: ActivityId, rule: MailboxTrackingFolder
+    ) -> None:
+        activity = self.activities[activity_id]
+        self.activities[activity_id] = attrs.evolve(
+            activity,
+            tracking_folder_id=rule.id,
+            regarding=rule.regarding or activity.regarding,
+        )
+
+    async def enforce_tracking_folder_regarding(self, rule: MailboxTrackingFolder) -> int:
+        stale = [
+            a
+            for a in self.activities.values()
+            if a.tracking_folder_id == rule.id and rule.regarding not in (None, a.regarding)
+        ]
+        for activity in stale:
+            self.activities[activity.id] = attrs.evolve(activity, regarding=rule.regarding)
+        return len(stale)
+
     async def claim_pending_send(
         self,
         mailbox_id: MailboxId,

@@ -133,7 +133,11 @@ async def test_outcomes_of_a_run_carry_the_trace() -> None:
     async with world.engine() as engine:
         report = await engine.run_once(workloads=[Workload.INCOMING])
     (outcome,) = report.items()
-    assert [s.rule for s in outcome.trace] == ["invalid-sender", "filtering-method"]
+    assert [s.rule for s in outcome.trace] == [
+        "invalid-sender",
+        "folder-tracking",
+        "filtering-method",
+    ]
     assert outcome.trace[-1].decision is RuleDecision.TRACKED
 
 

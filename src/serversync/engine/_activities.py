@@ -162,6 +162,7 @@ def build_incoming_activity(
         to_recipients=";".join(a.address for a in headers.to) or None,
         regarding=verdict.regarding or (correlation.regarding if correlation else None),
         owner=choose_owner(headers, facts, correlation=correlation, sender=sender),
+        tracking_folder_id=verdict.tracking_folder_id,
         correlation_method=correlation.method if correlation else CorrelationMethod.NONE,
         correlated_activity_id=correlation.correlated_activity_id if correlation else None,
         parent_activity_id=correlation.parent_activity_id if correlation else None,

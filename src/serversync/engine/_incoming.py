@@ -29,6 +29,7 @@ from serversync.model import (
     ErrorRecord,
     ItemOutcome,
     Mailbox,
+    MailboxTrackingFolder,
     MessageId,
     OutcomeKind,
     ParsedHeaders,
@@ -40,7 +41,7 @@ from serversync.model import (
 from serversync.model.messages import normalize_address
 from serversync.ports import IncomingMailSession
 from serversync.ports.relevance import Reject, RelevanceFacts, Track
-from serversync.relevance import Decision, decide
+from serversync.relevance import Decision, decide, tracked_folders
 from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
@@ -101,10 +102,43 @@ class IncomingPipeline:
         transport = ctx.transports.incoming_for(profile)
         opener = transport.open(self._mailbox, profile, credentials)
         async with session_of(opener, ctx.settings.timeouts, "the incoming server") as session:
-            await self._sync_folder(session, INBOX)
+            for folder, rule in await self._folders(session):
+                if rule is not None and rule.regarding is not None:
+                    # The rule's Regarding wins over manual changes, on every cycle.
+                    await ctx.storage(
+                        ctx.repositories.enforce_tracking_folder_regarding(rule),
+                        "re-applying a folder rule's Regarding",
+                    )
+                await self._sync_folder(session, folder, rule)
         return self.outcomes
 
-    async def _sync_folder(self, session: IncomingMailSession, folder: str) -> None:
+    async def _folders(
+        self, session: IncomingMailSession
+    ) -> list[tuple[str, MailboxTrackingFolder | None]]:
+        """The Inbox, then every folder a folder-level tracking rule applies to."""
+        ctx = self._ctx
+        result: list[tuple[str, MailboxTrackingFolder | None]] = [(INBOX, None)]
+        rules = await ctx.storage(
+            ctx.repositories.list_tracking_folders(self._mailbox.id), "loading folder rules"
+        )
+        if not rules:
+            return result
+        remote = await deadline(
+            ctx.settings.timeouts.command, session.list_folders(), "listing folders"
+        )
+        applied = tracked_folders(
+            rules,
+            remote,
+            mailbox=self._mailbox,
+            profile=self._profile,
+            org=ctx.settings.organization,
+        )
+        result += [(folder.id, rule) for rule, folder in applied]
+        return result
+
+    async def _sync_folder(
+        self, session: IncomingMailSession, folder: str, rule: MailboxTrackingFolder | None
+    ) -> None:
         ctx = self._ctx
         limits = ctx.settings.limits
         mailbox_id = self._mailbox.id
@@ -138,7 +172,7 @@ class IncomingPipeline:
                             reason="header count mismatch",
                         )
                     for index, raw in enumerate(headers):
-                        outcome = await self._process(session, raw)
+                        outcome = await self._process(session, raw, rule)
                         self.outcomes.append(outcome)
                         ctx.observer.item_processed(outcome)
                         progress = batch.checkpoints[index]
@@ -168,7 +202,9 @@ class IncomingPipeline:
         )
         return attrs.evolve(base, **fields)
 
-    async def _process(self, session: IncomingMailSession, raw: RawHeaders) -> ItemOutcome:
+    async def _process(
+        self, session: IncomingMailSession, raw: RawHeaders, rule: MailboxTrackingFolder | None
+    ) -> ItemOutcome:
         ref = raw.ref
         if (
             self._cutoff is not None
@@ -198,9 +234,15 @@ class IncomingPipeline:
         ctx = self._ctx
         repos = ctx.repositories
 
-        judged = await self.judge(headers, message_id, ref)
+        judged = await self.judge(headers, message_id, ref, rule)
         if judged.outcome.kind is OutcomeKind.DUPLICATE:
             await self._queue_already_tracked(judged.outcome)
+            if rule is not None and rule.regarding is not None and judged.outcome.activity_id:
+                # Moved into a tracked folder: the email follows the folder's record.
+                await ctx.storage(
+                    repos.link_to_tracking_folder(judged.outcome.activity_id, rule),
+                    "linking an email to a folder rule",
+                )
             await self._mark(session, ref, RemoteMark.TRACKED)
             return judged.outcome
         verdict = judged.decision.verdict if judged.decision else None
@@ -263,7 +305,11 @@ class IncomingPipeline:
         return attrs.evolve(judged.outcome, activity_id=result.activity_id)
 
     async def judge(
-        self, headers: ParsedHeaders, message_id: MessageId, ref: RemoteMessageRef
+        self,
+        headers: ParsedHeaders,
+        message_id: MessageId,
+        ref: RemoteMessageRef,
+        rule: MailboxTrackingFolder | None = None,
     ) -> Judgement:
         """The decision on a message, without side effects: Duplicate, or the rules' verdict
         (``TRACKED`` here means "would be tracked") with the trace of every rule consulted."""
@@ -280,7 +326,7 @@ class IncomingPipeline:
                 **common,
             )
             return Judgement(outcome=outcome)
-        facts = await self._facts(headers, ref.folder)
+        facts = await self._facts(headers, ref.folder, rule)
         decision = decide(self._ctx.rules, headers, facts)
         verdict = decision.verdict
         outcome = self._outcome(
@@ -320,7 +366,9 @@ class IncomingPipeline:
                 return activity.id
         return None
 
-    async def _facts(self, headers: ParsedHeaders, folder: str) -> RelevanceFacts:
+    async def _facts(
+        self, headers: ParsedHeaders, folder: str, rule: MailboxTrackingFolder | None
+    ) -> RelevanceFacts:
         ctx = self._ctx
         now = ctx.clock.now()
         addresses = {a.address for a in headers.recipients}
@@ -340,6 +388,7 @@ class IncomingPipeline:
             mailbox=self._mailbox,
             mailbox_owner=self._owner_record,
             folder=folder,
+            tracking_folder=rule,
             records={normalize_address(k): tuple(v) for k, v in records.items()},
             candidates=tuple(candidates),
             organization=ctx.settings.organization,

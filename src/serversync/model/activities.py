@@ -13,6 +13,7 @@ from serversync.model.ids import (
     MessageId,
     QueueItemId,
     RecordRef,
+    TrackingFolderId,
 )
 from serversync.model.messages import AttachmentInfo
 from serversync.model.options import (
@@ -76,6 +77,7 @@ class EmailActivity:
     to_recipients: str | None = None
     regarding: RecordRef | None = None
     owner: RecordRef | None = None
+    tracking_folder_id: TrackingFolderId | None = None
     correlation_method: CorrelationMethod = CorrelationMethod.NONE
     correlated_activity_id: ActivityId | None = None
     parent_activity_id: ActivityId | None = None

@@ -22,6 +22,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     ParsedHeaders,
     RecordRef,
+    TrackingFolderId,
 )
 from serversync.model.messages import normalize_address
 from serversync.settings import OrganizationSettings
@@ -67,7 +68,8 @@ class Track:
     """Create an email activity for the message.
 
     ``accepting_entity`` is the user or queue whose filter accepted it; ``correlation`` links
-    it to an earlier email; ``regarding`` overrides the correlated Regarding (folder rules).
+    it to an earlier email; ``regarding`` overrides the correlated Regarding and
+    ``tracking_folder_id`` names the folder-level tracking rule that tracked it.
     """
 
     reason: DecisionReason
@@ -76,6 +78,7 @@ class Track:
     accepting_entity: RecordRef | None = None
     correlation: CorrelationMatch | None = None
     regarding: RecordRef | None = None
+    tracking_folder_id: TrackingFolderId | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointRepository",
     "EmailActivityRepository",
     "EmailServerProfileRepository",
+    "FolderTrackingRepository",
     "LeaseRepository",
     "MailboxRepository",
     "RecordDirectory",
@@ -194,6 +195,22 @@ class TrackingFolderRepository(Protocol):
         ...
 
 
+class FolderTrackingRepository(Protocol):
+    """Keeps emails tracked through a folder-level tracking rule linked to its record."""
+
+    async def link_to_tracking_folder(
+        self, activity_id: ActivityId, rule: MailboxTrackingFolder
+    ) -> None:
+        """Mark the email as tracked by ``rule`` and, when the rule has one, set its Regarding
+        to the rule's record (an email moved into the rule's folder is re-linked)."""
+        ...
+
+    async def enforce_tracking_folder_regarding(self, rule: MailboxTrackingFolder) -> int:
+        """Set the Regarding of every email tracked by ``rule`` back to the rule's record
+        (overriding manual changes, as Dynamics does); return how many changed."""
+        ...
+
+
 class LeaseRepository(Protocol):
     """Leases so that one mailbox workload is processed by one engine at a time."""
 
@@ -232,6 +249,7 @@ class Repositories(
     CheckpointRepository,
     EmailActivityRepository,
     TrackingFolderRepository,
+    FolderTrackingRepository,
     LeaseRepository,
     Protocol,
 ):

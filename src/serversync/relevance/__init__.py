@@ -15,6 +15,12 @@ import attrs
 from serversync.model import DecisionReason, ParsedHeaders, RuleDecision, RuleStep
 from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
 from serversync.relevance.correlation import correlate
+from serversync.relevance.folders import (
+    FolderTrackingRule,
+    is_under_inbox,
+    tracked_folders,
+    validate_tracking_folder,
+)
 from serversync.relevance.rules import (
     AutoReplyRule,
     FilteringMethodRule,
@@ -28,6 +34,7 @@ __all__ = [
     "AutoReplyRule",
     "Decision",
     "FilteringMethodRule",
+    "FolderTrackingRule",
     "InvalidSenderRule",
     "acceptance_summary",
     "correlate",
@@ -35,14 +42,17 @@ __all__ = [
     "default_rules",
     "evaluate",
     "filtering_method_of",
+    "is_under_inbox",
     "normalize_message_id",
     "parse_message_ids",
+    "tracked_folders",
+    "validate_tracking_folder",
 ]
 
 
 def default_rules() -> tuple[RelevanceRule, ...]:
     """The built-in rules in Dynamics order; append or prepend your own."""
-    return (InvalidSenderRule(), FilteringMethodRule())
+    return (InvalidSenderRule(), FolderTrackingRule(), FilteringMethodRule())
 
 
 @attrs.frozen(kw_only=True)

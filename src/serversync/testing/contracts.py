@@ -43,6 +43,7 @@ from serversync.model import (
     ImapCheckpoint,
     Mailbox,
     MailboxId,
+    MailboxTrackingFolder,
     MessageId,
     OutgoingMessage,
     ParticipationType,
@@ -55,6 +56,7 @@ from serversync.model import (
     SendRetry,
     SendSucceeded,
     SendUncertain,
+    TrackingFolderId,
     Workload,
     WorkloadState,
 )
@@ -313,6 +315,7 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_state_and_checkpoints(await factory())
     await _check_incoming_dedupe(await factory())
     await _check_correlation_candidates(await factory())
+    await _check_folder_tracking(await factory())
     await _check_send_claims(await factory())
     await _check_leases(await factory())
 
@@ -596,6 +599,37 @@ async def _check_correlation_candidates(harness: RepositoryHarness) -> None:
     assert since == {a.id for a in recent}, "participant candidates respect `since`"
     newest = await ids(CorrelationQuery(participants=(customer,), limit=2))
     assert newest == {recent[2].id, recent[1].id}, "participant candidates are the newest first"
+
+
+async def _check_folder_tracking(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    account = RecordRef("account", "contract-account")
+    rule = MailboxTrackingFolder(
+        id=TrackingFolderId("contract-rule"),
+        mailbox_id=MailboxId("mailbox:folder@contract.test"),
+        exchange_folder_id="folder-1",
+        regarding=account,
+    )
+    email = _incoming("folder-1", "<folder-1@contract.test>", direction=EmailDirection.INCOMING)
+    other = _incoming("folder-2", "<folder-2@contract.test>", direction=EmailDirection.INCOMING)
+    await harness.seed(activities=[email, other])
+    await repos.link_to_tracking_folder(email.id, rule)
+    linked = await repos.get_activity(email.id)
+    assert linked is not None, "a linked email stays stored"
+    assert linked.tracking_folder_id == rule.id, "link_to_tracking_folder records the rule"
+    assert linked.regarding == account, "link_to_tracking_folder sets the rule's Regarding"
+
+    await harness.seed(activities=[attrs.evolve(linked, regarding=RecordRef("account", "x"))])
+    assert await repos.enforce_tracking_folder_regarding(rule) == 1, (
+        "enforce_tracking_folder_regarding counts the emails it set back"
+    )
+    again = await repos.get_activity(email.id)
+    assert again is not None, "an enforced email stays stored"
+    assert again.regarding == account, "the rule's Regarding wins over a manual change"
+    untouched = await repos.get_activity(other.id)
+    assert untouched is not None, "other emails stay stored"
+    assert untouched.regarding is None, "emails of no rule are left alone"
+    assert await repos.enforce_tracking_folder_regarding(rule) == 0, "nothing left to change"
 
 
 def _error(transient: bool) -> ErrorRecord:

@@ -357,6 +357,30 @@ class InMemoryStorage(Repositories):
         self._before("list_tracking_folders")
         return list(self._tracking_folders.get(mailbox_id, ()))
 
+    async def link_to_tracking_folder(
+        self, activity_id: ActivityId, rule: MailboxTrackingFolder
+    ) -> None:
+        self._before("link_to_tracking_folder")
+        activity = self._activities[activity_id]
+        self._activities[activity_id] = attrs.evolve(
+            activity,
+            tracking_folder_id=rule.id,
+            regarding=rule.regarding if rule.regarding is not None else activity.regarding,
+        )
+        self._after("link_to_tracking_folder")
+
+    async def enforce_tracking_folder_regarding(self, rule: MailboxTrackingFolder) -> int:
+        self._before("enforce_tracking_folder_regarding")
+        if rule.regarding is None:
+            return 0
+        changed = 0
+        for activity_id, activity in list(self._activities.items()):
+            if activity.tracking_folder_id == rule.id and activity.regarding != rule.regarding:
+                self._activities[activity_id] = attrs.evolve(activity, regarding=rule.regarding)
+                changed += 1
+        self._after("enforce_tracking_folder_regarding")
+        return changed
+
     async def try_acquire_lease(
         self, key: str, *, owner: str, now: datetime, until: datetime
     ) -> bool:

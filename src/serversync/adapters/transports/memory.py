@@ -82,6 +82,7 @@ class SentMessage:
 
 @attrs.define
 class _Folder:
+    name: str
     uidvalidity: int
     next_uid: int = 1
     messages: dict[int, StoredMessage] = attrs.field(factory=dict)
@@ -111,6 +112,7 @@ class InMemoryMailServer:
         self.faults = faults or FaultPlan()
         self._accounts: dict[str, _Account] = {}
         self._uidvalidity = itertools.count(1000)
+        self._folder_ids = itertools.count(1)
         self._refused: dict[str, str] = {}
         self.outbox: list[SentMessage] = []
 
@@ -124,28 +126,52 @@ class InMemoryMailServer:
             raise KeyError(f"no account {address!r} on the in-memory server") from None
 
     def _folder(self, address: str, folder: str) -> _Folder:
+        """A folder by id or, for test convenience, by name."""
+        return self._account(address).folders[self.folder_id(address, folder)]
+
+    def folder_id(self, address: str, folder: str) -> str:
+        """The stable id of a folder given by id or name (ids survive renames, as in Exchange)."""
         account = self._account(address)
-        try:
-            return account.folders[folder]
-        except KeyError:
-            raise KeyError(f"no folder {folder!r} in {address!r}") from None
+        if folder in account.folders:
+            return folder
+        for folder_id, candidate in account.folders.items():
+            if candidate.name == folder:
+                return folder_id
+        raise KeyError(f"no folder {folder!r} in {address!r}")
 
     def add_account(self, address: str, password: str = "secret") -> None:
         """Create an account with an empty Inbox (idempotent for the same address)."""
         key = address.lower()
         if key not in self._accounts:
             self._accounts[key] = _Account(
-                password=password, folders={INBOX: _Folder(uidvalidity=next(self._uidvalidity))}
+                password=password,
+                folders={INBOX: _Folder(name=INBOX, uidvalidity=next(self._uidvalidity))},
             )
 
     def set_password(self, address: str, password: str) -> None:
         """Change an account's password (to test wrong credentials)."""
         self._account(address).password = password
 
-    def create_folder(self, address: str, name: str, *, parent: str | None = None) -> None:
-        """Add a folder to an account."""
-        self._account(address).folders.setdefault(
-            name, _Folder(uidvalidity=next(self._uidvalidity), parent=parent)
+    def create_folder(self, address: str, name: str, *, parent: str | None = INBOX) -> str:
+        """Add a folder (under Inbox unless ``parent`` says otherwise); returns its id."""
+        parent_id = self.folder_id(address, parent) if parent is not None else None
+        folder_id = f"folder-{next(self._folder_ids)}"
+        self._account(address).folders[folder_id] = _Folder(
+            name=name, uidvalidity=next(self._uidvalidity), parent=parent_id
+        )
+        return folder_id
+
+    def rename_folder(self, address: str, folder: str, new_name: str) -> None:
+        """Rename a folder; its id stays."""
+        self._folder(address, folder).name = new_name
+
+    def move_folder(self, address: str, folder: str, new_parent: str | None) -> None:
+        """Move a folder under another one (``None``: to the top level)."""
+        box = self._folder(address, folder)
+        box.parent = (
+            self.folder_id(address, self._folder(address, new_parent).name)
+            if (new_parent is not None)
+            else None
         )
 
     def deliver(
@@ -255,8 +281,8 @@ class _IncomingSession(IncomingMailSession):
         server._check("list_folders", FaultPoint.BEFORE)
         account = server._account(self._address)
         return [
-            RemoteFolder(id=name, name=name, parent_id=folder.parent)
-            for name, folder in account.folders.items()
+            RemoteFolder(id=folder_id, name=folder.name, parent_id=folder.parent)
+            for folder_id, folder in account.folders.items()
         ]
 
     async def list_new(
