@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from serversync.errors import ConfigurationError, ErrorScope, MalformedMessageError, SyncError
-from serversync.mime import derive_message_id, parse_headers, parse_message
+from serversync.mime import derive_message_id, forwarded_message, parse_headers, parse_message
 from serversync.model import (
     INBOX,
     ActivityId,
@@ -27,12 +27,14 @@ from serversync.model import (
     EmailServerProfile,
     EntityName,
     ErrorRecord,
+    IncomingDeliveryMethod,
     ItemOutcome,
     Mailbox,
     MailboxTrackingFolder,
     MessageId,
     OutcomeKind,
     ParsedHeaders,
+    ParsedMessage,
     RawHeaders,
     RemoteMark,
     RemoteMessageRef,
@@ -73,6 +75,9 @@ class Judgement:
     outcome: ItemOutcome
     decision: Decision | None = None
     facts: RelevanceFacts | None = None
+
+
+_PRINCIPALS = frozenset({EntityName.SYSTEMUSER.value, EntityName.QUEUE.value})
 
 
 class IncomingPipeline:
@@ -172,7 +177,10 @@ class IncomingPipeline:
                             reason="header count mismatch",
                         )
                     for index, raw in enumerate(headers):
-                        outcome = await self._process(session, raw, rule)
+                        if self._mailbox.is_forward_mailbox:
+                            outcome = await self._process_forwarded(session, raw)
+                        else:
+                            outcome = await self._process(session, raw, rule)
                         self.outcomes.append(outcome)
                         ctx.observer.item_processed(outcome)
                         progress = batch.checkpoints[index]
@@ -206,16 +214,9 @@ class IncomingPipeline:
         self, session: IncomingMailSession, raw: RawHeaders, rule: MailboxTrackingFolder | None
     ) -> ItemOutcome:
         ref = raw.ref
-        if (
-            self._cutoff is not None
-            and ref.received_at is not None
-            and ref.received_at < self._cutoff
-        ):
-            return self._outcome(
-                ref,
-                OutcomeKind.SKIPPED,
-                explanation="received before Process Email From",
-            )
+        skipped = self._before_cutoff(ref)
+        if skipped is not None:
+            return skipped
         try:
             headers = parse_headers(raw.data)
         except MalformedMessageError as exc:
@@ -278,6 +279,108 @@ class IncomingPipeline:
                 trace=trace,
                 **common,
             )
+        received_on = ref.received_at or headers.date or ctx.clock.now()
+        return await self._store(session, ref, judged, parsed, received_on)
+
+    async def _process_forwarded(
+        self, session: IncomingMailSession, raw: RawHeaders
+    ) -> ItemOutcome:
+        """A forward mailbox's message: the original attached to it is evaluated as incoming
+        mail of the user or queue who forwarded it, if that user or queue receives its mail
+        through a forward mailbox (incoming delivery method 3)."""
+        ref = raw.ref
+        skipped = self._before_cutoff(ref)
+        if skipped is not None:
+            return skipped
+        ctx = self._ctx
+        try:
+            wrapper = parse_headers(raw.data)
+            data = await deadline(
+                ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
+            )
+            original = forwarded_message(data.data)
+            headers = parse_headers(original)
+            parsed = parse_message(original)
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            return self._outcome(
+                ref,
+                OutcomeKind.FAILED,
+                explanation=f"cannot read the forwarded message: {exc}",
+                error=ErrorRecord.from_exception(exc),
+            )
+        if headers.message_id is None:
+            headers = attrs.evolve(headers, message_id=derive_message_id(headers))
+        message_id = headers.message_id
+        assert message_id is not None
+        forwarder = wrapper.sender.address if wrapper.sender else "nobody"
+        target = await self._forwarding_mailbox(forwarder)
+        if target is None:
+            return self._outcome(
+                ref,
+                OutcomeKind.NOT_RELEVANT,
+                reason=DecisionReason.NO_RECIPIENT_MATCH,
+                rule="forward-mailbox",
+                explanation=(
+                    f"forwarded by {forwarder}, who is no user or queue receiving mail "
+                    "through a forward mailbox"
+                ),
+                **_common(headers, message_id),
+            )
+        mailbox, owner = target
+        pipeline = IncomingPipeline(ctx, mailbox, self._profile, owner)
+        judged = await pipeline.judge(headers, message_id, ref)
+        kind = judged.outcome.kind
+        if kind is OutcomeKind.TRACKED:
+            received_on = ref.received_at or headers.date or ctx.clock.now()
+            outcome = await pipeline._store(session, ref, judged, parsed, received_on)
+        else:
+            outcome = judged.outcome
+            if kind is OutcomeKind.DUPLICATE:
+                await self._mark(session, ref, RemoteMark.TRACKED)
+        return attrs.evolve(
+            outcome,
+            mailbox_id=self._mailbox.id,
+            explanation=f"forwarded by {forwarder}: {outcome.explanation}",
+        )
+
+    async def _forwarding_mailbox(self, address: str) -> tuple[Mailbox, CrmRecord] | None:
+        """The active mailbox of a user or queue at ``address`` that uses a forward mailbox."""
+        ctx = self._ctx
+        found = await ctx.storage(
+            ctx.directory.find_by_addresses([address]), "resolving the forwarder"
+        )
+        for record in found.get(normalize_address(address), ()):
+            if record.mailbox_id is None or record.ref.entity not in _PRINCIPALS:
+                continue
+            mailbox = await ctx.storage(
+                ctx.repositories.get_mailbox(record.mailbox_id), "loading a mailbox"
+            )
+            if (
+                mailbox is not None
+                and mailbox.is_active
+                and mailbox.incoming_delivery_method is IncomingDeliveryMethod.FORWARD_MAILBOX
+            ):
+                return mailbox, record
+        return None
+
+    async def _store(
+        self,
+        session: IncomingMailSession,
+        ref: RemoteMessageRef,
+        judged: Judgement,
+        parsed: ParsedMessage,
+        received_on: datetime,
+    ) -> ItemOutcome:
+        """Create the email activity for a Track verdict, then tag the message."""
+        ctx = self._ctx
+        verdict = judged.decision.verdict if judged.decision else None
+        facts = judged.facts
+        message_id = judged.outcome.message_id
+        assert isinstance(verdict, Track), "only a Track verdict is stored"
+        assert facts is not None
+        assert message_id is not None
         activity = build_incoming_activity(
             activity_id=ActivityId(str(uuid.uuid4())),
             message_id=message_id,
@@ -285,24 +388,36 @@ class IncomingPipeline:
             verdict=verdict,
             facts=facts,
             mailbox=self._mailbox,
-            received_on=ref.received_at or headers.date or ctx.clock.now(),
+            received_on=received_on,
         )
         result = await ctx.storage(
-            repos.add_incoming(activity, queues=queues_for(verdict, headers, facts)),
+            ctx.repositories.add_incoming(
+                activity, queues=queues_for(verdict, parsed.headers, facts)
+            ),
             "storing an incoming email",
         )
         await self._mark(session, ref, RemoteMark.TRACKED)
         if isinstance(result, AlreadyExists):
-            return self._outcome(
-                ref,
-                OutcomeKind.DUPLICATE,
+            return attrs.evolve(
+                judged.outcome,
+                kind=OutcomeKind.DUPLICATE,
                 reason=DecisionReason.DUPLICATE,
                 rule="dedupe",
                 explanation=f"stored meanwhile as email {result.activity_id}",
                 activity_id=result.activity_id,
-                **common,
             )
         return attrs.evolve(judged.outcome, activity_id=result.activity_id)
+
+    def _before_cutoff(self, ref: RemoteMessageRef) -> ItemOutcome | None:
+        if (
+            self._cutoff is not None
+            and ref.received_at is not None
+            and ref.received_at < self._cutoff
+        ):
+            return self._outcome(
+                ref, OutcomeKind.SKIPPED, explanation="received before Process Email From"
+            )
+        return None
 
     async def judge(
         self,

@@ -7,7 +7,9 @@ since it costs many times the fetch.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import quopri
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email import policy
@@ -26,7 +28,7 @@ from serversync.model import (
 )
 from serversync.relevance.threading import normalize_message_id, parse_message_ids
 
-__all__ = ["derive_message_id", "parse_headers", "parse_message"]
+__all__ = ["derive_message_id", "forwarded_message", "parse_headers", "parse_message"]
 
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
 _FULL_PARSER = BytesParser(policy=policy.default)
@@ -190,3 +192,34 @@ def derive_message_id(headers: ParsedHeaders) -> MessageId:
     ]
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", errors="replace")).hexdigest()
     return MessageId(f"<{digest[:40]}@serversync.invalid>")
+
+
+def forwarded_message(data: bytes) -> bytes:
+    """The first message attached to ``data`` (forwarded "as an attachment").
+
+    Raises :class:`MalformedMessageError` when there is none.
+    """
+    try:
+        msg = _FULL_PARSER.parsebytes(data)
+        for part in msg.walk():
+            if part.get_content_type() != "message/rfc822":
+                continue
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if not isinstance(inner, EmailMessage):
+                continue
+            encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+            # RFC 2046 forbids encoding message/rfc822, but some mailers base64 it anyway;
+            # the stdlib then parses the encoded text as a headerless message.
+            if encoding == "base64":
+                return base64.b64decode(inner.as_bytes())
+            if encoding == "quoted-printable":
+                return quopri.decodestring(inner.as_bytes())
+            return inner.as_bytes()
+    except Exception as exc:  # hostile MIME structures break the stdlib in many ways
+        raise MalformedMessageError(
+            f"cannot read the forwarded message: {exc}", reason=type(exc).__name__
+        ) from exc
+    raise MalformedMessageError(
+        "no message is attached (forward as an attachment)", reason="no attached message"
+    )

@@ -22,6 +22,7 @@ from serversync.model import (
     IncomingFilteringMethod,
     Mailbox,
     MailboxId,
+    OutgoingDeliveryMethod,
     Secret,
 )
 from serversync.settings import SyncSettings
@@ -88,6 +89,19 @@ class InMemoryWorld:
     ) -> Mailbox:
         """A CRM queue with a mail account and a mailbox; returns the mailbox."""
         return self._add_mailbox(a_queue(address, filtering=filtering), password, mailbox_overrides)
+
+    def add_forward_mailbox(self, address: str, *, password: str = "secret") -> Mailbox:
+        """A forward mailbox: no owner, never sends; returns the mailbox."""
+        self.server.add_account(address, password)
+        mailbox = a_mailbox(
+            address,
+            profile_id=self.profile.id,
+            is_forward_mailbox=True,
+            outgoing_delivery_method=OutgoingDeliveryMethod.NONE,
+        )
+        self.storage.add_mailbox(mailbox)
+        self._credentials[mailbox.id] = Credentials(username=address, secret=Secret(password))
+        return mailbox
 
     def add_record(self, record: CrmRecord) -> None:
         """A CRM record without a mailbox (contact, account, lead...)."""
