@@ -10,10 +10,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self, final
 
-import attrs
-
 from serversync.errors import ConfigurationError
-from serversync.mime import derive_message_id, parse_headers
+from serversync.mime import ensure_message_id, parse_headers
 from serversync.model import (
     INBOX,
     CrmRecord,
@@ -188,13 +186,10 @@ class SyncEngine:
             profile = await ctx.storage(
                 ctx.repositories.get_profile(mailbox.profile_id), "loading a profile"
             )
-        headers = parse_headers(message)
-        if headers.message_id is None:
-            headers = attrs.evolve(headers, message_id=derive_message_id(headers))
-        assert headers.message_id is not None
+        headers, message_id = ensure_message_id(parse_headers(message))
         pipeline = IncomingPipeline(ctx, mailbox, profile, await self._owner(mailbox))
         ref = RemoteMessageRef(folder=folder, remote_id="explain")
-        judgement = await pipeline.judge(headers, headers.message_id, ref)
+        judgement = await pipeline.judge(headers, message_id, ref)
         return judgement.outcome
 
     async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:

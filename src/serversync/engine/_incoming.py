@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from serversync.errors import ConfigurationError, ErrorScope, MalformedMessageError, SyncError
-from serversync.mime import derive_message_id, forwarded_message, parse_headers, parse_message
+from serversync.mime import ensure_message_id, forwarded_message, parse_headers, parse_message
 from serversync.model import (
     INBOX,
     ActivityId,
@@ -226,11 +226,7 @@ class IncomingPipeline:
                 explanation=f"unreadable headers: {exc.reason}",
                 error=ErrorRecord.from_exception(exc),
             )
-        if headers.message_id is None:
-            # Rules and storage see the same stable id for a message that has none.
-            headers = attrs.evolve(headers, message_id=derive_message_id(headers))
-        message_id = headers.message_id
-        assert message_id is not None
+        headers, message_id = ensure_message_id(headers)
         common = _common(headers, message_id)
         ctx = self._ctx
         repos = ctx.repositories
@@ -310,10 +306,7 @@ class IncomingPipeline:
                 explanation=f"cannot read the forwarded message: {exc}",
                 error=ErrorRecord.from_exception(exc),
             )
-        if headers.message_id is None:
-            headers = attrs.evolve(headers, message_id=derive_message_id(headers))
-        message_id = headers.message_id
-        assert message_id is not None
+        headers, message_id = ensure_message_id(headers)
         forwarder = wrapper.sender.address if wrapper.sender else "nobody"
         target = await self._forwarding_mailbox(forwarder)
         if target is None:

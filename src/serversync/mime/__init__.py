@@ -3,6 +3,7 @@
 from serversync.mime.compose import compose, message_id_for, outgoing_message_id
 from serversync.mime.parse import (
     derive_message_id,
+    ensure_message_id,
     forwarded_message,
     parse_headers,
     parse_message,
@@ -11,6 +12,7 @@ from serversync.mime.parse import (
 __all__ = [
     "compose",
     "derive_message_id",
+    "ensure_message_id",
     "forwarded_message",
     "message_id_for",
     "outgoing_message_id",

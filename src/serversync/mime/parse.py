@@ -18,6 +18,8 @@ from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
+import attrs
+
 from serversync.errors import MalformedMessageError
 from serversync.model import (
     AttachmentInfo,
@@ -28,7 +30,13 @@ from serversync.model import (
 )
 from serversync.relevance.threading import normalize_message_id, parse_message_ids
 
-__all__ = ["derive_message_id", "forwarded_message", "parse_headers", "parse_message"]
+__all__ = [
+    "derive_message_id",
+    "ensure_message_id",
+    "forwarded_message",
+    "parse_headers",
+    "parse_message",
+]
 
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
 _FULL_PARSER = BytesParser(policy=policy.default)
@@ -192,6 +200,17 @@ def derive_message_id(headers: ParsedHeaders) -> MessageId:
     ]
     digest = hashlib.sha256("\x1f".join(parts).encode("utf-8", errors="replace")).hexdigest()
     return MessageId(f"<{digest[:40]}@serversync.invalid>")
+
+
+def ensure_message_id(headers: ParsedHeaders) -> tuple[ParsedHeaders, MessageId]:
+    """``headers`` with a Message-ID (derived when missing), and that id.
+
+    Rules, dedupe and storage all see the same stable id for a message that has none.
+    """
+    if headers.message_id is not None:
+        return headers, headers.message_id
+    derived = derive_message_id(headers)
+    return attrs.evolve(headers, message_id=derived), derived
 
 
 def forwarded_message(data: bytes) -> bytes:

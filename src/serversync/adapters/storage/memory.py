@@ -277,6 +277,11 @@ class InMemoryStorage(Repositories):
         self._after("claim_pending_send")
         return claims
 
+    def _require_claim(self, claim: SendClaim) -> None:
+        current = self._claims.get(claim.activity.id)
+        if current is None or current.token != claim.token:
+            raise LeaseLostError(f"the send claim on email {claim.activity.id} is no longer held")
+
     async def prepare_send(
         self,
         claim: SendClaim,
@@ -287,9 +292,7 @@ class InMemoryStorage(Repositories):
     ) -> SendClaim:
         self._before("prepare_send")
         activity_id = claim.activity.id
-        current = self._claims.get(activity_id)
-        if current is None or current.token != claim.token:
-            raise LeaseLostError(f"the send claim on email {activity_id} is no longer held")
+        self._require_claim(claim)
         key = DedupeKey(message_id=message_id, direction=claim.activity.direction)
         holder = self._by_key.get(key)
         if holder is not None and holder != activity_id:
@@ -337,9 +340,7 @@ class InMemoryStorage(Repositories):
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
         self._before("record_send_outcome")
         activity_id = claim.activity.id
-        current = self._claims.get(activity_id)
-        if current is None or current.token != claim.token:
-            raise LeaseLostError(f"the send claim on email {activity_id} is no longer held")
+        self._require_claim(claim)
         activity = self._activities[activity_id]
         updated = _apply(activity, outcome)
         self._activities[activity_id] = updated
