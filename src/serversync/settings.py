@@ -253,6 +253,10 @@ class OrganizationSettings:
     unresolve_email_address_if_multiple_match: bool = False
     max_upload_file_size: int = attrs.field(default=5_120 * 1024, validator=attrs.validators.ge(0))
     blocked_attachment_extensions: tuple[str, ...] = _BLOCKED_EXTENSIONS
+    track_email_sent_between_users_as_two_activities: bool = False
+    ignore_internal_email_detection_enhancement: bool = True
+    do_not_ignore_internal_email_to_queues: bool = True
+    auto_track_sent_folder_items: bool = False
     create_queue_items_for_accepting_queue_recipients: bool = True
     create_queue_item_for_synchronizing_mailbox: bool = True
     create_additional_queue_items_for_already_tracked_email: bool = False

@@ -135,6 +135,7 @@ async def test_outcomes_of_a_run_carry_the_trace() -> None:
     (outcome,) = report.items()
     assert [s.rule for s in outcome.trace] == [
         "invalid-sender",
+        "internal-email",
         "folder-tracking",
         "filtering-method",
     ]

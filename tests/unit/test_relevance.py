@@ -608,9 +608,10 @@ def test_custom_rule_after_the_defaults_that_abstains_gives_the_fallback_rejecti
     assert reject.reason is DecisionReason.NO_CORRELATION_MATCH
 
 
-def test_default_rules_are_invalid_sender_then_folder_tracking_then_filtering_method() -> None:
+def test_default_rules_run_in_dynamics_order() -> None:
     assert [rule.name for rule in default_rules()] == [
         "invalid-sender",
+        "internal-email",
         "folder-tracking",
         "filtering-method",
     ]

@@ -27,7 +27,7 @@ from serversync import (
     Workload,
 )
 from serversync.mime import parse_headers
-from serversync.model import CrmRecord, EmailActivity
+from serversync.model import SENT, CrmRecord, EmailActivity
 from serversync.relevance.conversation import base_conversation_index_hash
 from serversync.testing import (
     InMemoryWorld,
@@ -410,3 +410,48 @@ async def test_an_already_tracked_email_gets_the_second_queues_item_only_when_co
         assert report.items[0].kind is OutcomeKind.DUPLICATE
         items = [q.queue for q in world.storage.queue_items()]
         assert items == ([support.owner] if configured else [])
+
+
+async def test_6_email_between_two_users_is_one_activity_or_two_when_configured() -> None:
+    for two_activities in (False, True):
+        world = world_with(
+            auto_track_sent_folder_items=True,
+            track_email_sent_between_users_as_two_activities=two_activities,
+        )
+        alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+        bob = world.add_user(BOB, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+        sent = world.server.create_folder(ALICE, "Sent", parent=None, special_use=SENT)
+        message = an_email(sender=ALICE, to=[BOB], subject="Lunch", message_id="<lunch@c.example>")
+        world.deliver(ALICE, message, folder=sent)
+        world.deliver(BOB, message)
+        async with world.engine() as engine:
+            await engine.sync_mailbox(alice.id, workloads=[Workload.INCOMING])
+            (report,) = await engine.sync_mailbox(bob.id, workloads=[Workload.INCOMING])
+        stored = sorted(a.direction.name for a in world.storage.activities())
+        if two_activities:
+            assert stored == ["INCOMING", "OUTGOING"]
+        else:
+            assert stored == ["OUTGOING"]
+            assert report.items[0].reason is DecisionReason.INTERNAL_EMAIL_REJECT
+        outgoing = next(
+            a for a in world.storage.activities() if a.direction is EmailDirection.OUTGOING
+        )
+        assert outgoing.status is EmailStatus.SENT
+        assert outgoing.sender_mailbox_id == alice.id
+        assert outgoing.message_id == "<lunch@c.example>"
+
+
+async def test_internal_email_to_a_queue_that_accepts_it_is_still_tracked() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    support = world.add_queue(SUPPORT)
+    email = a_pending_email(sender_mailbox=alice, to=[SUPPORT], subject="Escalation")
+    world.storage.put_activity(email)
+    async with world.engine() as engine:
+        await engine.run_once(workloads=[Workload.OUTGOING])
+        (report,) = await engine.sync_mailbox(support.id, workloads=[Workload.INCOMING])
+    assert report.items[0].kind is OutcomeKind.TRACKED, report.items[0].explanation
+    assert {a.direction for a in world.storage.activities()} == {
+        EmailDirection.OUTGOING,
+        EmailDirection.INCOMING,
+    }

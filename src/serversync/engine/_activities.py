@@ -121,6 +121,8 @@ def build_incoming_activity(
     """
     headers = message.headers
     org = facts.organization
+    # A message read from the sent items is the mailbox owner's outgoing email.
+    outgoing = facts.direction is EmailDirection.OUTGOING
     parties: list[ActivityParty] = []
     sender = None
     if headers.sender is not None:
@@ -147,8 +149,8 @@ def build_incoming_activity(
 
     return EmailActivity(
         id=activity_id,
-        direction=EmailDirection.INCOMING,
-        status=EmailStatus.RECEIVED,
+        direction=facts.direction,
+        status=EmailStatus.SENT if outgoing else EmailStatus.RECEIVED,
         subject=headers.subject,
         description=message.body_html
         if message.body_html is not None
@@ -168,8 +170,10 @@ def build_incoming_activity(
         parent_activity_id=correlation.parent_activity_id if correlation else None,
         correlated_subject_changed=correlation.subject_changed if correlation else False,
         accepting_entity=verdict.accepting_entity,
-        receiving_mailbox_id=mailbox.id,
-        received_on=received_on,
+        receiving_mailbox_id=None if outgoing else mailbox.id,
+        sender_mailbox_id=mailbox.id if outgoing else None,
+        received_on=None if outgoing else received_on,
+        sent_on=received_on if outgoing else None,
         attachments=kept,
         notifications=NOTIFICATION_ATTACHMENTS_DROPPED
         if len(kept) < len(message.attachments)

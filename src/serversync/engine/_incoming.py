@@ -17,6 +17,7 @@ from serversync.errors import ConfigurationError, ErrorScope, MalformedMessageEr
 from serversync.mime import ensure_message_id, forwarded_message, parse_headers, parse_message
 from serversync.model import (
     INBOX,
+    SENT,
     ActivityId,
     AlreadyExists,
     Checkpoint,
@@ -69,6 +70,16 @@ def _common(headers: ParsedHeaders, message_id: MessageId) -> dict[str, Any]:
 
 
 @attrs.frozen(kw_only=True)
+class FolderPlan:
+    """One folder to read in a cycle: its id, its tracking rule, and the direction of the
+    mail in it (Outgoing for sent items)."""
+
+    folder: str
+    rule: MailboxTrackingFolder | None = None
+    direction: EmailDirection = EmailDirection.INCOMING
+
+
+@attrs.frozen(kw_only=True)
 class Judgement:
     """A message's outcome before anything is stored, with what led to it."""
 
@@ -107,43 +118,45 @@ class IncomingPipeline:
         transport = ctx.transports.incoming_for(profile)
         opener = transport.open(self._mailbox, profile, credentials)
         async with session_of(opener, ctx.settings.timeouts, "the incoming server") as session:
-            for folder, rule in await self._folders(session):
+            for plan in await self._folders(session):
+                rule = plan.rule
                 if rule is not None and rule.regarding is not None:
                     # The rule's Regarding wins over manual changes, on every cycle.
                     await ctx.storage(
                         ctx.repositories.enforce_tracking_folder_regarding(rule),
                         "re-applying a folder rule's Regarding",
                     )
-                await self._sync_folder(session, folder, rule)
+                await self._sync_folder(session, plan)
         return self.outcomes
 
-    async def _folders(
-        self, session: IncomingMailSession
-    ) -> list[tuple[str, MailboxTrackingFolder | None]]:
-        """The Inbox, then every folder a folder-level tracking rule applies to."""
+    async def _folders(self, session: IncomingMailSession) -> list[FolderPlan]:
+        """The Inbox, every folder a folder-level tracking rule applies to, and the sent
+        items when the organisation tracks them."""
         ctx = self._ctx
-        result: list[tuple[str, MailboxTrackingFolder | None]] = [(INBOX, None)]
+        org = ctx.settings.organization
+        result = [FolderPlan(folder=INBOX)]
         rules = await ctx.storage(
             ctx.repositories.list_tracking_folders(self._mailbox.id), "loading folder rules"
         )
-        if not rules:
+        if not rules and not org.auto_track_sent_folder_items:
             return result
         remote = await deadline(
             ctx.settings.timeouts.command, session.list_folders(), "listing folders"
         )
         applied = tracked_folders(
-            rules,
-            remote,
-            mailbox=self._mailbox,
-            profile=self._profile,
-            org=ctx.settings.organization,
+            rules, remote, mailbox=self._mailbox, profile=self._profile, org=org
         )
-        result += [(folder.id, rule) for rule, folder in applied]
+        result += [FolderPlan(folder=folder.id, rule=rule) for rule, folder in applied]
+        if org.auto_track_sent_folder_items:
+            result += [
+                FolderPlan(folder=f.id, direction=EmailDirection.OUTGOING)
+                for f in remote
+                if f.special_use == SENT
+            ][:1]
         return result
 
-    async def _sync_folder(
-        self, session: IncomingMailSession, folder: str, rule: MailboxTrackingFolder | None
-    ) -> None:
+    async def _sync_folder(self, session: IncomingMailSession, plan: FolderPlan) -> None:
+        folder = plan.folder
         ctx = self._ctx
         limits = ctx.settings.limits
         mailbox_id = self._mailbox.id
@@ -180,7 +193,7 @@ class IncomingPipeline:
                         if self._mailbox.is_forward_mailbox:
                             outcome = await self._process_forwarded(session, raw)
                         else:
-                            outcome = await self._process(session, raw, rule)
+                            outcome = await self._process(session, raw, plan)
                         self.outcomes.append(outcome)
                         ctx.observer.item_processed(outcome)
                         progress = batch.checkpoints[index]
@@ -211,8 +224,9 @@ class IncomingPipeline:
         return attrs.evolve(base, **fields)
 
     async def _process(
-        self, session: IncomingMailSession, raw: RawHeaders, rule: MailboxTrackingFolder | None
+        self, session: IncomingMailSession, raw: RawHeaders, plan: FolderPlan
     ) -> ItemOutcome:
+        rule = plan.rule
         ref = raw.ref
         skipped = self._before_cutoff(ref)
         if skipped is not None:
@@ -231,7 +245,7 @@ class IncomingPipeline:
         ctx = self._ctx
         repos = ctx.repositories
 
-        judged = await self.judge(headers, message_id, ref, rule)
+        judged = await self.judge(headers, message_id, ref, plan)
         if judged.outcome.kind is OutcomeKind.DUPLICATE:
             await self._queue_already_tracked(judged.outcome)
             if rule is not None and rule.regarding is not None and judged.outcome.activity_id:
@@ -417,12 +431,19 @@ class IncomingPipeline:
         headers: ParsedHeaders,
         message_id: MessageId,
         ref: RemoteMessageRef,
-        rule: MailboxTrackingFolder | None = None,
+        plan: FolderPlan | None = None,
     ) -> Judgement:
         """The decision on a message, without side effects: Duplicate, or the rules' verdict
         (``TRACKED`` here means "would be tracked") with the trace of every rule consulted."""
         common = _common(headers, message_id)
-        existing = await self._existing(message_id)
+        plan = plan or FolderPlan(folder=ref.folder)
+        ctx = self._ctx
+        same_message = tuple(
+            await ctx.storage(
+                ctx.repositories.find_by_message_ids([message_id]), "looking up a Message-ID"
+            )
+        )
+        existing = next((a.id for a in same_message if a.direction is plan.direction), None)
         if existing is not None:
             outcome = self._outcome(
                 ref,
@@ -434,8 +455,8 @@ class IncomingPipeline:
                 **common,
             )
             return Judgement(outcome=outcome)
-        facts = await self._facts(headers, ref.folder, rule)
-        decision = decide(self._ctx.rules, headers, facts)
+        facts = await self._facts(headers, plan, same_message)
+        decision = decide(ctx.rules, headers, facts)
         verdict = decision.verdict
         outcome = self._outcome(
             ref,
@@ -464,18 +485,11 @@ class IncomingPipeline:
                 "adding a queue item",
             )
 
-    async def _existing(self, message_id: MessageId) -> ActivityId | None:
-        ctx = self._ctx
-        found = await ctx.storage(
-            ctx.repositories.find_by_message_ids([message_id]), "looking up a Message-ID"
-        )
-        for activity in found:
-            if activity.message_id == message_id and activity.direction is EmailDirection.INCOMING:
-                return activity.id
-        return None
-
     async def _facts(
-        self, headers: ParsedHeaders, folder: str, rule: MailboxTrackingFolder | None
+        self,
+        headers: ParsedHeaders,
+        plan: FolderPlan,
+        same_message: tuple[EmailActivity, ...],
     ) -> RelevanceFacts:
         ctx = self._ctx
         now = ctx.clock.now()
@@ -495,8 +509,10 @@ class IncomingPipeline:
         return RelevanceFacts(
             mailbox=self._mailbox,
             mailbox_owner=self._owner_record,
-            folder=folder,
-            tracking_folder=rule,
+            folder=plan.folder,
+            tracking_folder=plan.rule,
+            direction=plan.direction,
+            same_message=same_message,
             records={normalize_address(k): tuple(v) for k, v in records.items()},
             candidates=tuple(candidates),
             organization=ctx.settings.organization,

@@ -46,6 +46,7 @@ from serversync.model.ids import (
 from serversync.model.mailboxes import Mailbox, WorkloadState
 from serversync.model.messages import (
     INBOX,
+    SENT,
     AttachmentInfo,
     EmailAddress,
     OutgoingMessage,
@@ -94,6 +95,7 @@ from serversync.model.tracking import CorrelationMatch, MailboxTrackingFolder
 
 __all__ = [
     "INBOX",
+    "SENT",
     "ActDeliveryMethod",
     "ActivityId",
     "ActivityParty",

@@ -11,6 +11,7 @@ from serversync.model.ids import MessageId
 
 __all__ = [
     "INBOX",
+    "SENT",
     "AttachmentInfo",
     "EmailAddress",
     "OutgoingMessage",
@@ -26,6 +27,9 @@ __all__ = [
 
 INBOX = "INBOX"
 """The folder every incoming workload reads (IMAP spelling; adapters map it to their own)."""
+
+SENT = "\\Sent"
+"""The special use of the sent-items folder (RFC 6154)."""
 
 
 def normalize_address(value: str) -> str:
@@ -46,11 +50,16 @@ class EmailAddress:
 
 @attrs.frozen(kw_only=True)
 class RemoteFolder:
-    """A folder on the mail server; ``id`` is stable across renames where the server allows."""
+    """A folder on the mail server; ``id`` is stable across renames where the server allows.
+
+    ``special_use`` is the folder's role when the server says (RFC 6154: ``\\Sent``,
+    ``\\Drafts`` ...; Exchange's well-known folders map to the same names).
+    """
 
     id: str
     name: str
     parent_id: str | None = None
+    special_use: str | None = None
 
 
 @attrs.frozen(kw_only=True)

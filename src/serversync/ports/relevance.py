@@ -17,6 +17,7 @@ from serversync.model import (
     CrmRecord,
     DecisionReason,
     EmailActivity,
+    EmailDirection,
     EntityName,
     Mailbox,
     MailboxTrackingFolder,
@@ -40,7 +41,9 @@ class RelevanceFacts:
     CRM records it resolves to; ``candidates`` are stored emails the message may correlate
     with (the answer to its :class:`~serversync.model.CorrelationQuery`); ``mailbox_owner``
     is the user or queue record of the mailbox being processed; ``now`` is the engine's
-    clock when the facts were gathered.
+    clock when the facts were gathered. ``direction`` is Outgoing for a message read from the
+    mailbox's sent items; ``same_message`` are stored emails with this message's Message-ID
+    in either direction.
     """
 
     mailbox: Mailbox
@@ -48,6 +51,8 @@ class RelevanceFacts:
     folder: str
     records: Mapping[str, tuple[CrmRecord, ...]]
     candidates: tuple[EmailActivity, ...] = ()
+    direction: EmailDirection = EmailDirection.INCOMING
+    same_message: tuple[EmailActivity, ...] = ()
     tracking_folder: MailboxTrackingFolder | None = None
     organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
     now: datetime | None = None

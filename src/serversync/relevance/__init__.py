@@ -24,6 +24,7 @@ from serversync.relevance.folders import (
 from serversync.relevance.rules import (
     AutoReplyRule,
     FilteringMethodRule,
+    InternalEmailRule,
     InvalidSenderRule,
     acceptance_summary,
     filtering_method_of,
@@ -35,6 +36,7 @@ __all__ = [
     "Decision",
     "FilteringMethodRule",
     "FolderTrackingRule",
+    "InternalEmailRule",
     "InvalidSenderRule",
     "acceptance_summary",
     "correlate",
@@ -52,7 +54,12 @@ __all__ = [
 
 def default_rules() -> tuple[RelevanceRule, ...]:
     """The built-in rules in Dynamics order; append or prepend your own."""
-    return (InvalidSenderRule(), FolderTrackingRule(), FilteringMethodRule())
+    return (
+        InvalidSenderRule(),
+        InternalEmailRule(),
+        FolderTrackingRule(),
+        FilteringMethodRule(),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -8,6 +8,7 @@ from serversync.model import (
     CorrelationMatch,
     CrmRecord,
     DecisionReason,
+    EmailDirection,
     EntityName,
     IncomingFilteringMethod,
     ParsedHeaders,
@@ -19,6 +20,7 @@ __all__ = [
     "Acceptance",
     "AutoReplyRule",
     "FilteringMethodRule",
+    "InternalEmailRule",
     "InvalidSenderRule",
     "acceptance",
     "acceptance_candidates",
@@ -82,12 +84,15 @@ def acceptance_candidates(
     The processing mailbox's owner comes first, then To, Cc and Bcc. With
     ``UseFilteringMethodOfSyncingMailboxOnlyForCorrelation`` only the owner is asked.
     """
+    owner = facts.mailbox_owner
+    if facts.direction is EmailDirection.OUTGOING:
+        # Sent items: the sending mailbox's owner applies its own filter to what it sent.
+        return [(owner, True)] if owner is not None and owner.is_active else []
     visible: dict[str, CrmRecord] = {}
     for address in message.recipients:
         for record in facts.principals_for(address.address):
             visible.setdefault(str(record.ref), record)
     candidates = [(record, True) for record in visible.values()]
-    owner = facts.mailbox_owner
     if owner is not None and owner.is_active:
         own = (visible.get(str(owner.ref), owner), str(owner.ref) in visible)
         candidates = [own] + [c for c in candidates if c[0].ref != owner.ref]
@@ -127,7 +132,7 @@ def acceptance(
                 f"email {correlation.correlated_activity_id}"
             ),
         )
-    sender_records = facts.records_for(message.sender.address) if message.sender else ()
+    sender_records = _counterparts(message, facts)
     if method is IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS:
         match = next((r for r in sender_records if r.ref.entity in _CUSTOMERS), None)
         if match is not None:
@@ -145,6 +150,13 @@ def acceptance(
             ),
         )
     return None
+
+
+def _counterparts(message: ParsedHeaders, facts: RelevanceFacts) -> tuple[CrmRecord, ...]:
+    """The records on the other side: the sender of received mail, the recipients of sent."""
+    if facts.direction is EmailDirection.OUTGOING:
+        return tuple(r for a in message.recipients for r in facts.records_for(a.address))
+    return facts.records_for(message.sender.address) if message.sender else ()
 
 
 def accepting_queues(
@@ -232,3 +244,47 @@ class AutoReplyRule:
                 explanation=f"automatic mail (Auto-Submitted: {message.auto_submitted})",
             )
         return None
+
+
+@attrs.frozen
+class InternalEmailRule:
+    """Email between CRM users and queues is tracked once, not twice (spec §4.2).
+
+    Unless "track email sent between two users as two activities" is on, a message whose
+    sender and at least one recipient are CRM users or queues is rejected with
+    InternalEmailReject; with the detection enhancement (on by default) only when the same
+    email is already stored in the other direction. Mail to a queue that accepts it is still
+    tracked while ``do_not_ignore_internal_email_to_queues`` is on.
+    """
+
+    name: str = "internal-email"
+
+    def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
+        """Reject internal email already tracked the other way; no opinion otherwise."""
+        org = facts.organization
+        if org.track_email_sent_between_users_as_two_activities or message.sender is None:
+            return None
+        if not facts.principals_for(message.sender.address):
+            return None
+        if not any(facts.principals_for(a.address) for a in message.recipients):
+            return None
+        if org.ignore_internal_email_detection_enhancement and not any(
+            a.direction is not facts.direction for a in facts.same_message
+        ):
+            return None
+        if (
+            org.do_not_ignore_internal_email_to_queues
+            and facts.direction is EmailDirection.INCOMING
+            and accepting_queues(message, facts, correlate(message, facts))
+        ):
+            return None
+        return Reject(
+            reason=DecisionReason.INTERNAL_EMAIL_REJECT,
+            rule=self.name,
+            explanation=(
+                "email between CRM users is tracked once, and this one is already tracked "
+                "in the other direction"
+                if org.ignore_internal_email_detection_enhancement
+                else "email between CRM users is not tracked"
+            ),
+        )

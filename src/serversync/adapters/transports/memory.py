@@ -87,6 +87,7 @@ class _Folder:
     next_uid: int = 1
     messages: dict[int, StoredMessage] = attrs.field(factory=dict)
     parent: str | None = None
+    special_use: str | None = None
 
 
 @attrs.define
@@ -152,12 +153,25 @@ class InMemoryMailServer:
         """Change an account's password (to test wrong credentials)."""
         self._account(address).password = password
 
-    def create_folder(self, address: str, name: str, *, parent: str | None = INBOX) -> str:
-        """Add a folder (under Inbox unless ``parent`` says otherwise); returns its id."""
+    def create_folder(
+        self,
+        address: str,
+        name: str,
+        *,
+        parent: str | None = INBOX,
+        special_use: str | None = None,
+    ) -> str:
+        """Add a folder (under Inbox unless ``parent`` says otherwise); returns its id.
+
+        ``special_use`` marks its role, e.g. ``serversync.model.SENT``.
+        """
         parent_id = self.folder_id(address, parent) if parent is not None else None
         folder_id = f"folder-{next(self._folder_ids)}"
         self._account(address).folders[folder_id] = _Folder(
-            name=name, uidvalidity=next(self._uidvalidity), parent=parent_id
+            name=name,
+            uidvalidity=next(self._uidvalidity),
+            parent=parent_id,
+            special_use=special_use,
         )
         return folder_id
 
@@ -281,7 +295,12 @@ class _IncomingSession(IncomingMailSession):
         server._check("list_folders", FaultPoint.BEFORE)
         account = server._account(self._address)
         return [
-            RemoteFolder(id=folder_id, name=folder.name, parent_id=folder.parent)
+            RemoteFolder(
+                id=folder_id,
+                name=folder.name,
+                parent_id=folder.parent,
+                special_use=folder.special_use,
+            )
             for folder_id, folder in account.folders.items()
         ]
 
