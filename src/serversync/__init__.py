@@ -35,6 +35,7 @@ from serversync.relevance import AutoReplyRule, default_rules, evaluate
 from serversync.settings import (
     ExpiredClaimPolicy,
     Limits,
+    LoopGuardSettings,
     OrganizationSettings,
     RetryPolicy,
     Schedule,
@@ -59,6 +60,7 @@ __all__ = [
     "ExpiredClaimPolicy",
     "LeaseLostError",
     "Limits",
+    "LoopGuardSettings",
     "MalformedMessageError",
     "MappingCredentials",
     "MessageRejectedError",

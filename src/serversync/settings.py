@@ -17,6 +17,7 @@ from serversync.model.options import IncomingFilteringMethod
 __all__ = [
     "ExpiredClaimPolicy",
     "Limits",
+    "LoopGuardSettings",
     "OrganizationSettings",
     "RetryPolicy",
     "Schedule",
@@ -131,6 +132,18 @@ class SmartMatchingSettings:
 
 
 # Dynamics' default "blocked file extensions for attachments".
+@attrs.frozen(kw_only=True)
+class LoopGuardSettings:
+    """The opt-in loop guard: reject automatic mail and senders flooding the CRM.
+
+    Off by default, as Dynamics tracks auto-replies like any email (gap G11).
+    """
+
+    enabled: bool = False
+    max_messages: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    window: timedelta = timedelta(minutes=120)
+
+
 _BLOCKED_EXTENSIONS = (
     "ade",
     "adp",
@@ -253,6 +266,7 @@ class OrganizationSettings:
     unresolve_email_address_if_multiple_match: bool = False
     max_upload_file_size: int = attrs.field(default=5_120 * 1024, validator=attrs.validators.ge(0))
     blocked_attachment_extensions: tuple[str, ...] = _BLOCKED_EXTENSIONS
+    loop_guard: LoopGuardSettings = attrs.Factory(LoopGuardSettings)
     track_email_sent_between_users_as_two_activities: bool = False
     ignore_internal_email_detection_enhancement: bool = True
     do_not_ignore_internal_email_to_queues: bool = True

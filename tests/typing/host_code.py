@@ -211,6 +211,13 @@ class DictRepositories:
         wanted = set(message_ids)
         return [a for a in self.activities.values() if a.message_id in wanted]
 
+    async def count_recent_from(self, sender: str, *, since: datetime) -> int:
+        return sum(
+            1
+            for a in self.activities.values()
+            if a.sender == sender and a.received_on is not None and a.received_on >= since
+        )
+
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
         # A host database would use indexes; a scan keeps this example short.
         ids, tokens = set(query.message_ids), set(query.tracking_tokens)

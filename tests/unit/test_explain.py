@@ -134,6 +134,7 @@ async def test_outcomes_of_a_run_carry_the_trace() -> None:
         report = await engine.run_once(workloads=[Workload.INCOMING])
     (outcome,) = report.items()
     assert [s.rule for s in outcome.trace] == [
+        "loop-guard",
         "invalid-sender",
         "internal-email",
         "folder-tracking",

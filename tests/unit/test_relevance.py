@@ -610,6 +610,7 @@ def test_custom_rule_after_the_defaults_that_abstains_gives_the_fallback_rejecti
 
 def test_default_rules_run_in_dynamics_order() -> None:
     assert [rule.name for rule in default_rules()] == [
+        "loop-guard",
         "invalid-sender",
         "internal-email",
         "folder-tracking",

@@ -16,6 +16,7 @@ from serversync import (
     EmailDirection,
     EmailStatus,
     IncomingFilteringMethod,
+    LoopGuardSettings,
     OrganizationSettings,
     OutcomeKind,
     ParticipationType,
@@ -455,3 +456,24 @@ async def test_internal_email_to_a_queue_that_accepts_it_is_still_tracked() -> N
         EmailDirection.OUTGOING,
         EmailDirection.INCOMING,
     }
+
+
+async def test_16_with_the_opt_in_loop_guard_auto_replies_and_floods_are_rejected() -> None:
+    world = world_with(loop_guard=LoopGuardSettings(enabled=True, max_messages=3))
+    world.add_queue(SUPPORT)
+    world.deliver(
+        SUPPORT,
+        an_email(sender=JANE, to=[SUPPORT], headers=[("Auto-Submitted", "auto-replied")]),
+    )
+    for n in range(4):
+        world.deliver(SUPPORT, an_email(sender="flood@example.org", to=[SUPPORT], subject=f"{n}"))
+    report = await run(world)
+    outcomes = [(i.kind, i.rule) for i in report.items()]
+    assert outcomes == [
+        (OutcomeKind.NOT_RELEVANT, "loop-guard"),
+        (OutcomeKind.TRACKED, "filtering-method"),
+        (OutcomeKind.TRACKED, "filtering-method"),
+        (OutcomeKind.TRACKED, "filtering-method"),
+        (OutcomeKind.NOT_RELEVANT, "loop-guard"),
+    ]
+    assert "3 emails from this sender" in list(report.items())[-1].explanation

@@ -506,6 +506,15 @@ class IncomingPipeline:
                 ctx.repositories.find_correlation_candidates(query),
                 "looking up emails to correlate with",
             )
+        guard = ctx.settings.organization.loop_guard
+        recent: int | None = None
+        if guard.enabled and headers.sender is not None:
+            recent = await ctx.storage(
+                ctx.repositories.count_recent_from(
+                    headers.sender.address, since=now - guard.window
+                ),
+                "counting a sender's recent emails",
+            )
         return RelevanceFacts(
             mailbox=self._mailbox,
             mailbox_owner=self._owner_record,
@@ -513,6 +522,7 @@ class IncomingPipeline:
             tracking_folder=plan.rule,
             direction=plan.direction,
             same_message=same_message,
+            recent_from_sender=recent,
             records={normalize_address(k): tuple(v) for k, v in records.items()},
             candidates=tuple(candidates),
             organization=ctx.settings.organization,

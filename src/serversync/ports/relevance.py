@@ -43,7 +43,8 @@ class RelevanceFacts:
     is the user or queue record of the mailbox being processed; ``now`` is the engine's
     clock when the facts were gathered. ``direction`` is Outgoing for a message read from the
     mailbox's sent items; ``same_message`` are stored emails with this message's Message-ID
-    in either direction.
+    in either direction; ``recent_from_sender`` counts stored emails from the same sender
+    within the loop guard's window (gathered only while the loop guard is on).
     """
 
     mailbox: Mailbox
@@ -53,6 +54,7 @@ class RelevanceFacts:
     candidates: tuple[EmailActivity, ...] = ()
     direction: EmailDirection = EmailDirection.INCOMING
     same_message: tuple[EmailActivity, ...] = ()
+    recent_from_sender: int | None = None
     tracking_folder: MailboxTrackingFolder | None = None
     organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
     now: datetime | None = None

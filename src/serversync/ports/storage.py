@@ -128,6 +128,11 @@ class EmailActivityRepository(Protocol):
         """Every activity, of either direction, whose Message-ID is in ``message_ids``."""
         ...
 
+    async def count_recent_from(self, sender: str, *, since: datetime) -> int:
+        """How many incoming emails from ``sender`` (compared without case) were received
+        since ``since`` (for the loop guard)."""
+        ...
+
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
         """Every stored email the query describes (see :class:`CorrelationQuery`)."""
         ...

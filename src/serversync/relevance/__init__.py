@@ -26,6 +26,7 @@ from serversync.relevance.rules import (
     FilteringMethodRule,
     InternalEmailRule,
     InvalidSenderRule,
+    LoopGuardRule,
     acceptance_summary,
     filtering_method_of,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "FolderTrackingRule",
     "InternalEmailRule",
     "InvalidSenderRule",
+    "LoopGuardRule",
     "acceptance_summary",
     "correlate",
     "decide",
@@ -55,6 +57,7 @@ __all__ = [
 def default_rules() -> tuple[RelevanceRule, ...]:
     """The built-in rules in Dynamics order; append or prepend your own."""
     return (
+        LoopGuardRule(),
         InvalidSenderRule(),
         InternalEmailRule(),
         FolderTrackingRule(),

@@ -22,11 +22,13 @@ __all__ = [
     "FilteringMethodRule",
     "InternalEmailRule",
     "InvalidSenderRule",
+    "LoopGuardRule",
     "acceptance",
     "acceptance_candidates",
     "acceptance_summary",
     "accepting_queues",
     "filtering_method_of",
+    "is_automatic",
 ]
 
 _METHOD_LABELS = {
@@ -224,6 +226,43 @@ def acceptance_summary(message: ParsedHeaders, facts: RelevanceFacts) -> str:
     return "; ".join(parts) if parts else "no recipient resolves to a CRM user or queue"
 
 
+def is_automatic(message: ParsedHeaders) -> bool:
+    """Whether ``Auto-Submitted`` marks the message as automatic (anything but ``no``)."""
+    return (message.auto_submitted or "no").split(";")[0].strip().lower() != "no"
+
+
+@attrs.frozen
+class LoopGuardRule:
+    """The loop guard, active when ``OrganizationSettings.loop_guard`` is on: rejects
+    automatic mail and a sender with more than ``max_messages`` emails in ``window``."""
+
+    name: str = "loop-guard"
+
+    def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
+        """Reject loops while the guard is on; no opinion otherwise."""
+        guard = facts.organization.loop_guard
+        if not guard.enabled or facts.direction is not EmailDirection.INCOMING:
+            return None
+        if is_automatic(message):
+            return Reject(
+                reason=DecisionReason.UNKNOWN,
+                rule=self.name,
+                explanation=f"automatic mail (Auto-Submitted: {message.auto_submitted})",
+            )
+        recent = facts.recent_from_sender or 0
+        if recent >= guard.max_messages:
+            minutes = int(guard.window.total_seconds() // 60)
+            return Reject(
+                reason=DecisionReason.UNKNOWN,
+                rule=self.name,
+                explanation=(
+                    f"{recent} emails from this sender in the last {minutes} minutes "
+                    f"(limit {guard.max_messages}): a mail loop or a flood"
+                ),
+            )
+        return None
+
+
 @attrs.frozen
 class AutoReplyRule:
     """Opt-in loop guard: reject automatic mail (``Auto-Submitted`` other than ``no``).
@@ -236,8 +275,7 @@ class AutoReplyRule:
 
     def evaluate(self, message: ParsedHeaders, facts: RelevanceFacts) -> Verdict | None:
         """Reject automatic mail; no opinion otherwise."""
-        value = (message.auto_submitted or "no").split(";")[0].strip().lower()
-        if value != "no":
+        if is_automatic(message):
             return Reject(
                 reason=DecisionReason.UNKNOWN,
                 rule=self.name,

@@ -393,6 +393,16 @@ async def _check_incoming_dedupe(harness: RepositoryHarness) -> None:
     assert isinstance(await repos.add_incoming(outgoing), Created), (
         "the same Message-ID in the other direction is a different email"
     )
+    recent = await repos.count_recent_from("NOBODY@contract.test", since=_T0 - timedelta(days=1))
+    assert recent == 0, "count_recent_from counts only emails from that sender"
+    first_sender = attrs.evolve(first, id=ActivityId("act-from"), message_id=MessageId("<f@c>"))
+    await repos.add_incoming(attrs.evolve(first_sender, sender="Sender@Contract.test"))
+    assert await repos.count_recent_from("sender@contract.test", since=_T0) == 1, (
+        "count_recent_from counts incoming emails from the sender, compared without case"
+    )
+    assert await repos.count_recent_from("sender@contract.test", since=_T0 + timedelta(1)) == 0, (
+        "count_recent_from counts only emails received since `since`"
+    )
     found = await repos.find_by_message_ids([MessageId("<dup@contract.test>")])
     assert {a.id for a in found} == {first.id, outgoing.id}
     assert not list(await repos.find_by_message_ids([MessageId("<nothing@contract.test>")])), (

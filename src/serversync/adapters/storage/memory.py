@@ -28,6 +28,7 @@ from serversync.model import (
     CrmRecord,
     DedupeKey,
     EmailActivity,
+    EmailDirection,
     EmailServerProfile,
     EmailStatus,
     Mailbox,
@@ -218,6 +219,19 @@ class InMemoryStorage(Repositories):
         self._before("find_by_message_ids")
         wanted = set(message_ids)
         return [a for a in self.activities() if a.message_id in wanted]
+
+    async def count_recent_from(self, sender: str, *, since: datetime) -> int:
+        self._before("count_recent_from")
+        wanted = normalize_address(sender)
+        return sum(
+            1
+            for a in self._activities.values()
+            if a.direction is EmailDirection.INCOMING
+            and a.sender is not None
+            and normalize_address(a.sender) == wanted
+            and a.received_on is not None
+            and a.received_on >= since
+        )
 
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
         self._before("find_correlation_candidates")
