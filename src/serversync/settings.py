@@ -266,6 +266,7 @@ class OrganizationSettings:
     unresolve_email_address_if_multiple_match: bool = False
     max_upload_file_size: int = attrs.field(default=5_120 * 1024, validator=attrs.validators.ge(0))
     blocked_attachment_extensions: tuple[str, ...] = _BLOCKED_EXTENSIONS
+    allow_unresolved_parties_on_email_send: bool = False
     loop_guard: LoopGuardSettings = attrs.Factory(LoopGuardSettings)
     track_email_sent_between_users_as_two_activities: bool = False
     ignore_internal_email_detection_enhancement: bool = True

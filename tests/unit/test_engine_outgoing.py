@@ -16,6 +16,8 @@ from serversync import (
     ExpiredClaimPolicy,
     IncomingFilteringMethod,
     MessageRejectedError,
+    OrganizationSettings,
+    RecordRef,
     RetryPolicy,
     RunReport,
     RunStatus,
@@ -288,3 +290,57 @@ async def test_sent_email_and_its_reply_round_trip_between_two_users() -> None:
     assert tracked[0].activity_id is not None
     reply = next(a for a in world.storage.activities() if a.id == tracked[0].activity_id)
     assert reply.correlated_activity_id == email.id
+
+
+class OnlyAlicesAssistant:
+    """A host's send-as answer: Bob may send as Alice, nobody else as anybody."""
+
+    async def may_send_as(self, submitter: RecordRef, sender: RecordRef) -> bool:
+        return (submitter.id, sender.id) == (BOB, ALICE)
+
+
+async def test_20_send_as_another_user_needs_the_hosts_permission() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    bob = world.add_user(BOB)
+    carol = RecordRef("systemuser", "carol@contoso.example")
+    allowed = a_pending_email(
+        sender_mailbox=alice, to=[JANE], subject="from Bob as Alice", submitted_by=bob.owner
+    )
+    refused = a_pending_email(
+        sender_mailbox=alice, to=[JANE], subject="from Carol as Alice", submitted_by=carol
+    )
+    world.storage.put_activity(allowed)
+    world.storage.put_activity(refused)
+
+    report = await send(world, send_as=OnlyAlicesAssistant())
+
+    statuses = {r.subject.split(" CRM:")[0]: r for r in report.sends()}
+    assert statuses["from Bob as Alice"].status is EmailStatus.SENT
+    assert stored(world, allowed).sender_mailbox_id == alice.id
+    failed = statuses["from Carol as Alice"]
+    assert failed.status is EmailStatus.FAILED
+    assert failed.error is not None
+    assert failed.error.message.startswith("You cannot send email as the selected user")
+    assert len(world.server.outbox) == 1
+
+
+async def test_unresolved_recipients_are_sent_only_when_the_organisation_allows_it() -> None:
+    for allowed in (False, True):
+        world = InMemoryWorld(
+            settings=SyncSettings(
+                organization=OrganizationSettings(allow_unresolved_parties_on_email_send=allowed)
+            )
+        )
+        alice = world.add_user(ALICE)
+        email = a_pending_email(sender_mailbox=alice, to=[JANE], subject="Hi")
+        unresolved = attrs.evolve(
+            email, parties=tuple(attrs.evolve(p, record=None) for p in email.parties)
+        )
+        world.storage.put_activity(unresolved)
+        report = await send(world)
+        (result,) = report.sends()
+        assert result.status is (EmailStatus.SENT if allowed else EmailStatus.FAILED)
+        if not allowed:
+            assert result.error is not None
+            assert "unresolved recipients jane@fabrikam.example" in result.error.message

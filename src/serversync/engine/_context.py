@@ -17,6 +17,7 @@ from serversync.ports import (
     RecordDirectory,
     RelevanceRule,
     Repositories,
+    SendAsPolicy,
     SyncObserver,
 )
 from serversync.settings import SyncSettings
@@ -56,6 +57,7 @@ class EngineContext:
     settings: SyncSettings
     clock: Clock
     observer: SyncObserver
+    send_as: SendAsPolicy | None = None
 
     async def storage(self, awaitable: Awaitable[T], what: str) -> T:
         """A repository call under the storage deadline."""

@@ -37,6 +37,7 @@ from serversync.ports import (
     RecordDirectory,
     RelevanceRule,
     Repositories,
+    SendAsPolicy,
     SyncObserver,
 )
 from serversync.relevance import default_rules
@@ -73,7 +74,8 @@ class SyncEngine:
     The constructor does no I/O. Each mailbox workload runs in its own task with its own
     error boundary: one failing mailbox is reported and postponed while the others go on.
     ``engine_id`` names this engine in leases and send claims (several engines may share
-    one store).
+    one store). ``send_as`` answers whether a user may send as another; without it, an
+    email whose submitter differs from its From is sent (the host checked when it queued it).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class SyncEngine:
         clock: Clock | None = None,
         observer: SyncObserver | None = None,
         engine_id: str | None = None,
+        send_as: SendAsPolicy | None = None,
     ) -> None:
         self._ctx = EngineContext(
             engine_id=engine_id or f"serversync-{uuid.uuid4().hex[:12]}",
@@ -99,6 +102,7 @@ class SyncEngine:
             settings=settings or SyncSettings(),
             clock=clock or SystemClock(),
             observer=observer or BaseSyncObserver(),
+            send_as=send_as,
         )
         self._state = _State.UNOPENED
         self._profile_slots: dict[ProfileId, asyncio.Semaphore] = {}

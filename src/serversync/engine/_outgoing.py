@@ -7,9 +7,10 @@ reuses it and a reply correlates by In-Reply-To.
 
 from __future__ import annotations
 
-from serversync.errors import ConfigurationError, ErrorScope, SyncError
+from serversync.errors import ConfigurationError, ErrorScope, PermanentError, SyncError
 from serversync.mime import compose, message_id_for
 from serversync.model import (
+    EmailActivity,
     EmailServerProfile,
     ErrorRecord,
     Mailbox,
@@ -33,6 +34,12 @@ from ._context import EngineContext, deadline, logger
 from ._sessions import session_of
 
 __all__ = ["OutgoingPipeline"]
+
+_RECIPIENTS = (
+    ParticipationType.TO_RECIPIENT,
+    ParticipationType.CC_RECIPIENT,
+    ParticipationType.BCC_RECIPIENT,
+)
 
 
 class OutgoingPipeline:
@@ -129,6 +136,7 @@ class OutgoingPipeline:
         every retry sends exactly the same message."""
         ctx = self._ctx
         activity = claim.activity
+        await self._check_sendable(activity)
         tokens = ctx.settings.organization.tracking_tokens
         wants_token = tokens.enabled and activity.tracking_token is None
         if activity.message_id is not None and not wants_token:
@@ -159,6 +167,36 @@ class OutgoingPipeline:
             ),
             "storing the Message-ID before sending",
         )
+
+    async def _check_sendable(self, activity: EmailActivity) -> None:
+        """Dynamics' checks before an email leaves: send-as permission and unresolved
+        recipients. A failure fails this email only."""
+        ctx = self._ctx
+        sender, submitter = self._mailbox.owner, activity.submitted_by
+        if (
+            ctx.send_as is not None
+            and sender is not None
+            and submitter is not None
+            and submitter != sender
+            and not await ctx.send_as.may_send_as(submitter, sender)
+        ):
+            raise PermanentError(
+                "You cannot send email as the selected user. The selected user has not allowed "
+                "this or you do not have sufficient privileges.",
+                scope=ErrorScope.ITEM,
+            )
+        if not ctx.settings.organization.allow_unresolved_parties_on_email_send:
+            unresolved = [
+                p.address
+                for p in activity.parties
+                if p.participation in _RECIPIENTS and p.record is None
+            ]
+            if unresolved:
+                raise ConfigurationError(
+                    f"unresolved recipients {', '.join(unresolved)}: the organisation does not "
+                    "allow sending to addresses that are no CRM record",
+                    scope=ErrorScope.ITEM,
+                )
 
     async def _attempt(self, session: OutgoingMailSession, claim: SendClaim) -> SendOutcome:
         ctx = self._ctx
@@ -193,16 +231,7 @@ class OutgoingPipeline:
         updated = await ctx.storage(
             ctx.repositories.record_send_outcome(claim, outcome), "recording a send outcome"
         )
-        recipients = tuple(
-            p.address
-            for p in updated.parties
-            if p.participation
-            in (
-                ParticipationType.TO_RECIPIENT,
-                ParticipationType.CC_RECIPIENT,
-                ParticipationType.BCC_RECIPIENT,
-            )
-        )
+        recipients = tuple(p.address for p in updated.parties if p.participation in _RECIPIENTS)
         result = SendResult(
             activity_id=updated.id,
             status=updated.status,

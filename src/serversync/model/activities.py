@@ -85,6 +85,7 @@ class EmailActivity:
     accepting_entity: RecordRef | None = None
     receiving_mailbox_id: MailboxId | None = None
     sender_mailbox_id: MailboxId | None = None
+    submitted_by: RecordRef | None = None
     received_on: datetime | None = None
     sent_on: datetime | None = None
     delivery_attempts: int = 0

@@ -4,6 +4,7 @@ provide (mail transports)."""
 from serversync.ports.clock import Clock
 from serversync.ports.credentials import CredentialProvider
 from serversync.ports.events import SyncObserver
+from serversync.ports.permissions import SendAsPolicy
 from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
 from serversync.ports.storage import (
     CheckpointRepository,
@@ -42,6 +43,7 @@ __all__ = [
     "RelevanceFacts",
     "RelevanceRule",
     "Repositories",
+    "SendAsPolicy",
     "SyncObserver",
     "Track",
     "TrackingFolderRepository",

@@ -222,5 +222,14 @@ def _parties(sender: Mailbox, to: Sequence[str]) -> tuple[ActivityParty, ...]:
             address=sender.email_address,
             record=sender.owner,
         ),
-        *(ActivityParty(participation=ParticipationType.TO_RECIPIENT, address=a) for a in to),
+        # Recipients resolved to contacts: Dynamics sends to unresolved addresses only when the
+        # organisation allows it.
+        *(
+            ActivityParty(
+                participation=ParticipationType.TO_RECIPIENT,
+                address=a,
+                record=RecordRef(EntityName.CONTACT.value, a.lower()),
+            )
+            for a in to
+        ),
     )
