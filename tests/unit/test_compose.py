@@ -327,3 +327,28 @@ def test_line_breaks_in_the_subject_never_escape_as_a_stdlib_error() -> None:
         subject = parse_headers(outcome.data).subject
         assert subject.startswith("Quote")
         assert "\n" not in subject
+
+
+@pytest.mark.parametrize(
+    ("field", "activity"),
+    [
+        ("subject", _email(subject="Quote\r\nBcc: attacker@evil.example")),
+        ("subject", _email(subject="Quote\nBcc: attacker@evil.example")),
+        (
+            "to_recipient",
+            attrs.evolve(
+                _email(),
+                parties=(
+                    _party(ParticipationType.TO_RECIPIENT, "jane@fabrikam.example\r\nBcc: x@y.z"),
+                ),
+            ),
+        ),
+        ("In-Reply-To", _email(in_reply_to="<a@b>\r\nBcc: x@y.z")),
+    ],
+)
+def test_header_injection_is_refused_with_a_clear_error_for_that_email(
+    field: str, activity: EmailActivity
+) -> None:
+    with pytest.raises(ConfigurationError, match=f"line break in the {field}") as refused:
+        _compose(activity)
+    assert refused.value.scope is ErrorScope.ITEM

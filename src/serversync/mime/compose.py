@@ -42,6 +42,23 @@ def message_id_for(
     return outgoing_message_id(activity.id, message_id_domain or _domain_of(sender_address))
 
 
+def _refuse_header_injection(activity: EmailActivity, sender_address: str) -> None:
+    """A line break in a header value would start a new header (a Bcc, say): refuse it."""
+    values = {
+        "subject": activity.subject,
+        "sender": sender_address,
+        "In-Reply-To": activity.in_reply_to or "",
+    }
+    for party in activity.parties:
+        values[f"{party.participation.name.lower()} {party.address!r}"] = party.address + party.name
+    for where, value in values.items():
+        if any(c in value for c in "\r\n\x00"):
+            raise ConfigurationError(
+                f"email {activity.id}: line break in the {where} (header injection refused)",
+                scope=ErrorScope.ITEM,
+            )
+
+
 def _domain_of(address: str) -> str:
     _, _, domain = address.rpartition("@")
     return domain or "serversync.invalid"
@@ -70,6 +87,7 @@ def compose(
     message_id = message_id_for(
         activity, sender_address=sender_address, message_id_domain=message_id_domain
     )
+    _refuse_header_injection(activity, sender_address)
     to = activity.parties_of(ParticipationType.TO_RECIPIENT)
     cc = activity.parties_of(ParticipationType.CC_RECIPIENT)
     bcc = activity.parties_of(ParticipationType.BCC_RECIPIENT)
@@ -88,8 +106,7 @@ def compose(
             msg["To"] = ", ".join(_format_party(p.address, p.name) for p in to)
         if cc:
             msg["Cc"] = ", ".join(_format_party(p.address, p.name) for p in cc)
-        # A line break in a header value would end the header; CRM subjects may carry one.
-        msg["Subject"] = " ".join(activity.subject.split())
+        msg["Subject"] = activity.subject
         msg["Date"] = format_datetime(now)
         msg["Message-ID"] = message_id
         if activity.in_reply_to:
