@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -493,3 +494,21 @@ async def test_engine_keeps_a_deferred_email_pending_with_the_attempt_counted(
     assert after.last_send_error.server_code == "451"
     assert after.postpone_sending_until == setup.clock.now() + timedelta(minutes=5)
     assert server.received == []
+
+
+async def test_two_engines_sharing_one_outbox_send_every_email_exactly_once(
+    server: SmtpServer,
+) -> None:
+    setup = EngineSetup(server)
+    emails = [setup.pending(f"Order {n}") for n in range(20)]
+
+    for _ in range(3):
+        statuses = await asyncio.gather(setup.run(), setup.run())
+        assert RunStatus.FAILED not in statuses
+        setup.clock.advance(timedelta(minutes=10))
+
+    sent_ids = [str(parse_headers(r.data).message_id) for r in server.received]
+    assert sorted(sent_ids) == sorted(f"<serversync.{e.id}@contoso.example>" for e in emails), (
+        "every email reached the server exactly once"
+    )
+    assert all(setup.stored(e).status is EmailStatus.SENT for e in emails)
