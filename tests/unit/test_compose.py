@@ -22,6 +22,7 @@ from serversync.model import (
     EmailDirection,
     EmailStatus,
     MessageId,
+    OutgoingAttachment,
     OutgoingMessage,
     ParticipationType,
 )
@@ -260,15 +261,43 @@ def test_new_email_has_no_in_reply_to_or_references() -> None:
 # -- the body ------------------------------------------------------------------------------------
 
 
-def test_html_description_is_sent_as_html() -> None:
-    body = "<p>Hello <b>Jane</b>,</p><p>here is the quote.</p>"
+def test_html_description_is_sent_as_html_with_a_plain_text_alternative() -> None:
+    body = "<p>Hello <b>Jane</b>,</p><p>here is the quote.</p><script>x()</script>"
 
     message = _compose(_email(body=body))
 
-    assert _parsed(message).get_content_type() == "text/html"
+    assert _parsed(message).get_content_type() == "multipart/alternative"
     parsed = parse_message(message.data)
     assert parsed.body_html is not None
     assert "<b>Jane</b>" in parsed.body_html
+    assert parsed.body_text is not None
+    assert parsed.body_text.splitlines() == ["Hello Jane,", "here is the quote."]
+
+
+def test_attachments_are_attached_and_limits_fail_only_that_email() -> None:
+    files = [
+        OutgoingAttachment(filename="quote.pdf", content_type="application/pdf", data=b"%PDF-1"),
+        OutgoingAttachment(filename="notes.txt", content_type="text/plain", data=b"hi"),
+    ]
+    message = compose(
+        _email(), sender_address=SENDER, now=NOW, attachments=files, max_attachment_size=10
+    )
+    parsed = parse_message(message.data)
+    assert [(a.filename, a.content_type, a.size) for a in parsed.attachments] == [
+        ("quote.pdf", "application/pdf", 6),
+        ("notes.txt", "text/plain", 2),
+    ]
+    with pytest.raises(ConfigurationError, match="larger than 3 bytes") as too_big:
+        compose(_email(), sender_address=SENDER, now=NOW, attachments=files, max_attachment_size=3)
+    assert too_big.value.scope is ErrorScope.ITEM
+    with pytest.raises(ConfigurationError, match="blocked file type"):
+        compose(
+            _email(),
+            sender_address=SENDER,
+            now=NOW,
+            attachments=[OutgoingAttachment(filename="run.EXE", data=b"MZ")],
+            blocked_extensions=("exe",),
+        )
 
 
 def test_plain_description_is_sent_as_text() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import attrs
@@ -26,8 +27,8 @@ from serversync import (
     TransientError,
     Workload,
 )
-from serversync.mime import parse_headers
-from serversync.model import EmailActivity
+from serversync.mime import parse_headers, parse_message
+from serversync.model import EmailActivity, OutgoingAttachment
 from serversync.testing import (
     FaultPoint,
     InMemoryWorld,
@@ -344,3 +345,33 @@ async def test_unresolved_recipients_are_sent_only_when_the_organisation_allows_
         if not allowed:
             assert result.error is not None
             assert "unresolved recipients jane@fabrikam.example" in result.error.message
+
+
+class QuoteFiles:
+    """A host's attachment storage: one PDF per email, one of them too big to send."""
+
+    async def attachments_for(self, activity: EmailActivity) -> Sequence[OutgoingAttachment]:
+        size = 6_000_000 if "big" in activity.subject else 6
+        return [
+            OutgoingAttachment(
+                filename="quote.pdf", content_type="application/pdf", data=b"x" * size
+            )
+        ]
+
+
+async def test_attachments_from_the_host_are_sent_and_an_oversized_one_fails_its_email() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    small = a_pending_email(sender_mailbox=alice, to=[JANE], subject="small quote")
+    big = a_pending_email(sender_mailbox=alice, to=[JANE], subject="big quote")
+    world.storage.put_activity(small)
+    world.storage.put_activity(big)
+
+    report = await send(world, attachments=QuoteFiles())
+
+    assert {r.subject.split(" CRM:")[0]: r.status for r in report.sends()} == {
+        "small quote": EmailStatus.SENT,
+        "big quote": EmailStatus.FAILED,
+    }
+    (sent,) = world.server.outbox
+    assert [a.filename for a in parse_message(sent.data).attachments] == ["quote.pdf"]

@@ -12,6 +12,7 @@ import attrs
 
 from serversync.errors import OperationTimeoutError, SyncError
 from serversync.ports import (
+    AttachmentSource,
     Clock,
     CredentialProvider,
     RecordDirectory,
@@ -58,6 +59,7 @@ class EngineContext:
     clock: Clock
     observer: SyncObserver
     send_as: SendAsPolicy | None = None
+    attachments: AttachmentSource | None = None
 
     async def storage(self, awaitable: Awaitable[T], what: str) -> T:
         """A repository call under the storage deadline."""

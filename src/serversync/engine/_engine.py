@@ -32,6 +32,7 @@ from serversync.model import (
 )
 from serversync.planning import next_run_after_success, skip_reason, state_after_failure
 from serversync.ports import (
+    AttachmentSource,
     Clock,
     CredentialProvider,
     RecordDirectory,
@@ -76,6 +77,7 @@ class SyncEngine:
     ``engine_id`` names this engine in leases and send claims (several engines may share
     one store). ``send_as`` answers whether a user may send as another; without it, an
     email whose submitter differs from its From is sent (the host checked when it queued it).
+    ``attachments`` gives outgoing emails their files.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class SyncEngine:
         observer: SyncObserver | None = None,
         engine_id: str | None = None,
         send_as: SendAsPolicy | None = None,
+        attachments: AttachmentSource | None = None,
     ) -> None:
         self._ctx = EngineContext(
             engine_id=engine_id or f"serversync-{uuid.uuid4().hex[:12]}",
@@ -103,6 +106,7 @@ class SyncEngine:
             clock=clock or SystemClock(),
             observer=observer or BaseSyncObserver(),
             send_as=send_as,
+            attachments=attachments,
         )
         self._state = _State.UNOPENED
         self._profile_slots: dict[ProfileId, asyncio.Semaphore] = {}

@@ -7,6 +7,8 @@ reuses it and a reply correlates by In-Reply-To.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from serversync.errors import ConfigurationError, ErrorScope, PermanentError, SyncError
 from serversync.mime import compose, message_id_for
 from serversync.model import (
@@ -14,6 +16,7 @@ from serversync.model import (
     EmailServerProfile,
     ErrorRecord,
     Mailbox,
+    OutgoingAttachment,
     ParticipationType,
     SendClaim,
     SendFailed,
@@ -200,11 +203,20 @@ class OutgoingPipeline:
 
     async def _attempt(self, session: OutgoingMailSession, claim: SendClaim) -> SendOutcome:
         ctx = self._ctx
+        files: Sequence[OutgoingAttachment] = ()
+        if ctx.attachments is not None:
+            files = await ctx.storage(
+                ctx.attachments.attachments_for(claim.activity), "loading attachments"
+            )
+        org = ctx.settings.organization
         message = compose(
             claim.activity,
             sender_address=self._mailbox.email_address,
             now=ctx.clock.now(),
             message_id_domain=ctx.settings.message_id_domain,
+            attachments=files,
+            max_attachment_size=org.max_upload_file_size,
+            blocked_extensions=org.blocked_attachment_extensions,
         )
         receipt = await deadline(ctx.settings.timeouts.send, session.send(message), "sending")
         return SendSucceeded(

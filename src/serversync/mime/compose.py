@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from html.parser import HTMLParser
 
 from serversync.errors import ConfigurationError, ErrorScope
 from serversync.model import (
     ActivityId,
     EmailActivity,
     MessageId,
+    OutgoingAttachment,
     OutgoingMessage,
     ParticipationType,
 )
 
-__all__ = ["compose", "message_id_for", "outgoing_message_id"]
+__all__ = ["compose", "html_to_text", "message_id_for", "outgoing_message_id"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # refold_source="none" keeps raw-set headers exactly as written.
@@ -71,18 +74,78 @@ def _format_party(address: str, name: str) -> str:
         return address
 
 
+class _TextOfHtml(HTMLParser):
+    """Plain text of an HTML body, for the text/plain alternative."""
+
+    _BREAKS = frozenset({"br", "p", "div", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self._BREAKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain-text rendering of an HTML body."""
+    parser = _TextOfHtml()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _check_attachment(
+    activity: EmailActivity,
+    attachment: OutgoingAttachment,
+    max_size: int | None,
+    blocked: Collection[str],
+) -> None:
+    name = attachment.filename.lower()
+    extension = name.rpartition(".")[2] if "." in name else ""
+    if extension and extension in blocked:
+        raise ConfigurationError(
+            f"email {activity.id}: attachment {attachment.filename!r} has a blocked file type",
+            scope=ErrorScope.ITEM,
+        )
+    if max_size is not None and len(attachment.data) > max_size:
+        raise ConfigurationError(
+            f"email {activity.id}: attachment {attachment.filename!r} is larger than "
+            f"{max_size} bytes",
+            scope=ErrorScope.ITEM,
+        )
+
+
 def compose(
     activity: EmailActivity,
     *,
     sender_address: str,
     now: datetime,
     message_id_domain: str | None = None,
+    attachments: Sequence[OutgoingAttachment] = (),
+    max_attachment_size: int | None = None,
+    blocked_extensions: Collection[str] = (),
 ) -> OutgoingMessage:
     """Build the message for ``activity`` sent from ``sender_address``.
 
     The Message-ID is the activity's own if it has one, else derived from its id. To and Cc
-    become headers; Bcc recipients only join the envelope. Raises
-    :class:`ConfigurationError` when there is no recipient address at all.
+    become headers; Bcc recipients only join the envelope. An HTML body goes out with a
+    plain-text alternative. Raises :class:`ConfigurationError` (scope item) when there is no
+    recipient address, a header would carry a line break, or an attachment is too large or
+    of a blocked type.
     """
     message_id = message_id_for(
         activity, sender_address=sender_address, message_id_domain=message_id_domain
@@ -116,9 +179,19 @@ def compose(
             msg.set_raw("References", activity.in_reply_to)
         body = activity.description or ""
         if _HTML_HINT.search(body):
-            msg.set_content(body, subtype="html")
+            msg.set_content(html_to_text(body))
+            msg.add_alternative(body, subtype="html")
         else:
             msg.set_content(body)
+        for attachment in attachments:
+            _check_attachment(activity, attachment, max_attachment_size, blocked_extensions)
+            maintype, _, subtype = attachment.content_type.partition("/")
+            msg.add_attachment(
+                attachment.data,
+                maintype=maintype or "application",
+                subtype=subtype or "octet-stream",
+                filename=attachment.filename,
+            )
         data = msg.as_bytes()
     except (ValueError, TypeError, UnicodeError, IndexError) as exc:
         # The stdlib refuses some header values; that email fails, not its mailbox.

@@ -14,6 +14,7 @@ __all__ = [
     "SENT",
     "AttachmentInfo",
     "EmailAddress",
+    "OutgoingAttachment",
     "OutgoingMessage",
     "ParsedHeaders",
     "ParsedMessage",
@@ -144,6 +145,15 @@ class ParsedMessage:
     body_text: str | None = None
     body_html: str | None = None
     attachments: tuple[AttachmentInfo, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class OutgoingAttachment:
+    """A file to attach to an outgoing email, as the host's storage holds it."""
+
+    filename: str
+    content_type: str = "application/octet-stream"
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
 
 
 @attrs.frozen(kw_only=True)

@@ -1,6 +1,7 @@
 """Ports: the typing.Protocols hosts implement (storage, credentials, rules) and adapters
 provide (mail transports)."""
 
+from serversync.ports.attachments import AttachmentSource
 from serversync.ports.clock import Clock
 from serversync.ports.credentials import CredentialProvider
 from serversync.ports.events import SyncObserver
@@ -26,6 +27,7 @@ from serversync.ports.transports import (
 )
 
 __all__ = [
+    "AttachmentSource",
     "CheckpointRepository",
     "Clock",
     "CredentialProvider",
