@@ -23,8 +23,13 @@ from serversync.model import (
     RecordRef,
 )
 from serversync.ports import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
-from serversync.relevance import default_rules, evaluate
-from serversync.settings import OrganizationSettings
+from serversync.relevance import correlate, default_rules, evaluate
+from serversync.relevance.tokens import find_tokens
+from serversync.settings import (
+    OrganizationSettings,
+    SmartMatchingSettings,
+    TrackingTokenSettings,
+)
 from serversync.testing import a_contact, a_mailbox, a_queue, a_user, an_account, an_email
 
 ALL = IncomingFilteringMethod.ALL_EMAIL_MESSAGES
@@ -616,3 +621,23 @@ def test_default_rules_run_in_dynamics_order() -> None:
         "folder-tracking",
         "filtering-method",
     ]
+
+
+def test_a_token_glued_to_other_text_is_not_a_token() -> None:
+    tokens = TrackingTokenSettings()
+    assert find_tokens("Quote XCRM:0001005", tokens) == ()
+    assert find_tokens("Quote CRM:0001005", tokens) == ("CRM:0001005",)
+
+
+def test_smart_matching_without_a_clock_looks_at_every_candidate() -> None:
+    org = OrganizationSettings(smart_matching=SmartMatchingSettings(enabled=True))
+    message = parse_headers(an_email(sender=OTHER_USER, to=[USER], subject="RE: Widgets"))
+    facts = RelevanceFacts(
+        mailbox=a_mailbox(USER),
+        mailbox_owner=None,
+        folder="INBOX",
+        records={},
+        organization=org,
+    )
+    assert facts.now is None
+    assert correlate(message, facts) is None

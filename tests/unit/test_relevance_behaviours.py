@@ -477,3 +477,37 @@ async def test_16_with_the_opt_in_loop_guard_auto_replies_and_floods_are_rejecte
         (OutcomeKind.NOT_RELEVANT, "loop-guard"),
     ]
     assert "3 emails from this sender" in list(report.items())[-1].explanation
+
+
+async def test_a_sent_item_belongs_to_its_sender_and_a_rejection_says_whose_filter() -> None:
+    world = world_with(auto_track_sent_folder_items=True)
+    alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS)
+    world.add_record(a_contact(JANE))
+    sent = world.server.create_folder(ALICE, "Sent", parent=None, special_use=SENT)
+    world.deliver(ALICE, an_email(sender=ALICE, to=[JANE], subject="to a contact"), folder=sent)
+    world.deliver(
+        ALICE, an_email(sender=ALICE, to=["x@y.example"], subject="to nobody"), folder=sent
+    )
+    report = await run(world)
+    by_subject = {i.subject: i for i in report.items()}
+    assert by_subject["to a contact"].reason is DecisionReason.SENDER_MATCH
+    rejected = by_subject["to nobody"]
+    assert rejected.reason is DecisionReason.NO_CORRELATION_MATCH
+    assert "the sender's own filter" in rejected.explanation
+    (activity,) = world.storage.activities()
+    assert activity.owner == alice.owner
+
+
+async def test_a_reply_sent_from_the_crm_carries_only_its_own_token() -> None:
+    world = InMemoryWorld()
+    sent = await _send_with_token(world, "RE: Quote CRM:0001042")
+    assert sent.subject == "RE: Quote CRM:0001001"
+
+
+async def test_an_inactive_contact_does_not_make_its_mail_a_sender_match() -> None:
+    world = InMemoryWorld()
+    world.add_user(ALICE, filtering=IncomingFilteringMethod.FROM_LEADS_CONTACTS_ACCOUNTS)
+    world.add_record(attrs.evolve(a_contact(JANE), is_active=False))
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE]))
+    report = await run(world)
+    assert next(iter(report.items())).reason is DecisionReason.NO_CORRELATION_MATCH

@@ -98,6 +98,7 @@ def queues_for(
         owner is not None
         and owner.entity == EntityName.QUEUE
         and org.create_queue_item_for_synchronizing_mailbox
+        and facts.direction is EmailDirection.INCOMING
         and owner not in visible
     ):
         queues.setdefault(str(owner), owner)

@@ -30,7 +30,7 @@ from serversync.model import (
 )
 from serversync.planning import next_send_attempt
 from serversync.ports import OutgoingMailSession
-from serversync.relevance.tokens import append_token, format_token
+from serversync.relevance.tokens import append_token, format_token, strip_tokens
 from serversync.settings import ExpiredClaimPolicy
 
 from ._context import EngineContext, deadline, logger
@@ -141,9 +141,9 @@ class OutgoingPipeline:
         activity = claim.activity
         await self._check_sendable(activity)
         tokens = ctx.settings.organization.tracking_tokens
+        if activity.message_id is not None:
+            return claim  # prepared before an earlier attempt
         wants_token = tokens.enabled and activity.tracking_token is None
-        if activity.message_id is not None and not wants_token:
-            return claim
         message_id = message_id_for(
             activity,
             sender_address=self._mailbox.email_address,
@@ -161,7 +161,9 @@ class OutgoingPipeline:
                 )
             except ValueError as exc:
                 raise ConfigurationError(str(exc), scope=ErrorScope.ITEM) from exc
-            subject = append_token(activity.subject, token, max_length=tokens.max_subject_length)
+            # A reply's subject may carry the earlier email's token: the new one replaces it.
+            bare = strip_tokens(activity.subject, tokens)
+            subject = append_token(bare, token, max_length=tokens.max_subject_length)
             if not subject.endswith(token):
                 token = None  # the token alone is longer than the subject limit
         return await ctx.storage(

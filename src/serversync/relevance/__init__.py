@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 import attrs
 
-from serversync.model import DecisionReason, ParsedHeaders, RuleDecision, RuleStep
+from serversync.model import (
+    DecisionReason,
+    EmailDirection,
+    ParsedHeaders,
+    RuleDecision,
+    RuleStep,
+)
 from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
 from serversync.relevance.correlation import correlate
 from serversync.relevance.folders import (
@@ -28,6 +34,7 @@ from serversync.relevance.rules import (
     InvalidSenderRule,
     LoopGuardRule,
     acceptance_summary,
+    describe_filter,
     filtering_method_of,
 )
 from serversync.relevance.threading import normalize_message_id, parse_message_ids
@@ -107,6 +114,18 @@ def evaluate(
 
 
 def _fallback(message: ParsedHeaders, facts: RelevanceFacts) -> Reject:
+    if facts.direction is EmailDirection.OUTGOING:
+        owner = facts.mailbox_owner
+        what = (
+            f"{owner.ref} tracks {describe_filter(filtering_method_of(owner, facts))}"
+            if owner is not None
+            else "the mailbox has no owner"
+        )
+        return Reject(
+            reason=DecisionReason.NO_CORRELATION_MATCH,
+            rule="no-acceptance",
+            explanation=f"the sender's own filter does not accept this sent email: {what}",
+        )
     summary = acceptance_summary(message, facts)
     has_principal = any(facts.principals_for(a.address) for a in message.recipients)
     if has_principal:

@@ -45,7 +45,7 @@ def _participants(message: ParsedHeaders) -> tuple[str, ...]:
 
 
 def correlation_query(
-    message: ParsedHeaders, org: OrganizationSettings, *, now: datetime
+    message: ParsedHeaders, org: OrganizationSettings, *, now: datetime | None
 ) -> CorrelationQuery:
     """What to look up so that :func:`correlate` can decide (switches already applied)."""
     if not org.email_correlation_enabled or (
@@ -62,7 +62,8 @@ def correlation_query(
             base_conversation_index_hash(message.conversation_index) if headers else None
         ),
         participants=_participants(message) if smart.enabled else (),
-        since=now - smart.window if smart.enabled else None,
+        # Without a clock (hand-built facts) smart matching looks at every candidate.
+        since=now - smart.window if smart.enabled and now is not None else None,
     )
 
 
@@ -98,7 +99,7 @@ def correlate(message: ParsedHeaders, facts: RelevanceFacts) -> CorrelationMatch
     candidates and the settings alone (deterministic).
     """
     org = facts.organization
-    query = correlation_query(message, org, now=facts.now or _EPOCH)
+    query = correlation_query(message, org, now=facts.now)
     if query.is_empty:
         return None
     candidates = facts.candidates

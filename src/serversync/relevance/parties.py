@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from serversync.model import CorrelationMatch, CrmRecord, EntityName, ParsedHeaders, RecordRef
+from serversync.model import (
+    CorrelationMatch,
+    CrmRecord,
+    EmailDirection,
+    EntityName,
+    ParsedHeaders,
+    RecordRef,
+)
 from serversync.ports.relevance import RelevanceFacts
 
 __all__ = ["MAX_SENDER_MATCHES", "choose_owner", "resolve_recipient", "resolve_sender"]
@@ -98,6 +105,8 @@ def choose_owner(
     owner of the sender's record; else the first user. Without a user recipient, the
     processing mailbox's owner.
     """
+    if facts.direction is EmailDirection.OUTGOING:
+        return facts.mailbox.owner  # sent items belong to the user who sent them
     eligible: list[RecordRef] = []
     for address in message.recipients:
         for user in _users_in(facts.records_for(address.address)):

@@ -27,6 +27,7 @@ __all__ = [
     "acceptance_candidates",
     "acceptance_summary",
     "accepting_queues",
+    "describe_filter",
     "filtering_method_of",
     "is_automatic",
 ]
@@ -157,8 +158,11 @@ def acceptance(
 def _counterparts(message: ParsedHeaders, facts: RelevanceFacts) -> tuple[CrmRecord, ...]:
     """The records on the other side: the sender of received mail, the recipients of sent."""
     if facts.direction is EmailDirection.OUTGOING:
-        return tuple(r for a in message.recipients for r in facts.records_for(a.address))
-    return facts.records_for(message.sender.address) if message.sender else ()
+        records = [r for a in message.recipients for r in facts.records_for(a.address)]
+    else:
+        records = list(facts.records_for(message.sender.address)) if message.sender else []
+    # Inactive rows do not resolve (OrgDB ResolveForInactiveEntities is off by default).
+    return tuple(r for r in records if r.is_active)
 
 
 def accepting_queues(
@@ -202,6 +206,11 @@ class FilteringMethodRule:
                     correlation=correlation,
                 )
         return None
+
+
+def describe_filter(method: IncomingFilteringMethod) -> str:
+    """A filtering method in words (``email in response to CRM email`` ...)."""
+    return _METHOD_LABELS[method]
 
 
 def acceptance_summary(message: ParsedHeaders, facts: RelevanceFacts) -> str:
@@ -265,10 +274,10 @@ class LoopGuardRule:
 
 @attrs.frozen
 class AutoReplyRule:
-    """Opt-in loop guard: reject automatic mail (``Auto-Submitted`` other than ``no``).
+    """Reject automatic mail (``Auto-Submitted`` other than ``no``), always.
 
-    Dynamics tracks auto-replies like any email; add this rule before the defaults to stop
-    out-of-office and bounce loops from becoming activities.
+    Dynamics tracks auto-replies like any email; add this rule before the defaults to keep
+    out-of-office replies and bounces out, without turning on the whole loop guard.
     """
 
     name: str = "auto-reply"

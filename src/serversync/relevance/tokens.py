@@ -39,7 +39,7 @@ def format_token(settings: TrackingTokenSettings, *, user_number: int, counter: 
 def _pattern(prefixes: tuple[str, ...], width: int) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
     # The designator is 0 (online) or 1 (offline, legacy); the digits must not run on.
-    return re.compile(rf"(?:{alternatives})[01]\d{{{width}}}(?!\d)", re.IGNORECASE)
+    return re.compile(rf"(?<![\w:])(?:{alternatives})[01]\d{{{width}}}(?!\d)", re.IGNORECASE)
 
 
 def find_tokens(subject: str, settings: TrackingTokenSettings) -> tuple[str, ...]:
