@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Dovecot (IMAP, POP3) for tests/integration, from Debian; the tests run their own instance.
+# A temporary policy-rc.d keeps the package's system service from starting on install.
+if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 0755 /usr/sbin/policy-rc.d && policy=1
+  fi
+  status=0
+  { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; } || status=$?
+  [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
+  [ "$status" -eq 0 ] || exit "$status"
+fi
+
 python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 

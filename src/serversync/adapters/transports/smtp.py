@@ -343,7 +343,20 @@ class _SmtpSession(OutgoingMailSession):
             # The sends are over and recorded; a failed goodbye changes nothing.
             logger.debug("QUIT to %s failed: %s", self._where, exc)
         finally:
-            self._smtp.close()
+            await _discard(self._smtp)
+
+
+async def _discard(smtp: aiosmtplib.SMTP) -> None:
+    """Close the connection now, and let the loop release the socket before we return.
+
+    After a failed STARTTLS the plain transport is left half-closed; aborting it and giving
+    the loop one turn runs its connection_lost, so no socket outlives the session.
+    """
+    transport = smtp.transport
+    smtp.close()
+    if isinstance(transport, asyncio.WriteTransport):
+        transport.abort()
+    await asyncio.sleep(0)
 
 
 @final
@@ -427,7 +440,7 @@ class SmtpTransport(OutgoingMailTransport):
                 with _map_errors(_Stage.AUTH, where=where, mailbox_id=mailbox.id):
                     await self._authenticate(smtp, credentials, where=where, mailbox=mailbox)
         except TimeoutError as exc:
-            smtp.close()
+            await _discard(smtp)
             if isinstance(exc, SyncError):
                 raise
             raise OperationTimeoutError(
@@ -435,7 +448,7 @@ class SmtpTransport(OutgoingMailTransport):
                 mailbox_id=mailbox.id,
             ) from exc
         except BaseException:
-            smtp.close()
+            await _discard(smtp)
             raise
         return _SmtpSession(
             smtp, timeouts=self._timeouts, clock=self._clock, where=where, mailbox_id=mailbox.id

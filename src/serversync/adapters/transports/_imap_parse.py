@@ -1,0 +1,497 @@
+"""Pure parsing of the IMAP responses the IMAP adapter reads, as aioimaplib hands them over.
+
+aioimaplib 2.x returns a command's response as a list: untagged lines as ``bytes`` (with the
+leading ``* `` and, for most commands, the response name removed), each literal's content as
+a separate ``bytearray`` right after the line that announced it with ``{n}``, and the tagged
+status text as the last element. It parses nothing else, so this module does, without
+trusting line boundaries: a response continues while parentheses are open or a literal is
+announced, and unsolicited responses mixed into a command's output are recognised by what
+they lack.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+
+import attrs
+
+__all__ = [
+    "FetchItem",
+    "ImapParseError",
+    "ListEntry",
+    "MailboxStatus",
+    "Value",
+    "decode_mailbox_name",
+    "parse_fetch",
+    "parse_internaldate",
+    "parse_list",
+    "parse_search",
+    "parse_select",
+    "quote",
+    "response_code",
+    "uid_set",
+]
+
+Value = bytes | str | None | list["Value"]
+"""A parsed IMAP value: an atom (``str``), a string or literal (``bytes``), NIL, or a list."""
+
+
+class ImapParseError(ValueError):
+    """A server response that does not follow the IMAP grammar."""
+
+
+# --- tokenizer ---------------------------------------------------------------------------------
+
+_LITERAL_MARKER = re.compile(rb"\{(\d+)\}$")
+_ATOM_END = frozenset(b' ()"{')
+
+
+@attrs.frozen
+class _Literal:
+    data: bytes
+
+
+def _segments(elements: Iterable[bytes | bytearray]) -> Iterator[bytes | _Literal]:
+    for element in elements:
+        if isinstance(element, bytearray):
+            yield _Literal(bytes(element))
+        else:
+            yield element
+
+
+def _tokens(segments: Sequence[bytes | _Literal]) -> Iterator[Value | tuple[str]]:
+    """Atoms, strings, NIL and the markers ``("(",)`` / ``(")",)`` of one response."""
+    index = 0
+    while index < len(segments):
+        segment = segments[index]
+        index += 1
+        if isinstance(segment, _Literal):
+            raise ImapParseError("a literal without its {n} announcement")
+        text = segment
+        marker = _LITERAL_MARKER.search(text)
+        literal: bytes | None = None
+        if marker is not None:
+            if index >= len(segments) or not isinstance(segments[index], _Literal):
+                raise ImapParseError("a literal was announced but its data is missing")
+            following = segments[index]
+            assert isinstance(following, _Literal)
+            literal = following.data
+            if len(literal) != int(marker.group(1)):
+                raise ImapParseError("a literal's data does not have the announced size")
+            index += 1
+            text = text[: marker.start()]
+        yield from _scan(text)
+        if literal is not None:
+            yield literal
+
+
+def _scan(text: bytes) -> Iterator[Value | tuple[str]]:
+    pos = 0
+    end = len(text)
+    while pos < end:
+        char = text[pos]
+        if char == 0x20:  # space
+            pos += 1
+        elif char == 0x28:  # (
+            yield ("(",)
+            pos += 1
+        elif char == 0x29:  # )
+            yield (")",)
+            pos += 1
+        elif char == 0x22:  # quoted string
+            pos += 1
+            out = bytearray()
+            while True:
+                if pos >= end:
+                    raise ImapParseError("an unterminated quoted string")
+                char = text[pos]
+                if char == 0x5C and pos + 1 < end:  # backslash escape
+                    out.append(text[pos + 1])
+                    pos += 2
+                elif char == 0x22:
+                    pos += 1
+                    break
+                else:
+                    out.append(char)
+                    pos += 1
+            yield bytes(out)
+        else:
+            start = pos
+            depth = 0  # brackets: BODY[HEADER.FIELDS (FROM TO)] is one atom
+            while pos < end:
+                char = text[pos]
+                if char == 0x5B:
+                    depth += 1
+                elif char == 0x5D:
+                    depth -= 1
+                elif depth <= 0 and char in _ATOM_END:
+                    break
+                pos += 1
+            if pos == start:
+                raise ImapParseError(f"unexpected character {chr(char)!r}")
+            atom = text[start:pos].decode("ascii", errors="replace")
+            yield None if atom.upper() == "NIL" else atom
+
+
+def _values(segments: Sequence[bytes | _Literal]) -> list[Value]:
+    stack: list[list[Value]] = [[]]
+    for token in _tokens(segments):
+        if token == ("(",):
+            stack.append([])
+        elif token == (")",):
+            if len(stack) == 1:
+                raise ImapParseError("an unbalanced closing parenthesis")
+            inner = stack.pop()
+            stack[-1].append(inner)
+        else:
+            assert not isinstance(token, tuple)
+            stack[-1].append(token)
+    if len(stack) != 1:
+        raise ImapParseError("an unclosed parenthesis")
+    return stack[0]
+
+
+def _depth_change(text: bytes) -> int:
+    """Parentheses opened minus closed, outside quoted strings."""
+    change = 0
+    quoted = False
+    escaped = False
+    for char in text:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == 0x5C:
+                escaped = True
+            elif char == 0x22:
+                quoted = False
+        elif char == 0x22:
+            quoted = True
+        elif char == 0x28:
+            change += 1
+        elif char == 0x29:
+            change -= 1
+    return change
+
+
+def _responses(elements: Sequence[bytes | bytearray]) -> list[list[bytes | _Literal]]:
+    """Group the untagged part of a response into whole responses.
+
+    A response continues after its first line while a parenthesis is open (a FETCH with
+    literals spans several elements) or when the line ends by announcing a literal.
+    """
+    groups: list[list[bytes | _Literal]] = []
+    depth = 0
+    expecting_literal = False
+    for segment in _segments(elements):
+        if isinstance(segment, _Literal):
+            if not groups or not expecting_literal:
+                raise ImapParseError("a literal without its {n} announcement")
+            groups[-1].append(segment)
+            expecting_literal = False
+            continue
+        if groups and (depth > 0 or expecting_literal):
+            groups[-1].append(segment)
+        else:
+            groups.append([segment])
+            depth = 0
+        depth += _depth_change(segment)
+        expecting_literal = _LITERAL_MARKER.search(segment) is not None
+    return groups
+
+
+# --- FETCH ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class FetchItem:
+    """One ``* n FETCH (...)`` response: its sequence number and attributes by upper-case name."""
+
+    sequence: int
+    attributes: dict[str, Value]
+
+    @property
+    def uid(self) -> int | None:
+        """The UID attribute, if the response carries one."""
+        value = self.attributes.get("UID")
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return None
+
+    def number(self, name: str) -> int | None:
+        """A numeric attribute (``RFC822.SIZE``), or ``None``."""
+        value = self.attributes.get(name)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return None
+
+    def data(self, name: str) -> bytes | None:
+        """A string or literal attribute (``BODY[HEADER]``, ``INTERNALDATE``), or ``None``."""
+        value = self.attributes.get(name)
+        return value if isinstance(value, bytes) else None
+
+
+_FETCH_START = re.compile(rb"^\s*(\d+) FETCH ", re.IGNORECASE)
+
+
+def parse_fetch(elements: Sequence[bytes | bytearray]) -> list[FetchItem]:
+    """Every FETCH response among the untagged ``elements`` of a FETCH or STORE command.
+
+    Other untagged responses are skipped; a FETCH response that does not parse raises
+    :class:`ImapParseError`.
+    """
+    items = []
+    for group in _responses(elements):
+        first = group[0]
+        assert isinstance(first, bytes)
+        start = _FETCH_START.match(first)
+        if start is None:
+            continue
+        values = _values([first[start.end() :], *group[1:]])
+        if len(values) != 1 or not isinstance(values[0], list):
+            raise ImapParseError("a FETCH response without its attribute list")
+        pairs = values[0]
+        if len(pairs) % 2:
+            raise ImapParseError("a FETCH attribute without a value")
+        attributes: dict[str, Value] = {}
+        for name, value in zip(pairs[::2], pairs[1::2], strict=True):
+            if not isinstance(name, str):
+                raise ImapParseError("a FETCH attribute name that is not an atom")
+            attributes[name.upper()] = value
+        items.append(FetchItem(sequence=int(start.group(1)), attributes=attributes))
+    return items
+
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
+    )
+}
+_INTERNALDATE = re.compile(
+    rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\s*$"
+)
+
+
+def parse_internaldate(value: bytes | None) -> datetime | None:
+    """``"05-Jan-2026 08:00:00 +0100"`` as an aware UTC datetime; ``None`` if unreadable."""
+    if value is None:
+        return None
+    found = _INTERNALDATE.match(value)
+    if found is None:
+        return None
+    day, month, year, hour, minute, second, sign, tz_h, tz_m = found.groups()
+    month_number = _MONTHS.get(month.decode().upper())
+    if month_number is None:
+        return None
+    offset = timedelta(hours=int(tz_h), minutes=int(tz_m))
+    try:
+        local = datetime(
+            int(year),
+            month_number,
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=timezone(-offset if sign == b"-" else offset),
+        )
+    except ValueError:
+        return None
+    return local.astimezone(UTC)
+
+
+# --- SELECT, SEARCH, LIST --------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class MailboxStatus:
+    """What SELECT told about a mailbox."""
+
+    uidvalidity: int | None = None
+    uidnext: int | None = None
+    exists: int | None = None
+    highest_modseq: int | None = None
+    permanent_flags: frozenset[str] = frozenset()
+    keywords_allowed: bool = False
+    read_only: bool = False
+
+    def can_store(self, keyword: str) -> bool:
+        """Whether ``keyword`` can be set permanently on this mailbox's messages."""
+        if self.read_only:
+            return False
+        return self.keywords_allowed or keyword.upper() in self.permanent_flags
+
+
+_CODE = re.compile(rb"^\s*(?:OK\s+)?\[([A-Za-z0-9-]+)(?:\s+([^\]]*))?\]")
+_EXISTS = re.compile(rb"^\s*(\d+)\s+EXISTS\s*$", re.IGNORECASE)
+_SELECT_NUMBERS = {
+    "UIDVALIDITY": "uidvalidity",
+    "UIDNEXT": "uidnext",
+    "HIGHESTMODSEQ": "highest_modseq",
+}
+
+
+def response_code(text: bytes | bytearray) -> tuple[str, bytes] | None:
+    """The ``[CODE args]`` at the start of a status text (``OK [UIDNEXT 4] ...``), if any."""
+    found = _CODE.match(bytes(text))
+    if found is None:
+        return None
+    return found.group(1).decode("ascii").upper(), found.group(2) or b""
+
+
+def parse_select(lines: Sequence[bytes | bytearray]) -> MailboxStatus:
+    """The untagged lines and the tagged text (last) of a successful SELECT or EXAMINE."""
+    numbers: dict[str, int | None] = {}
+    flags: frozenset[str] = frozenset()
+    keywords_allowed = False
+    read_only = False
+    for raw in lines:
+        if isinstance(raw, bytearray):
+            continue
+        exists = _EXISTS.match(raw)
+        if exists is not None:
+            numbers["exists"] = int(exists.group(1))
+            continue
+        code = response_code(raw)
+        if code is None:
+            continue
+        name, args = code
+        if name in _SELECT_NUMBERS and args.strip().isdigit():
+            numbers[_SELECT_NUMBERS[name]] = int(args.strip())
+        elif name == "NOMODSEQ":
+            numbers["highest_modseq"] = None
+        elif name == "READ-ONLY":
+            read_only = True
+        elif name == "PERMANENTFLAGS":
+            listed = args.strip().strip(b"()").split()
+            flags = frozenset(f.decode("ascii", "replace").upper() for f in listed)
+            # aioimaplib removes every "* " in an untagged line, so "(\* \Seen)" arrives as
+            # "(\\Seen)": a doubled backslash is a mangled \*.
+            keywords_allowed = b"\\*" in args or b"\\\\" in args
+    return MailboxStatus(
+        uidvalidity=numbers.get("uidvalidity"),
+        uidnext=numbers.get("uidnext"),
+        exists=numbers.get("exists"),
+        highest_modseq=numbers.get("highest_modseq"),
+        permanent_flags=flags,
+        keywords_allowed=keywords_allowed,
+        read_only=read_only,
+    )
+
+
+def parse_search(lines: Sequence[bytes | bytearray]) -> list[int]:
+    """The numbers of the untagged SEARCH lines (the tagged text, last, is skipped)."""
+    numbers: list[int] = []
+    for raw in lines[:-1]:
+        if isinstance(raw, bytearray):
+            continue
+        text = raw
+        if text[:7].upper() == b"SEARCH ":  # when aioimaplib kept the response name
+            text = text[7:]
+        depth = 0
+        for token in text.replace(b"(", b" ( ").replace(b")", b" ) ").split():
+            # a CONDSTORE server may append "(MODSEQ n)": skip what is in parentheses
+            if token == b"(":
+                depth += 1
+            elif token == b")":
+                depth -= 1
+            elif depth == 0 and token.isdigit():
+                numbers.append(int(token))
+    return numbers
+
+
+@attrs.frozen(kw_only=True)
+class ListEntry:
+    """One LIST response: the mailbox name as sent (modified UTF-7), delimiter and flags."""
+
+    name: str
+    delimiter: str | None
+    flags: frozenset[str]
+
+
+def parse_list(lines: Sequence[bytes | bytearray]) -> list[ListEntry]:
+    """The LIST responses among ``lines`` (the tagged text, last, is skipped)."""
+    entries = []
+    for group in _responses(lines[:-1]):
+        first = group[0]
+        assert isinstance(first, bytes)
+        if first[:5].upper() == b"LIST ":  # when aioimaplib kept the response name
+            group = [first[5:], *group[1:]]
+        values = _values(group)
+        if len(values) < 3 or not isinstance(values[0], list):
+            continue
+        flags, delimiter, name = values[0], values[1], values[2]
+        if isinstance(name, bytes):
+            text = name.decode("utf-8", errors="surrogateescape")
+        elif isinstance(name, str):
+            text = name
+        else:
+            continue
+        entries.append(
+            ListEntry(
+                name=text,
+                delimiter=delimiter.decode("ascii", "replace")
+                if isinstance(delimiter, bytes)
+                else delimiter
+                if isinstance(delimiter, str)
+                else None,
+                flags=frozenset(f.upper() for f in flags if isinstance(f, str)),
+            )
+        )
+    return entries
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def decode_mailbox_name(name: str) -> str:
+    """A mailbox name in IMAP's modified UTF-7 (RFC 3501 5.1.3) as text; as is if invalid."""
+    if "&" not in name:
+        return name
+    out: list[str] = []
+    pos = 0
+    while pos < len(name):
+        char = name[pos]
+        if char != "&":
+            out.append(char)
+            pos += 1
+            continue
+        end = name.find("-", pos)
+        if end < 0:
+            return name
+        if end == pos + 1:
+            out.append("&")
+        else:
+            chunk = name[pos + 1 : end].replace(",", "/")
+            chunk += "=" * (-len(chunk) % 4)
+            try:
+                out.append(base64.b64decode(chunk, validate=True).decode("utf-16-be"))
+            except (binascii.Error, UnicodeDecodeError):
+                return name
+        pos = end + 1
+    return "".join(out)
+
+
+def quote(text: str) -> str:
+    """``text`` as an IMAP quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """Sorted UIDs as a compact set: ``1:3,5,9:10``."""
+    ordered = sorted(set(uids))
+    if not ordered:
+        raise ValueError("an empty UID set")
+    parts = []
+    start = previous = ordered[0]
+    for uid in ordered[1:]:
+        if uid == previous + 1:
+            previous = uid
+            continue
+        parts.append(f"{start}:{previous}" if previous != start else str(start))
+        start = previous = uid
+    parts.append(f"{start}:{previous}" if previous != start else str(start))
+    return ",".join(parts)

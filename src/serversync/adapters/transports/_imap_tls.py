@@ -1,0 +1,67 @@
+"""TLS contexts and socket-error translation shared by the IMAP and POP3 adapters."""
+
+from __future__ import annotations
+
+import ssl
+
+from serversync.errors import (
+    ConfigurationError,
+    ConnectionFailedError,
+    OperationTimeoutError,
+    SyncError,
+)
+from serversync.model import ServerEndpoint
+
+__all__ = ["network_error", "tls_context"]
+
+# Handshake failures that repeat until someone fixes the profile (TLS on a plain port, a
+# server stuck on an old protocol), unlike a reset in the middle of a handshake.
+_PERMANENT_TLS_REASONS = frozenset(
+    {
+        "WRONG_VERSION_NUMBER",
+        "UNSUPPORTED_PROTOCOL",
+        "NO_PROTOCOLS_AVAILABLE",
+        "TLSV1_ALERT_PROTOCOL_VERSION",
+        "HTTP_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+    }
+)
+
+
+def tls_context(endpoint: ServerEndpoint, *, mailbox_id: str | None = None) -> ssl.SSLContext:
+    """A client context that verifies the server unless the profile says otherwise.
+
+    ``ca_file`` replaces the system's trust store; ``verify_certificate=False`` turns off
+    both chain and host name checks (a profile must ask for that explicitly).
+    """
+    try:
+        context = ssl.create_default_context(cafile=endpoint.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"cannot load the CA file {endpoint.ca_file!r}: {exc}", mailbox_id=mailbox_id
+        ) from exc
+    if not endpoint.verify_certificate:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def network_error(exc: OSError, what: str, *, mailbox_id: str | None = None) -> SyncError:
+    """The serversync error for a socket or TLS failure while doing ``what``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # Permanent, and a configuration matter rather than bad credentials: retrying cannot
+        # make an untrusted certificate trusted, and whoever fixes it (a CA file in the
+        # profile, a new server certificate) is the administrator, not the mailbox owner.
+        return ConfigurationError(
+            f"{what}: the server's certificate is not trusted ({exc.verify_message})",
+            mailbox_id=mailbox_id,
+        )
+    if isinstance(exc, ssl.SSLError) and exc.reason in _PERMANENT_TLS_REASONS:
+        return ConfigurationError(
+            f"{what}: the TLS handshake failed ({exc.reason}); check the port and TLS mode",
+            mailbox_id=mailbox_id,
+        )
+    if isinstance(exc, TimeoutError):
+        return OperationTimeoutError(f"{what}: timed out", mailbox_id=mailbox_id)
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    return ConnectionFailedError(f"{what}: {detail}", mailbox_id=mailbox_id)

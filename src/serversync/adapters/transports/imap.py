@@ -1,0 +1,639 @@
+"""The IMAP incoming transport, on aioimaplib.
+
+One session is one authenticated IMAP connection (implicit TLS, STARTTLS or, when a profile
+asks for it, plain text). Messages are addressed by UID; a folder's cursor is its
+UIDVALIDITY, the last processed UID and, where the server offers CONDSTORE, HIGHESTMODSEQ.
+Headers are fetched with ``BODY.PEEK[HEADER]`` and whole messages with ``BODY.PEEK[]``, so
+nothing is ever marked ``\\Seen``; processed messages get the keyword ``$ServerSyncTracked``
+or ``$ServerSyncUndeliverable`` where the folder keeps keywords.
+
+Every command runs under a deadline from :class:`~serversync.settings.Timeouts`; after a
+timeout or a dropped connection the session refuses further commands and is closed without
+LOGOUT. Library and socket errors become :mod:`serversync.errors` types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Final, final
+
+import aioimaplib  # type: ignore[import-untyped]
+import attrs
+
+from serversync.adapters.transports._imap_parse import (
+    FetchItem,
+    ImapParseError,
+    MailboxStatus,
+    decode_mailbox_name,
+    parse_fetch,
+    parse_internaldate,
+    parse_list,
+    parse_search,
+    parse_select,
+    quote,
+    response_code,
+    uid_set,
+)
+from serversync.adapters.transports._imap_protocol import GreetingRefusedError, ImapClient, Reply
+from serversync.adapters.transports._imap_tls import network_error, tls_context
+from serversync.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ConnectionFailedError,
+    MessageRejectedError,
+    OperationTimeoutError,
+    ServerBusyError,
+    SyncError,
+)
+from serversync.model import (
+    Checkpoint,
+    CredentialKind,
+    Credentials,
+    EmailServerProfile,
+    ImapCheckpoint,
+    IncomingBatch,
+    Mailbox,
+    RawHeaders,
+    RawMessage,
+    RemoteFolder,
+    RemoteMark,
+    RemoteMessageRef,
+    ServerEndpoint,
+    TlsMode,
+)
+from serversync.ports import IncomingMailSession, IncomingMailTransport
+from serversync.settings import Timeouts
+
+__all__ = ["TRACKED_KEYWORD", "UNDELIVERABLE_KEYWORD", "ImapStats", "ImapTransport"]
+
+TRACKED_KEYWORD: Final = "$ServerSyncTracked"
+"""The keyword set on a message once it is stored (or found to be a duplicate)."""
+UNDELIVERABLE_KEYWORD: Final = "$ServerSyncUndeliverable"
+"""The keyword set on a message that could not be processed."""
+
+# RFC 6154 special-use attributes, as parse_list upper-cases them -> their canonical spelling.
+_SPECIAL_USES: Final = {
+    flag.upper(): flag
+    for flag in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+}
+
+_KEYWORDS: Final = {
+    RemoteMark.TRACKED: TRACKED_KEYWORD,
+    RemoteMark.UNDELIVERABLE: UNDELIVERABLE_KEYWORD,
+}
+# aioimaplib re-scans a FETCH response from its start for every line it adds, so one command
+# is kept to a few hundred messages.
+_MAX_UIDS_PER_COMMAND: Final = 250
+# A header block seldom exceeds this; a message's size (RFC822.SIZE) is an upper bound.
+_HEADER_ESTIMATE: Final = 64 * 1024
+# Response codes (RFC 5530, plus Gmail's THROTTLED) that say "not now" rather than "never".
+_BUSY_CODES: Final = frozenset({"UNAVAILABLE", "INUSE", "SERVERBUG", "THROTTLED"})
+_AUTH_CONFIGURATION_CODES: Final = frozenset({"PRIVACYREQUIRED", "CLIENTBUG", "CANNOT"})
+
+
+@final
+@attrs.define
+class ImapStats:
+    """What an :class:`ImapTransport` did, over all its sessions: for tests and metrics.
+
+    ``commands`` counts commands by name (``"UID FETCH"``, ``"SELECT"``, ...);
+    ``headers_fetched`` and ``messages_fetched`` count header blocks and whole messages
+    returned; ``bytes_received`` counts bytes read from servers.
+    """
+
+    connections: int = 0
+    commands: collections.Counter[str] = attrs.Factory(collections.Counter)
+    headers_fetched: int = 0
+    messages_fetched: int = 0
+    bytes_received: int = 0
+
+
+@final
+class ImapTransport(IncomingMailTransport):
+    """Reads mail over IMAP with aioimaplib; one instance serves every IMAP mailbox.
+
+    ``timeouts`` bounds every command (connect and login under ``connect``, header and
+    message downloads under ``fetch``, LOGOUT under ``close``, the rest under ``command``).
+    ``header_batch_bytes`` bounds the estimated size of one header download.
+    With ``sasl_plain`` (the default) passwords go through ``AUTHENTICATE PLAIN`` when the
+    server offers it (UTF-8 safe, no quoting), otherwise through ``LOGIN``. OAuth 2.0 access
+    tokens (:attr:`CredentialKind.OAUTH2_ACCESS_TOKEN`) use ``AUTHENTICATE XOAUTH2``.
+
+    Folder ids are the mailbox names as the server sends them (modified UTF-7): IMAP has no
+    stable folder ids without the OBJECTID extension, so a renamed folder is a new folder.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        header_batch_bytes: int = 1024 * 1024,
+        sasl_plain: bool = True,
+    ) -> None:
+        if header_batch_bytes < 1:
+            raise ValueError("header_batch_bytes must be positive")
+        self._timeouts = timeouts or Timeouts()
+        self._header_batch_bytes = header_batch_bytes
+        self._sasl_plain = sasl_plain
+        self.stats = ImapStats()
+
+    @asynccontextmanager
+    async def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AsyncIterator[IncomingMailSession]:
+        """Connect, secure and log in; log out when the block ends."""
+        endpoint = profile.incoming
+        if endpoint is None:
+            raise ConfigurationError(
+                f"profile {profile.name!r} has no incoming server", mailbox_id=mailbox.id
+            )
+        if credentials is None:
+            raise ConfigurationError(
+                "IMAP needs credentials, and the profile's credential source gave none",
+                mailbox_id=mailbox.id,
+            )
+        limit = self._timeouts.connect
+        try:
+            async with asyncio.timeout(limit.total_seconds()):
+                session = await self._connect(mailbox, endpoint, credentials)
+        except TimeoutError as exc:
+            if isinstance(exc, SyncError):
+                raise
+            raise OperationTimeoutError(
+                f"connecting and logging in to IMAP server {endpoint.host} did not finish "
+                f"within {limit.total_seconds():g} s",
+                mailbox_id=mailbox.id,
+            ) from exc
+        try:
+            yield session
+        finally:
+            await session.aclose()
+
+    async def _connect(
+        self, mailbox: Mailbox, endpoint: ServerEndpoint, credentials: Credentials
+    ) -> _ImapSession:
+        implicit = endpoint.tls is TlsMode.IMPLICIT
+        port = endpoint.port or (993 if implicit else 143)
+        context = (
+            tls_context(endpoint, mailbox_id=mailbox.id)
+            if endpoint.tls is not TlsMode.NONE
+            else None
+        )
+        what = f"connecting to IMAP server {endpoint.host}:{port}"
+        try:
+            client = await ImapClient.connect(endpoint.host, port, context if implicit else None)
+        except OSError as exc:
+            raise network_error(exc, what, mailbox_id=mailbox.id) from exc
+        except GreetingRefusedError as exc:
+            raise ServerBusyError(
+                f"{what}: the server refused the connection: {exc}", mailbox_id=mailbox.id
+            ) from exc
+        self.stats.connections += 1
+        session = _ImapSession(
+            client,
+            mailbox_id=mailbox.id,
+            timeouts=self._timeouts,
+            stats=self.stats,
+            header_batch_bytes=self._header_batch_bytes,
+        )
+        try:
+            await session.start(endpoint, credentials, context, sasl_plain=self._sasl_plain)
+        except BaseException:
+            client.abort()
+            raise
+        return session
+
+
+def _uid(ref: RemoteMessageRef) -> int:
+    try:
+        return int(ref.remote_id)
+    except ValueError as exc:
+        raise MessageRejectedError(
+            f"{ref.remote_id!r} is not an IMAP UID (a reference from another transport?)"
+        ) from exc
+
+
+def _mailbox_argument(folder: str) -> str:
+    if any(c in folder for c in "\r\n\0"):
+        raise ConfigurationError(f"folder name {folder!r} contains a line break or NUL")
+    return quote(folder)
+
+
+def _by_folder(refs: Sequence[RemoteMessageRef]) -> dict[str, list[RemoteMessageRef]]:
+    grouped: dict[str, list[RemoteMessageRef]] = {}
+    for ref in refs:
+        grouped.setdefault(ref.folder, []).append(ref)
+    return grouped
+
+
+def _chunks(uids: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(uids), size):
+        yield list(uids[start : start + size])
+
+
+@final
+class _ImapSession(IncomingMailSession):
+    def __init__(
+        self,
+        client: ImapClient,
+        *,
+        mailbox_id: str,
+        timeouts: Timeouts,
+        stats: ImapStats,
+        header_batch_bytes: int,
+    ) -> None:
+        self._client = client
+        self._mailbox_id = mailbox_id
+        self._timeouts = timeouts
+        self._stats = stats
+        self._header_batch_bytes = header_batch_bytes
+        self._condstore = False
+        self._selected: str | None = None
+        self._status: MailboxStatus | None = None
+        self._broken = False
+        self._closed = False
+        self._counted_bytes = 0
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _run(
+        self, name: str, call: Callable[[], Awaitable[Reply]], *, limit: timedelta
+    ) -> Reply:
+        """Run one command under ``limit``; any failure but a NO/BAD leaves the session unusable."""
+        if self._closed or self._broken:
+            raise ConnectionFailedError(
+                "the IMAP session is closed or was dropped after an earlier failure",
+                mailbox_id=self._mailbox_id,
+            )
+        self._stats.commands[name] += 1
+        completed = False
+        try:
+            async with asyncio.timeout(limit.total_seconds()):
+                reply = await call()
+            completed = True
+        except TimeoutError as exc:
+            raise OperationTimeoutError(
+                f"IMAP {name} did not finish within {limit.total_seconds():g} s",
+                mailbox_id=self._mailbox_id,
+            ) from exc
+        except OSError as exc:
+            raise network_error(exc, f"IMAP {name}", mailbox_id=self._mailbox_id) from exc
+        except aioimaplib.AioImapException as exc:
+            raise ConnectionFailedError(
+                f"IMAP {name}: the client lost track of the conversation ({exc!r})",
+                mailbox_id=self._mailbox_id,
+            ) from exc
+        finally:
+            # After a timeout the reply may still arrive and be taken for the next command's.
+            if not completed:
+                self._broken = True
+            received = self._client.bytes_received
+            self._stats.bytes_received += received - self._counted_bytes
+            self._counted_bytes = received
+        return reply
+
+    def _refused(self, name: str, reply: Reply, *, kind: str, what: str = "") -> SyncError:
+        """The error for a NO or BAD; ``kind`` is auth, folder, item or session."""
+        code = response_code(reply.text)
+        code_name = code[0] if code else None
+        text = reply.text.decode("utf-8", errors="replace").strip()
+        server_code = f"{reply.result} [{code_name}]" if code_name else reply.result
+        message = f"{what or 'IMAP ' + name} refused: {text}"
+        box = self._mailbox_id
+        if code_name in _BUSY_CODES:
+            return ServerBusyError(message, mailbox_id=box, server_code=server_code)
+        if kind == "auth":
+            if reply.result == "BAD" or code_name in _AUTH_CONFIGURATION_CODES:
+                return ConfigurationError(message, mailbox_id=box, server_code=server_code)
+            return AuthenticationError(message, mailbox_id=box, server_code=server_code)
+        if kind == "item":
+            return MessageRejectedError(
+                message, server_message=text, mailbox_id=box, server_code=server_code
+            )
+        return ConfigurationError(message, mailbox_id=box, server_code=server_code)
+
+    def _fetched(self, reply: Reply) -> list[FetchItem]:
+        try:
+            return parse_fetch(reply.lines[:-1])
+        except ImapParseError as exc:
+            self._broken = True
+            raise ConnectionFailedError(
+                f"the IMAP server sent a FETCH response that cannot be read: {exc}",
+                mailbox_id=self._mailbox_id,
+            ) from exc
+
+    # -- opening and closing ------------------------------------------------------------------
+
+    async def start(
+        self,
+        endpoint: ServerEndpoint,
+        credentials: Credentials,
+        context: ssl.SSLContext | None,
+        *,
+        sasl_plain: bool,
+    ) -> None:
+        client = self._client
+        limit = self._timeouts.connect
+        if endpoint.tls is TlsMode.STARTTLS:
+            assert context is not None
+            if client.preauthenticated:
+                raise ConfigurationError(
+                    "the IMAP server logged the connection in before STARTTLS (PREAUTH); "
+                    "refusing to continue without TLS",
+                    mailbox_id=self._mailbox_id,
+                )
+            if "STARTTLS" not in client.capabilities:
+                raise ConfigurationError(
+                    f"IMAP server {endpoint.host} does not offer STARTTLS",
+                    mailbox_id=self._mailbox_id,
+                )
+            reply = await self._run(
+                "STARTTLS",
+                functools.partial(client.starttls, context, endpoint.host),
+                limit=limit,
+            )
+            if not reply.ok:
+                raise self._refused("STARTTLS", reply, kind="session")
+            await self._run("CAPABILITY", self._capability, limit=limit)
+        if not client.preauthenticated:
+            await self._login(credentials, sasl_plain=sasl_plain)
+            # The capabilities change after login (CONDSTORE, MOVE, ...); ask again.
+            await self._run("CAPABILITY", self._capability, limit=limit)
+        self._condstore = "CONDSTORE" in client.capabilities
+
+    async def _capability(self) -> Reply:
+        await self._client.capability()
+        return Reply(result="OK", lines=[])
+
+    async def _login(self, credentials: Credentials, *, sasl_plain: bool) -> None:
+        client = self._client
+        capabilities = client.capabilities
+        user = credentials.username
+        secret = credentials.secret.reveal()
+        call: Callable[[], Awaitable[Reply]]
+        if credentials.kind is CredentialKind.OAUTH2_ACCESS_TOKEN:
+            if "AUTH=XOAUTH2" not in capabilities:
+                raise ConfigurationError(
+                    "the IMAP server does not offer XOAUTH2 for an OAuth 2.0 access token",
+                    mailbox_id=self._mailbox_id,
+                )
+            payload = f"user={user}\x01auth=Bearer {secret}\x01\x01".encode()
+            name = "AUTHENTICATE"
+            call = functools.partial(client.authenticate, "XOAUTH2", payload)
+        elif sasl_plain and "AUTH=PLAIN" in capabilities:
+            name = "AUTHENTICATE"
+            payload = b"\0" + user.encode() + b"\0" + secret.encode()
+            call = functools.partial(client.authenticate, "PLAIN", payload)
+        elif "LOGINDISABLED" in capabilities:
+            raise ConfigurationError(
+                "the IMAP server refuses LOGIN on this connection (LOGINDISABLED) and offers "
+                "no AUTH=PLAIN; use TLS",
+                mailbox_id=self._mailbox_id,
+            )
+        else:
+            name = "LOGIN"
+            call = functools.partial(client.login, user, secret)
+        reply = await self._run(name, call, limit=self._timeouts.connect)
+        if not reply.ok:
+            raise self._refused(name, reply, kind="auth", what=f"the IMAP login of {user}")
+
+    async def aclose(self) -> None:
+        """LOGOUT and close; a broken session is only dropped. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        if self._broken:
+            client.abort()
+            return
+        try:
+            async with asyncio.timeout(self._timeouts.close.total_seconds()):
+                self._stats.commands["LOGOUT"] += 1
+                await client.logout()
+                await client.close()
+        except (TimeoutError, OSError, aioimaplib.AioImapException):
+            # The work is recorded; a server that does not say goodbye only loses the socket.
+            client.abort()
+        except BaseException:
+            client.abort()
+            raise
+
+    # -- folders ----------------------------------------------------------------------------
+
+    async def _select(self, folder: str, *, refresh: bool) -> MailboxStatus:
+        if not refresh and self._selected == folder and self._status is not None:
+            return self._status
+        argument = _mailbox_argument(folder)
+        self._selected = self._status = None
+        reply = await self._run(
+            "SELECT",
+            functools.partial(self._client.select, argument, condstore=self._condstore),
+            limit=self._timeouts.command,
+        )
+        if not reply.ok:
+            raise self._refused("SELECT", reply, kind="folder", what=f"opening folder {folder!r}")
+        status = parse_select(reply.lines)
+        if status.uidvalidity is None:
+            raise ConfigurationError(
+                f"the IMAP server reported no UIDVALIDITY for {folder!r}; no cursor can be kept",
+                mailbox_id=self._mailbox_id,
+            )
+        self._selected, self._status = folder, status
+        return status
+
+    async def list_folders(self) -> Sequence[RemoteFolder]:
+        reply = await self._run(
+            "LIST", functools.partial(self._client.list, '""', '"*"'), limit=self._timeouts.command
+        )
+        if not reply.ok:
+            raise self._refused("LIST", reply, kind="session")
+        try:
+            entries = parse_list(reply.lines)
+        except ImapParseError as exc:
+            raise ConnectionFailedError(
+                f"the IMAP server sent a LIST response that cannot be read: {exc}",
+                mailbox_id=self._mailbox_id,
+            ) from exc
+        # Folders that cannot be opened (\Noselect hierarchy nodes) are left out.
+        selectable = [e for e in entries if not {"\\NOSELECT", "\\NONEXISTENT"} & e.flags]
+        names = {e.name for e in selectable}
+        folders = []
+        for entry in selectable:
+            parent: str | None = None
+            if entry.delimiter and entry.delimiter in entry.name:
+                candidate = entry.name.rsplit(entry.delimiter, 1)[0]
+                parent = candidate if candidate in names else None
+            special = next((_SPECIAL_USES[f] for f in entry.flags if f in _SPECIAL_USES), None)
+            folders.append(
+                RemoteFolder(
+                    id=entry.name,
+                    name=decode_mailbox_name(entry.name),
+                    parent_id=parent,
+                    special_use=special,
+                )
+            )
+        return folders
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def list_new(
+        self, folder: str, checkpoint: Checkpoint | None, *, limit: int
+    ) -> IncomingBatch:
+        if checkpoint is not None and not isinstance(checkpoint, ImapCheckpoint):
+            raise ConfigurationError(
+                f"an IMAP folder needs an IMAP cursor, not {type(checkpoint).__name__}",
+                mailbox_id=self._mailbox_id,
+            )
+        # SELECT again every time: it is how new mail and a new UIDVALIDITY become visible.
+        status = await self._select(folder, refresh=True)
+        uidvalidity = status.uidvalidity
+        assert uidvalidity is not None
+        # A new UIDVALIDITY means old UIDs may now name other messages: list from the start;
+        # dedupe by Message-ID in the engine keeps the second pass free of duplicates.
+        reset = checkpoint is not None and checkpoint.uidvalidity != uidvalidity
+        last_uid = checkpoint.last_uid if checkpoint is not None and not reset else 0
+        newer: list[int] = []
+        if status.exists != 0 and (status.uidnext is None or status.uidnext > last_uid + 1):
+            reply = await self._run(
+                "UID SEARCH",
+                functools.partial(self._client.uid_search, "UID", f"{last_uid + 1}:*"),
+                limit=self._timeouts.command,
+            )
+            if not reply.ok:
+                raise self._refused("UID SEARCH", reply, kind="session")
+            # "n:*" always includes the highest UID, even one below n (RFC 3501 6.4.8).
+            newer = sorted({uid for uid in parse_search(reply.lines) if uid > last_uid})
+        chosen = newer[:limit]
+        more = len(newer) > limit
+        details = await self._details(chosen)
+        # A message expunged between SEARCH and FETCH is simply gone.
+        listed = [uid for uid in chosen if uid in details]
+        refs = tuple(
+            RemoteMessageRef(
+                folder=folder,
+                remote_id=str(uid),
+                received_at=details[uid][0],
+                size=details[uid][1],
+            )
+            for uid in listed
+        )
+        checkpoints = tuple(ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid) for uid in listed)
+        # HIGHESTMODSEQ describes the whole folder, so only a cursor past every message
+        # listed at SELECT time may carry it.
+        end = ImapCheckpoint(
+            uidvalidity=uidvalidity,
+            last_uid=chosen[-1] if chosen else last_uid,
+            highest_modseq=None if more else status.highest_modseq,
+        )
+        return IncomingBatch(
+            folder=folder, refs=refs, checkpoints=checkpoints, end=end, reset=reset, more=more
+        )
+
+    async def _details(self, uids: Sequence[int]) -> dict[int, tuple[datetime | None, int | None]]:
+        details: dict[int, tuple[datetime | None, int | None]] = {}
+        wanted = set(uids)
+        for chunk in _chunks(uids, _MAX_UIDS_PER_COMMAND):
+            reply = await self._run(
+                "UID FETCH",
+                functools.partial(
+                    self._client.uid_fetch, uid_set(chunk), "(UID INTERNALDATE RFC822.SIZE)"
+                ),
+                limit=self._timeouts.command,
+            )
+            if not reply.ok:
+                raise self._refused("UID FETCH", reply, kind="session")
+            for item in self._fetched(reply):
+                uid = item.uid
+                if uid is not None and uid in wanted:
+                    received = parse_internaldate(item.data("INTERNALDATE"))
+                    details[uid] = (received, item.number("RFC822.SIZE"))
+        return details
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    def _header_batches(self, refs: Sequence[RemoteMessageRef]) -> Iterator[list[int]]:
+        batch: list[int] = []
+        budget = 0
+        for ref in refs:
+            estimate = min(ref.size or _HEADER_ESTIMATE, _HEADER_ESTIMATE)
+            if batch and (
+                budget + estimate > self._header_batch_bytes or len(batch) >= _MAX_UIDS_PER_COMMAND
+            ):
+                yield batch
+                batch, budget = [], 0
+            batch.append(_uid(ref))
+            budget += estimate
+        if batch:
+            yield batch
+
+    async def fetch_headers(self, refs: Sequence[RemoteMessageRef]) -> Sequence[RawHeaders]:
+        found: dict[tuple[str, int], bytes] = {}
+        for folder, folder_refs in _by_folder(refs).items():
+            await self._select(folder, refresh=False)
+            for batch in self._header_batches(folder_refs):
+                wanted = set(batch)
+                reply = await self._run(
+                    "UID FETCH",
+                    functools.partial(
+                        self._client.uid_fetch, uid_set(batch), "(UID BODY.PEEK[HEADER])"
+                    ),
+                    limit=self._timeouts.fetch,
+                )
+                if not reply.ok:
+                    raise self._refused("UID FETCH", reply, kind="item")
+                for item in self._fetched(reply):
+                    uid = item.uid
+                    data = item.data("BODY[HEADER]")
+                    if uid is not None and uid in wanted and data is not None:
+                        found[(folder, uid)] = data
+        self._stats.headers_fetched += len(found)
+        # A message expunged since it was listed comes back empty: the engine records it as
+        # unreadable and moves on instead of failing the whole batch.
+        return [RawHeaders(ref=ref, data=found.get((ref.folder, _uid(ref)), b"")) for ref in refs]
+
+    async def fetch_message(self, ref: RemoteMessageRef) -> RawMessage:
+        uid = _uid(ref)
+        await self._select(ref.folder, refresh=False)
+        reply = await self._run(
+            "UID FETCH",
+            functools.partial(self._client.uid_fetch, str(uid), "(UID BODY.PEEK[])"),
+            limit=self._timeouts.fetch,
+        )
+        if not reply.ok:
+            raise self._refused("UID FETCH", reply, kind="item", what=f"fetching message {uid}")
+        for item in self._fetched(reply):
+            data = item.data("BODY[]")
+            if item.uid == uid and data is not None:
+                self._stats.messages_fetched += 1
+                return RawMessage(ref=ref, data=data)
+        raise MessageRejectedError(
+            f"message {uid} is no longer in folder {ref.folder!r}", mailbox_id=self._mailbox_id
+        )
+
+    # -- marking ----------------------------------------------------------------------------
+
+    async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:
+        keyword = _KEYWORDS[mark]
+        for folder, folder_refs in _by_folder(refs).items():
+            status = await self._select(folder, refresh=False)
+            if not status.can_store(keyword):
+                # PERMANENTFLAGS without \* (or a read-only folder): the server would not keep
+                # the keyword, and the cursor, not the keyword, is what prevents re-imports.
+                continue
+            uids = sorted({_uid(ref) for ref in folder_refs})
+            for chunk in _chunks(uids, _MAX_UIDS_PER_COMMAND):
+                reply = await self._run(
+                    "UID STORE",
+                    functools.partial(
+                        self._client.uid_store, uid_set(chunk), "+FLAGS.SILENT", f"({keyword})"
+                    ),
+                    limit=self._timeouts.command,
+                )
+                if not reply.ok:
+                    raise self._refused("UID STORE", reply, kind="item")
