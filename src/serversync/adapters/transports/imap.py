@@ -26,6 +26,11 @@ from typing import Final, final
 import aioimaplib  # type: ignore[import-untyped]
 import attrs
 
+from serversync.adapters.transports._connection import (
+    incoming_server,
+    network_error,
+    tls_context,
+)
 from serversync.adapters.transports._imap_parse import (
     FetchItem,
     ImapParseError,
@@ -41,7 +46,6 @@ from serversync.adapters.transports._imap_parse import (
     uid_set,
 )
 from serversync.adapters.transports._imap_protocol import GreetingRefusedError, ImapClient, Reply
-from serversync.adapters.transports._imap_tls import network_error, tls_context
 from serversync.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -148,20 +152,13 @@ class ImapTransport(IncomingMailTransport):
         self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
     ) -> AsyncIterator[IncomingMailSession]:
         """Connect, secure and log in; log out when the block ends."""
-        endpoint = profile.incoming
-        if endpoint is None:
-            raise ConfigurationError(
-                f"profile {profile.name!r} has no incoming server", mailbox_id=mailbox.id
-            )
-        if credentials is None:
-            raise ConfigurationError(
-                "IMAP needs credentials, and the profile's credential source gave none",
-                mailbox_id=mailbox.id,
-            )
+        endpoint, login = incoming_server(
+            profile, credentials, protocol="IMAP", mailbox_id=mailbox.id
+        )
         limit = self._timeouts.connect
         try:
             async with asyncio.timeout(limit.total_seconds()):
-                session = await self._connect(mailbox, endpoint, credentials)
+                session = await self._connect(mailbox, endpoint, login)
         except TimeoutError as exc:
             if isinstance(exc, SyncError):
                 raise
@@ -180,11 +177,7 @@ class ImapTransport(IncomingMailTransport):
     ) -> _ImapSession:
         implicit = endpoint.tls is TlsMode.IMPLICIT
         port = endpoint.port or (993 if implicit else 143)
-        context = (
-            tls_context(endpoint, mailbox_id=mailbox.id)
-            if endpoint.tls is not TlsMode.NONE
-            else None
-        )
+        context = tls_context(endpoint, mailbox_id=mailbox.id)
         what = f"connecting to IMAP server {endpoint.host}:{port}"
         try:
             client = await ImapClient.connect(endpoint.host, port, context if implicit else None)

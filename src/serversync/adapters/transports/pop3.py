@@ -27,7 +27,11 @@ from typing import Final, TypeVar, final
 
 import attrs
 
-from serversync.adapters.transports._imap_tls import network_error, tls_context
+from serversync.adapters.transports._connection import (
+    incoming_server,
+    network_error,
+    tls_context,
+)
 from serversync.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -179,24 +183,13 @@ class Pop3Transport(IncomingMailTransport):
         self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
     ) -> AsyncIterator[IncomingMailSession]:
         """Connect, secure and log in; QUIT when the block ends."""
-        endpoint = profile.incoming
-        if endpoint is None:
-            raise ConfigurationError(
-                f"profile {profile.name!r} has no incoming server", mailbox_id=mailbox.id
-            )
-        if credentials is None:
-            raise ConfigurationError(
-                "POP3 needs credentials, and the profile's credential source gave none",
-                mailbox_id=mailbox.id,
-            )
-        context = (
-            tls_context(endpoint, mailbox_id=mailbox.id)
-            if endpoint.tls is not TlsMode.NONE
-            else None
+        endpoint, login = incoming_server(
+            profile, credentials, protocol="POP3", mailbox_id=mailbox.id
         )
+        context = tls_context(endpoint, mailbox_id=mailbox.id)
         session = _Pop3Session(
             endpoint,
-            credentials,
+            login,
             context,
             mailbox_id=mailbox.id,
             timeouts=self._timeouts,

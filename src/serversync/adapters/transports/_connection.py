@@ -1,4 +1,5 @@
-"""TLS contexts and socket-error translation shared by the IMAP and POP3 adapters."""
+"""What the IMAP and POP3 adapters share when they connect: the endpoint and credential
+checks, TLS contexts, and socket-error translation."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from serversync.errors import (
     OperationTimeoutError,
     SyncError,
 )
-from serversync.model import ServerEndpoint
+from serversync.model import Credentials, EmailServerProfile, ServerEndpoint, TlsMode
 
-__all__ = ["network_error", "tls_context"]
+__all__ = ["incoming_server", "network_error", "tls_context"]
 
 # Handshake failures that repeat until someone fixes the profile (TLS on a plain port, a
 # server stuck on an old protocol), unlike a reset in the middle of a handshake.
@@ -28,12 +29,38 @@ _PERMANENT_TLS_REASONS = frozenset(
 )
 
 
-def tls_context(endpoint: ServerEndpoint, *, mailbox_id: str | None = None) -> ssl.SSLContext:
-    """A client context that verifies the server unless the profile says otherwise.
+def incoming_server(
+    profile: EmailServerProfile,
+    credentials: Credentials | None,
+    *,
+    protocol: str,
+    mailbox_id: str | None = None,
+) -> tuple[ServerEndpoint, Credentials]:
+    """The profile's incoming server and the credentials for it; both must be there."""
+    endpoint = profile.incoming
+    if endpoint is None:
+        raise ConfigurationError(
+            f"profile {profile.name!r} has no incoming server", mailbox_id=mailbox_id
+        )
+    if credentials is None:
+        raise ConfigurationError(
+            f"{protocol} needs credentials, and the profile's credential source gave none",
+            mailbox_id=mailbox_id,
+        )
+    return endpoint, credentials
+
+
+def tls_context(
+    endpoint: ServerEndpoint, *, mailbox_id: str | None = None
+) -> ssl.SSLContext | None:
+    """A client context that verifies the server unless the profile says otherwise, or
+    ``None`` for a plain-text endpoint.
 
     ``ca_file`` replaces the system's trust store; ``verify_certificate=False`` turns off
     both chain and host name checks (a profile must ask for that explicitly).
     """
+    if endpoint.tls is TlsMode.NONE:
+        return None
     try:
         context = ssl.create_default_context(cafile=endpoint.ca_file)
     except (OSError, ssl.SSLError) as exc:
