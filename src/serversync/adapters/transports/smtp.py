@@ -258,7 +258,7 @@ class _SmtpSession(OutgoingMailSession):
         if self._state is _State.OPEN:
             self._state = _State.BROKEN
             self._broken_because = reason
-        self._smtp.close()
+        _abort(self._smtp)
 
     def _require_usable(self) -> None:
         if self._state is _State.OPEN and self._smtp.is_connected:
@@ -335,6 +335,9 @@ class _SmtpSession(OutgoingMailSession):
         polite = self._state is _State.OPEN and self._smtp.is_connected
         self._state = _State.CLOSED
         seconds = self._timeouts.close.total_seconds()
+        # QUIT closes the connection, but over TLS only starts the TLS shutdown, which waits
+        # (up to 30 s) for the server's close_notify; keep the transport to finish it now.
+        transport = self._smtp.transport
         try:
             if polite:
                 async with asyncio.timeout(seconds):
@@ -343,19 +346,25 @@ class _SmtpSession(OutgoingMailSession):
             # The sends are over and recorded; a failed goodbye changes nothing.
             logger.debug("QUIT to %s failed: %s", self._where, exc)
         finally:
-            await _discard(self._smtp)
+            await _discard(self._smtp, transport)
 
 
-async def _discard(smtp: aiosmtplib.SMTP) -> None:
-    """Close the connection now, and let the loop release the socket before we return.
+def _abort(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
+    """Drop the connection at once, unsent data included.
 
-    After a failed STARTTLS the plain transport is left half-closed; aborting it and giving
-    the loop one turn runs its connection_lost, so no socket outlives the session.
+    A plain close waits for the write buffer to drain (never, with a stalled server or after
+    a failed STARTTLS) or for the peer's TLS close_notify; the socket would then outlive the
+    session. ``transport`` is the connection's transport if ``smtp`` already let go of it.
     """
-    transport = smtp.transport
+    transport = transport or smtp.transport
     smtp.close()
     if isinstance(transport, asyncio.WriteTransport):
         transport.abort()
+
+
+async def _discard(smtp: aiosmtplib.SMTP, transport: asyncio.BaseTransport | None = None) -> None:
+    """Drop the connection and let the loop run its connection_lost before we return."""
+    _abort(smtp, transport)
     await asyncio.sleep(0)
 
 
