@@ -54,7 +54,8 @@ from serversync.testing import (
     an_email,
 )
 from serversync.testing.contracts import MailboxFixture, check_outgoing_transport
-from tests.integration.smtp_server import PASSWORD, TOKEN, USER, Mode, Pki, SmtpServer, make_pki
+from tests.integration.pki import Pki, make_pki
+from tests.integration.smtp_server import PASSWORD, TOKEN, USER, Mode, SmtpServer
 
 pytestmark = pytest.mark.integration
 
