@@ -234,12 +234,7 @@ class IncomingPipeline:
         try:
             headers = parse_headers(raw.data)
         except MalformedMessageError as exc:
-            return self._outcome(
-                ref,
-                OutcomeKind.FAILED,
-                explanation=f"unreadable headers: {exc.reason}",
-                error=ErrorRecord.from_exception(exc),
-            )
+            return self._failed(ref, f"unreadable headers: {exc.reason}", exc)
         headers, message_id = ensure_message_id(headers)
         common = _common(headers, message_id)
         ctx = self._ctx
@@ -270,24 +265,12 @@ class IncomingPipeline:
             if exc.scope is not ErrorScope.ITEM:
                 raise
             # This message alone (it vanished, or the server refuses to return it).
-            return self._outcome(
-                ref,
-                OutcomeKind.FAILED,
-                explanation=f"cannot fetch the message: {exc}",
-                error=ErrorRecord.from_exception(exc),
-                trace=trace,
-                **common,
-            )
+            return self._failed(ref, f"cannot fetch the message: {exc}", exc, trace=trace, **common)
         try:
             parsed = parse_message(message.data)
         except MalformedMessageError as exc:
-            return self._outcome(
-                ref,
-                OutcomeKind.FAILED,
-                explanation=f"unreadable message: {exc.reason}",
-                error=ErrorRecord.from_exception(exc),
-                trace=trace,
-                **common,
+            return self._failed(
+                ref, f"unreadable message: {exc.reason}", exc, trace=trace, **common
             )
         received_on = ref.received_at or headers.date or ctx.clock.now()
         return await self._store(session, ref, judged, parsed, received_on)
@@ -314,12 +297,7 @@ class IncomingPipeline:
         except SyncError as exc:
             if exc.scope is not ErrorScope.ITEM:
                 raise
-            return self._outcome(
-                ref,
-                OutcomeKind.FAILED,
-                explanation=f"cannot read the forwarded message: {exc}",
-                error=ErrorRecord.from_exception(exc),
-            )
+            return self._failed(ref, f"cannot read the forwarded message: {exc}", exc)
         headers, message_id = ensure_message_id(headers)
         forwarder = wrapper.sender.address if wrapper.sender else "nobody"
         target = await self._forwarding_mailbox(forwarder)
@@ -414,6 +392,18 @@ class IncomingPipeline:
                 activity_id=result.activity_id,
             )
         return attrs.evolve(judged.outcome, activity_id=result.activity_id)
+
+    def _failed(
+        self, ref: RemoteMessageRef, explanation: str, exc: SyncError, **fields: Any
+    ) -> ItemOutcome:
+        """This message failed alone; the error is kept for the report."""
+        return self._outcome(
+            ref,
+            OutcomeKind.FAILED,
+            explanation=explanation,
+            error=ErrorRecord.from_exception(exc),
+            **fields,
+        )
 
     def _before_cutoff(self, ref: RemoteMessageRef) -> ItemOutcome | None:
         if (
