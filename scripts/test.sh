@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Dovecot (IMAP, POP3) for tests/integration, from Debian; the tests run their own instance.
-# A temporary policy-rc.d keeps the package's system service from starting on install.
-if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then
+# Real servers for tests/integration, from Debian: Dovecot (IMAP, POP3) and PostgreSQL. The
+# tests start their own throw-away instances on loopback; a temporary policy-rc.d keeps the
+# packages' system services from starting on install.
+packages=()
+command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] || packages+=(dovecot-imapd dovecot-pop3d)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+if [ "${#packages[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -15,13 +19,13 @@ if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then
   fi
   status=0
   { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; } || status=$?
+      apt-get install -y -qq "${packages[@]}" >/dev/null; } || status=$?
   [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
   [ "$status" -eq 0 ] || exit "$status"
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev,sql,cli]'
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

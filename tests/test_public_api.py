@@ -23,6 +23,7 @@ PUBLIC_MODULES = (
     "serversync.testing",
     "serversync.errors",
     "serversync.settings",
+    "serversync.sql",
 )
 
 _TYPE_ALIAS_TYPE: type | None = getattr(typing, "TypeAliasType", None)

@@ -16,6 +16,7 @@ from typing import final
 import attrs
 
 from serversync.adapters._faults import FaultPlan, FaultPoint
+from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.errors import LeaseLostError, StorageConflictError
 from serversync.model import (
     ActivityId,
@@ -40,12 +41,7 @@ from serversync.model import (
     QueueItemId,
     RecordRef,
     SendClaim,
-    SendFailed,
     SendOutcome,
-    SendReleased,
-    SendRetry,
-    SendSucceeded,
-    SendUncertain,
     TrackingNumbers,
     Workload,
     WorkloadState,
@@ -356,7 +352,7 @@ class InMemoryStorage(Repositories):
         activity_id = claim.activity.id
         self._require_claim(claim)
         activity = self._activities[activity_id]
-        updated = _apply(activity, outcome)
+        updated = apply_send_outcome(activity, outcome)
         self._activities[activity_id] = updated
         if updated.message_id is not None and updated.message_id != activity.message_id:
             self._by_key[DedupeKey(message_id=updated.message_id, direction=updated.direction)] = (
@@ -417,54 +413,6 @@ class InMemoryStorage(Repositories):
 def _newest_first(activity: EmailActivity) -> float:
     stamp = activity.last_activity_on
     return -stamp.timestamp() if stamp is not None else 0.0
-
-
-def _apply(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:
-    attempts = activity.delivery_attempts + 1
-    if isinstance(outcome, SendSucceeded):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.SENT,
-            message_id=outcome.message_id,
-            sent_on=outcome.sent_on,
-            server_reply=outcome.server_reply,
-            delivery_attempts=attempts,
-            postpone_sending_until=None,
-            last_send_error=None,
-        )
-    if isinstance(outcome, SendRetry):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.PENDING_SEND,
-            delivery_attempts=attempts,
-            postpone_sending_until=outcome.not_before,
-            last_send_error=outcome.error,
-        )
-    if isinstance(outcome, SendFailed):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.FAILED,
-            delivery_attempts=attempts,
-            postpone_sending_until=None,
-            last_send_error=outcome.error,
-        )
-    if isinstance(outcome, SendUncertain):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.FAILED,
-            delivery_attempts=attempts,
-            postpone_sending_until=None,
-            delivery_uncertain=True,
-            last_send_error=outcome.error,
-        )
-    if isinstance(outcome, SendReleased):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.PENDING_SEND,
-            postpone_sending_until=outcome.not_before,
-            last_send_error=outcome.error,
-        )
-    raise TypeError(f"unknown send outcome {outcome!r}")
 
 
 @final

@@ -1,0 +1,99 @@
+"""Connecting to SQLite or PostgreSQL, and bringing the schema up to date with Alembic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from serversync.errors import ConfigurationError
+
+__all__ = ["connect", "current_revision", "head_revision", "upgrade", "url_with_driver"]
+
+VERSION_TABLE = "serversync_schema_version"
+
+_SCRIPT_LOCATION = "serversync.adapters.storage.sql:_migrations"
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+# Serialises schema upgrades of several processes starting at once on one PostgreSQL.
+_UPGRADE_LOCK = 0x5E5E_5C01
+
+
+def url_with_driver(url: str) -> str:
+    """``url`` with the async driver serversync uses (``sqlite://`` → ``sqlite+aiosqlite://``)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in _DRIVERS:
+        raise ConfigurationError(f"serversync stores data in SQLite or PostgreSQL, not {backend}")
+    return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def connect(url: str, **engine_options: Any) -> AsyncEngine:
+    """An engine for ``url``; no connection is made yet."""
+    engine = create_async_engine(url_with_driver(url), **engine_options)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, issue BEGIN (so it can be BEGIN IMMEDIATE below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers go on while one writer writes; busy_timeout makes a writer wait
+        # for the lock (another process, another connection) instead of failing at once.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Every transaction takes the write lock up front: a read-then-write transaction
+        # (a claim, an upsert) can then never fail half-way on a lock upgrade.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", _SCRIPT_LOCATION)
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})")
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _revision(connection: Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Create the schema, or migrate it to the newest revision; safe to run concurrently."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema revision of the database, or ``None`` when it has no serversync schema."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_revision)
+
+
+def head_revision() -> str | None:
+    """The newest schema revision this version of serversync knows."""
+    config = Config()
+    config.set_main_option("script_location", _SCRIPT_LOCATION)
+    return ScriptDirectory.from_config(config).get_current_head()

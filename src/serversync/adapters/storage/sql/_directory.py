@@ -1,0 +1,76 @@
+"""A record directory in the same database, for hosts (and the CLI) without their own."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import final
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from serversync.model import CrmRecord, RecordRef
+from serversync.model.messages import normalize_address
+from serversync.ports import RecordDirectory
+
+from ._codec import dump, load
+from ._rows import next_value, retrying, upsert
+from ._schema import records
+from ._storage import ORDER_COUNTER, SqlStorage
+
+__all__ = ["SqlDirectory"]
+
+
+@final
+class SqlDirectory(RecordDirectory):
+    """:class:`~serversync.ports.RecordDirectory` over the ``serversync_records`` table.
+
+    Hosts whose CRM records live elsewhere implement the port on their own tables instead.
+    """
+
+    def __init__(self, storage: SqlStorage) -> None:
+        self._storage = storage
+
+    @property
+    def _engine(self) -> AsyncEngine:
+        return self._storage.engine
+
+    async def add(self, record: CrmRecord) -> None:
+        """Store or replace a record; its address resolves to it from now on."""
+
+        async def write(c: AsyncConnection) -> None:
+            values = {
+                "address": record.email_address,
+                "seq": await next_value(c, ORDER_COUNTER),
+                "data": dump(record),
+            }
+            await upsert(c, records, {"ref": str(record.ref)}, values)
+
+        await retrying(self._engine, write)
+
+    async def list_records(self) -> Sequence[CrmRecord]:
+        """Every record, in the order they were added."""
+        async with self._engine.connect() as c:
+            rows = await c.execute(select(records.c.data).order_by(records.c.seq))
+            return [load(r.data, CrmRecord) for r in rows]
+
+    async def find_by_addresses(
+        self, addresses: Collection[str]
+    ) -> Mapping[str, Sequence[CrmRecord]]:
+        wanted = sorted({normalize_address(a) for a in addresses})
+        if not wanted:
+            return {}
+        found: dict[str, list[CrmRecord]] = {}
+        async with self._engine.connect() as c:
+            rows = await c.execute(
+                select(records.c.address, records.c.data)
+                .where(records.c.address.in_(wanted))
+                .order_by(records.c.seq)
+            )
+            for row in rows:
+                found.setdefault(row.address, []).append(load(row.data, CrmRecord))
+        return {address: tuple(found_records) for address, found_records in found.items()}
+
+    async def get_record(self, ref: RecordRef) -> CrmRecord | None:
+        async with self._engine.connect() as c:
+            text = await c.scalar(select(records.c.data).where(records.c.ref == str(ref)))
+        return None if text is None else load(text, CrmRecord)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the serversync SQL schema (run by ``serversync db upgrade``)."""

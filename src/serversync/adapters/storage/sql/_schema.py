@@ -1,0 +1,171 @@
+"""The SQL schema: one definition for SQLite and PostgreSQL.
+
+Each row keeps the whole value as JSON (``data``, written by the cattrs converter) next to
+the few columns the store queries, constrains or locks on. The columns are projections of
+``data`` and are always written together with it. Times in query columns are microseconds
+since the Unix epoch (UTC): they compare the same way in both dialects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "activities",
+    "activity_addresses",
+    "checkpoints",
+    "counters",
+    "leases",
+    "mailboxes",
+    "metadata",
+    "profiles",
+    "queue_items",
+    "records",
+    "tracking_folders",
+    "tracking_users",
+    "workload_states",
+]
+
+SCHEMA_VERSION = "0001"
+"""The Alembic revision this code expects (``serversync db upgrade`` brings a store to it)."""
+
+# SQLite only gives an auto-incrementing rowid to a column spelled INTEGER PRIMARY KEY.
+_Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+profiles = Table(
+    "serversync_profiles",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("data", Text, nullable=False),
+)
+
+mailboxes = Table(
+    "serversync_mailboxes",
+    metadata,
+    Column("id", String(400), primary_key=True),
+    Column("profile_id", String(200), index=True),
+    Column("data", Text, nullable=False),
+)
+
+workload_states = Table(
+    "serversync_workload_states",
+    metadata,
+    Column("mailbox_id", String(400), primary_key=True),
+    Column("workload", String(20), primary_key=True),
+    Column("next_run_at", BigInteger),
+    Column("data", Text, nullable=False),
+)
+
+checkpoints = Table(
+    "serversync_checkpoints",
+    metadata,
+    Column("mailbox_id", String(400), primary_key=True),
+    Column("folder", String(1000), primary_key=True),
+    Column("data", Text, nullable=False),
+)
+
+activities = Table(
+    "serversync_activities",
+    metadata,
+    # Insertion order: "oldest first" for claims and listings.
+    Column("seq", _Serial, primary_key=True, autoincrement=True),
+    Column("id", String(200), nullable=False, unique=True),
+    Column("direction", SmallInteger, nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("message_id", String(1000)),
+    Column("tracking_token", String(200), index=True),
+    Column("conversation_index_hash", BigInteger, index=True),
+    Column("sender", String(400)),
+    Column("sender_mailbox_id", String(400)),
+    Column("received_on", BigInteger),
+    Column("last_activity_on", BigInteger),
+    Column("postpone_sending_until", BigInteger),
+    Column("tracking_folder_id", String(200), index=True),
+    Column("claim_token", String(64)),
+    Column("claim_owner", String(200)),
+    Column("claim_expires_at", BigInteger),
+    Column("data", Text, nullable=False),
+    # Dynamics keeps one email per (Message-ID, direction) organisation-wide; emails without a
+    # Message-ID (drafts) are not constrained, as NULLs are distinct in both dialects.
+    UniqueConstraint("message_id", "direction"),
+    Index(None, "sender_mailbox_id", "status"),
+    Index(None, "sender", "direction", "received_on"),
+)
+
+activity_addresses = Table(
+    "serversync_activity_addresses",
+    metadata,
+    Column("activity_seq", BigInteger, primary_key=True),
+    Column("address", String(400), primary_key=True),
+    Index(None, "address", "activity_seq"),
+)
+
+queue_items = Table(
+    "serversync_queue_items",
+    metadata,
+    Column("queue", String(400), primary_key=True),
+    Column("activity_id", String(200), primary_key=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+tracking_folders = Table(
+    "serversync_tracking_folders",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("mailbox_id", String(400), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+leases = Table(
+    "serversync_leases",
+    metadata,
+    Column("key", String(500), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("until", BigInteger, nullable=False),
+)
+
+tracking_users = Table(
+    "serversync_tracking_users",
+    metadata,
+    Column("user_ref", String(400), primary_key=True),
+    Column("number", Integer, nullable=False, unique=True),
+)
+
+counters = Table(
+    "serversync_counters",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+records = Table(
+    "serversync_records",
+    metadata,
+    Column("ref", String(400), primary_key=True),
+    Column("address", String(400), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+)

@@ -1,0 +1,671 @@
+"""Every repository port over SQLAlchemy Core: SQLite (embedded) and PostgreSQL (scale-out).
+
+The database keeps the promises exactly-once rests on: the unique (Message-ID, direction)
+constraint decides concurrent inserts, and claims take their rows with ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL (SQLite serialises writers with ``BEGIN IMMEDIATE``). Every method is
+one transaction, so a crash leaves either all of its writes or none.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Self, TypeVar, final
+
+import attrs
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from serversync.adapters.storage._send_outcomes import apply_send_outcome
+from serversync.errors import ConfigurationError, LeaseLostError, StorageConflictError
+from serversync.model import (
+    ActivityId,
+    AddResult,
+    AlreadyExists,
+    Checkpoint,
+    ClaimToken,
+    CorrelationQuery,
+    Created,
+    EmailActivity,
+    EmailDirection,
+    EmailServerProfile,
+    EmailStatus,
+    Mailbox,
+    MailboxId,
+    MailboxTrackingFolder,
+    MessageId,
+    ProfileId,
+    QueueItem,
+    QueueItemId,
+    RecordRef,
+    SendClaim,
+    SendOutcome,
+    TrackingNumbers,
+    Workload,
+    WorkloadState,
+)
+from serversync.model.messages import normalize_address
+from serversync.ports import Repositories
+
+from . import _database
+from ._codec import (
+    activity_columns,
+    dump,
+    from_micros,
+    load,
+    load_any,
+    micros,
+    party_addresses,
+)
+from ._rows import next_value, retrying, upsert
+from ._schema import (
+    activities,
+    activity_addresses,
+    checkpoints,
+    leases,
+    mailboxes,
+    profiles,
+    queue_items,
+    tracking_folders,
+    tracking_users,
+    workload_states,
+)
+
+__all__ = ["SqlStorage"]
+
+_T = TypeVar("_T")
+_TRACKING_COUNTER = "tracking_token"
+_USER_NUMBER_COUNTER = "tracking_user"
+ORDER_COUNTER = "order"
+# The Mailbox fields a workload's permanent failure changes.
+_ENABLED = {
+    Workload.INCOMING: "enabled_for_incoming",
+    Workload.OUTGOING: "enabled_for_outgoing",
+    Workload.ACT: "enabled_for_act",
+}
+_STATUS = {
+    Workload.INCOMING: "incoming_status",
+    Workload.OUTGOING: "outgoing_status",
+    Workload.ACT: "act_status",
+}
+
+
+@final
+class SqlStorage(Repositories):
+    """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
+
+    Open it with :meth:`open` (which checks, or with ``upgrade=True`` brings up to date, the
+    schema) and close it with :meth:`aclose`, or use it as an async context manager.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str, *, upgrade: bool = False, **engine_options: Any) -> Self:
+        """Connect to ``url`` (``sqlite:///path.db`` or ``postgresql://user@host/db``).
+
+        With ``upgrade`` the schema is created or migrated first; without it a database
+        whose schema is missing or older raises :class:`~serversync.errors.ConfigurationError`
+        naming the command that upgrades it.
+        """
+        engine = _database.connect(url, **engine_options)
+        try:
+            if upgrade:
+                await _database.upgrade(engine)
+            else:
+                found = await _database.current_revision(engine)
+                wanted = _database.head_revision()
+                if found != wanted:
+                    raise ConfigurationError(
+                        f"the database schema is at revision {found or 'none'}, this serversync "
+                        f"needs {wanted}: run `serversync db upgrade`"
+                    )
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine (hosts may share it)."""
+        return self._engine
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.begin() as connection:
+            yield connection
+
+    # -- host-side setup ------------------------------------------------------------------------
+
+    async def add_profile(self, profile: EmailServerProfile) -> None:
+        """Store or replace a profile."""
+        await retrying(
+            self._engine, lambda c: upsert(c, profiles, {"id": profile.id}, {"data": dump(profile)})
+        )
+
+    async def list_profiles(self) -> Sequence[EmailServerProfile]:
+        """Every profile, by id."""
+        async with self._engine.connect() as c:
+            rows = await c.execute(select(profiles.c.data).order_by(profiles.c.id))
+            return [load(r.data, EmailServerProfile) for r in rows]
+
+    async def add_mailbox(self, mailbox: Mailbox) -> None:
+        """Store or replace a mailbox."""
+        values = {"profile_id": mailbox.profile_id, "data": dump(mailbox)}
+        await retrying(self._engine, lambda c: upsert(c, mailboxes, {"id": mailbox.id}, values))
+
+    async def add_tracking_folder(self, rule: MailboxTrackingFolder) -> None:
+        """Store or replace a folder-level tracking rule."""
+
+        async def write(c: AsyncConnection) -> None:
+            values = {
+                "mailbox_id": rule.mailbox_id,
+                "seq": await next_value(c, ORDER_COUNTER),
+                "data": dump(rule),
+            }
+            await upsert(c, tracking_folders, {"id": rule.id}, values)
+
+        await retrying(self._engine, write)
+
+    async def put_activity(self, activity: EmailActivity) -> None:
+        """Store or replace an email as the host would (a draft to send, a past email).
+
+        Raises :class:`ValueError` when another email holds its (Message-ID, direction).
+        """
+
+        async def write(c: AsyncConnection) -> None:
+            row = (
+                await c.execute(
+                    select(activities.c.seq, activities.c.data).where(
+                        activities.c.id == activity.id
+                    )
+                )
+            ).first()
+            if row is None:
+                await _insert_activity(c, activity)
+            else:
+                await _rewrite_activity(c, row.seq, load(row.data, EmailActivity), activity)
+
+        try:
+            await retrying(self._engine, write)
+        except IntegrityError as exc:
+            raise ValueError(f"{activity.dedupe_key} already belongs to another email") from exc
+
+    async def activities(self) -> list[EmailActivity]:
+        """Every stored email, in insertion order."""
+        async with self._engine.connect() as c:
+            rows = await c.execute(select(activities.c.data).order_by(activities.c.seq))
+            return [load(r.data, EmailActivity) for r in rows]
+
+    async def queue_items(self) -> list[QueueItem]:
+        """Every queue item, in insertion order."""
+        async with self._engine.connect() as c:
+            rows = await c.execute(select(queue_items.c.data).order_by(queue_items.c.seq))
+            return [load(r.data, QueueItem) for r in rows]
+
+    # -- profiles and mailboxes -----------------------------------------------------------------
+
+    async def get_profile(self, profile_id: ProfileId) -> EmailServerProfile | None:
+        return await self._one(
+            select(profiles.c.data).where(profiles.c.id == profile_id), EmailServerProfile
+        )
+
+    async def list_mailboxes(self) -> Sequence[Mailbox]:
+        async with self._engine.connect() as c:
+            rows = await c.execute(select(mailboxes.c.data).order_by(mailboxes.c.id))
+            return [load(r.data, Mailbox) for r in rows]
+
+    async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
+        return await self._one(
+            select(mailboxes.c.data).where(mailboxes.c.id == mailbox_id), Mailbox
+        )
+
+    async def _one(self, query: Any, kind: type[_T]) -> _T | None:
+        async with self._engine.connect() as c:
+            text = (await c.execute(query)).scalar_one_or_none()
+        return None if text is None else load(text, kind)
+
+    # -- workload state and checkpoints ---------------------------------------------------------
+
+    async def get_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload
+    ) -> WorkloadState | None:
+        return await self._one(
+            select(workload_states.c.data).where(
+                workload_states.c.mailbox_id == mailbox_id,
+                workload_states.c.workload == workload.value,
+            ),
+            WorkloadState,
+        )
+
+    async def save_workload_state(
+        self, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
+    ) -> None:
+        key = {"mailbox_id": mailbox_id, "workload": workload.value}
+        values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
+        await retrying(self._engine, lambda c: upsert(c, workload_states, key, values))
+
+    async def load_checkpoint(self, mailbox_id: MailboxId, folder: str) -> Checkpoint | None:
+        async with self._engine.connect() as c:
+            text = (
+                await c.execute(
+                    select(checkpoints.c.data).where(
+                        checkpoints.c.mailbox_id == mailbox_id, checkpoints.c.folder == folder
+                    )
+                )
+            ).scalar_one_or_none()
+        return None if text is None else load_any(text, Checkpoint)
+
+    async def save_checkpoint(
+        self, mailbox_id: MailboxId, folder: str, checkpoint: Checkpoint
+    ) -> None:
+        key = {"mailbox_id": mailbox_id, "folder": folder}
+        data = dump(checkpoint, Checkpoint)
+        await retrying(self._engine, lambda c: upsert(c, checkpoints, key, {"data": data}))
+
+    # -- activities -----------------------------------------------------------------------------
+
+    async def add_incoming(
+        self, activity: EmailActivity, *, queues: Collection[RecordRef] = ()
+    ) -> AddResult:
+        try:
+            async with self._tx() as c:
+                await _insert_activity(c, activity)
+                for queue in queues:
+                    await _insert_queue_item(c, queue, activity.id, activity.received_on)
+            return Created(activity_id=activity.id)
+        except IntegrityError:
+            # The database's unique constraint decided: another insert holds the key.
+            pass
+        async with self._engine.connect() as c:
+            holder = await _holder(c, activity)
+        if holder is None:
+            raise StorageConflictError(f"email {activity.id} could not be stored")
+        return AlreadyExists(activity_id=holder)
+
+    async def ensure_queue_item(self, queue: RecordRef, activity_id: ActivityId) -> bool:
+        async def write(c: AsyncConnection) -> bool:
+            present = await c.scalar(
+                select(
+                    exists().where(
+                        queue_items.c.queue == str(queue),
+                        queue_items.c.activity_id == activity_id,
+                    )
+                )
+            )
+            if present:
+                return False
+            await _insert_queue_item(c, queue, activity_id, None)
+            return True
+
+        return await retrying(self._engine, write)
+
+    async def get_activity(self, activity_id: ActivityId) -> EmailActivity | None:
+        return await self._one(
+            select(activities.c.data).where(activities.c.id == activity_id), EmailActivity
+        )
+
+    async def find_by_message_ids(
+        self, message_ids: Collection[MessageId]
+    ) -> Sequence[EmailActivity]:
+        if not message_ids:
+            return []
+        return await self._activities_where(activities.c.message_id.in_(list(message_ids)))
+
+    async def _activities_where(self, condition: ColumnElement[bool]) -> list[EmailActivity]:
+        async with self._engine.connect() as c:
+            rows = await c.execute(
+                select(activities.c.data).where(condition).order_by(activities.c.seq)
+            )
+            return [load(r.data, EmailActivity) for r in rows]
+
+    async def count_recent_from(self, sender: str, *, since: datetime) -> int:
+        async with self._engine.connect() as c:
+            count = await c.scalar(
+                select(func.count()).where(
+                    activities.c.sender == normalize_address(sender),
+                    activities.c.direction == int(EmailDirection.INCOMING),
+                    activities.c.received_on >= micros(since),
+                )
+            )
+        return int(count or 0)
+
+    async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
+        conditions: list[ColumnElement[bool]] = []
+        if query.message_ids:
+            conditions.append(activities.c.message_id.in_(list(query.message_ids)))
+        if query.tracking_tokens:
+            conditions.append(activities.c.tracking_token.in_(list(query.tracking_tokens)))
+        if query.conversation_index_hash is not None:
+            conditions.append(activities.c.conversation_index_hash == query.conversation_index_hash)
+        matched = await self._activities_where(or_(false(), *conditions)) if conditions else []
+        if query.participants:
+            wanted = sorted({normalize_address(p) for p in query.participants})
+            among = select(activity_addresses.c.activity_seq).where(
+                activity_addresses.c.address.in_(wanted)
+            )
+            recent = (
+                select(activities.c.data)
+                .where(activities.c.seq.in_(among))
+                .order_by(activities.c.last_activity_on.desc().nulls_last(), activities.c.seq)
+                .limit(query.limit)
+            )
+            if query.since is not None:
+                recent = recent.where(activities.c.last_activity_on >= micros(query.since))
+            async with self._engine.connect() as c:
+                rows = await c.execute(recent)
+                found = [load(r.data, EmailActivity) for r in rows]
+            known = {a.id for a in matched}
+            matched += [a for a in found if a.id not in known]
+        return matched
+
+    # -- the outgoing claim cycle ---------------------------------------------------------------
+
+    async def claim_pending_send(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> Sequence[SendClaim]:
+        due = (
+            select(activities.c.seq, activities.c.data)
+            .where(
+                activities.c.sender_mailbox_id == mailbox_id,
+                activities.c.status == int(EmailStatus.PENDING_SEND),
+                or_(
+                    activities.c.postpone_sending_until.is_(None),
+                    activities.c.postpone_sending_until <= micros(now),
+                ),
+            )
+            .order_by(activities.c.seq)
+            .limit(limit)
+            # Rows another engine is claiming right now are skipped, not waited for.
+            .with_for_update(skip_locked=True)
+        )
+        claims: list[SendClaim] = []
+        async with self._tx() as c:
+            for row in (await c.execute(due)).all():
+                claimed = attrs.evolve(load(row.data, EmailActivity), status=EmailStatus.SENDING)
+                token = ClaimToken(uuid.uuid4().hex)
+                await c.execute(
+                    update(activities)
+                    .where(activities.c.seq == row.seq)
+                    .values(
+                        status=int(EmailStatus.SENDING),
+                        data=dump(claimed),
+                        claim_token=token,
+                        claim_owner=owner,
+                        claim_expires_at=micros(until),
+                    )
+                )
+                claims.append(
+                    SendClaim(activity=claimed, token=token, owner=owner, expires_at=until)
+                )
+        return claims
+
+    async def prepare_send(
+        self,
+        claim: SendClaim,
+        *,
+        message_id: MessageId,
+        subject: str,
+        tracking_token: str | None,
+    ) -> SendClaim:
+        try:
+            async with self._tx() as c:
+                seq, current = await _claimed(c, claim)
+                prepared = attrs.evolve(
+                    current, message_id=message_id, subject=subject, tracking_token=tracking_token
+                )
+                await _rewrite_activity(c, seq, current, prepared)
+        except IntegrityError as exc:
+            raise StorageConflictError(
+                f"{message_id} already belongs to another email than {claim.activity.id}"
+            ) from exc
+        return attrs.evolve(claim, activity=prepared)
+
+    async def allocate_tracking_numbers(self, user: RecordRef) -> TrackingNumbers:
+        async def allocate(c: AsyncConnection) -> TrackingNumbers:
+            number = await c.scalar(
+                select(tracking_users.c.number).where(tracking_users.c.user_ref == str(user))
+            )
+            if number is None:
+                number = await next_value(c, _USER_NUMBER_COUNTER)
+                await c.execute(insert(tracking_users).values(user_ref=str(user), number=number))
+            counter = await next_value(c, _TRACKING_COUNTER)
+            return TrackingNumbers(user_number=int(number), counter=counter)
+
+        return await retrying(self._engine, allocate)
+
+    async def list_expired_claims(
+        self, mailbox_id: MailboxId, *, now: datetime
+    ) -> Sequence[SendClaim]:
+        async with self._engine.connect() as c:
+            rows = await c.execute(
+                select(
+                    activities.c.data,
+                    activities.c.claim_token,
+                    activities.c.claim_owner,
+                    activities.c.claim_expires_at,
+                )
+                .where(
+                    activities.c.sender_mailbox_id == mailbox_id,
+                    activities.c.status == int(EmailStatus.SENDING),
+                    activities.c.claim_token.is_not(None),
+                    activities.c.claim_expires_at < micros(now),
+                )
+                .order_by(activities.c.seq)
+            )
+            return [_claim_of(row) for row in rows]
+
+    async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
+        async with self._tx() as c:
+            seq, current = await _claimed(c, claim)
+            updated = apply_send_outcome(current, outcome)
+            await _rewrite_activity(c, seq, current, updated, release_claim=True)
+        return updated
+
+    # -- tracking folders -----------------------------------------------------------------------
+
+    async def list_tracking_folders(self, mailbox_id: MailboxId) -> Sequence[MailboxTrackingFolder]:
+        async with self._engine.connect() as c:
+            rows = await c.execute(
+                select(tracking_folders.c.data)
+                .where(tracking_folders.c.mailbox_id == mailbox_id)
+                .order_by(tracking_folders.c.seq)
+            )
+            return [load(r.data, MailboxTrackingFolder) for r in rows]
+
+    async def link_to_tracking_folder(
+        self, activity_id: ActivityId, rule: MailboxTrackingFolder
+    ) -> None:
+        async with self._tx() as c:
+            row = (
+                await c.execute(
+                    select(activities.c.seq, activities.c.data)
+                    .where(activities.c.id == activity_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise StorageConflictError(f"no email {activity_id} to link to {rule.id}")
+            current = load(row.data, EmailActivity)
+            linked = attrs.evolve(
+                current,
+                tracking_folder_id=rule.id,
+                regarding=rule.regarding if rule.regarding is not None else current.regarding,
+            )
+            await _rewrite_activity(c, row.seq, current, linked)
+
+    async def enforce_tracking_folder_regarding(self, rule: MailboxTrackingFolder) -> int:
+        if rule.regarding is None:
+            return 0
+        changed = 0
+        async with self._tx() as c:
+            rows = await c.execute(
+                select(activities.c.seq, activities.c.data)
+                .where(activities.c.tracking_folder_id == rule.id)
+                .with_for_update()
+            )
+            for row in rows.all():
+                current = load(row.data, EmailActivity)
+                if current.regarding != rule.regarding:
+                    relinked = attrs.evolve(current, regarding=rule.regarding)
+                    await _rewrite_activity(c, row.seq, current, relinked)
+                    changed += 1
+        return changed
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    async def try_acquire_lease(
+        self, key: str, *, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        try:
+            async with self._tx() as c:
+                # Take it over when ours or expired; a conditional update is atomic in both
+                # dialects, so two engines can never both see "expired" and both win.
+                taken = await c.execute(
+                    update(leases)
+                    .where(
+                        leases.c.key == key,
+                        or_(leases.c.owner == owner, leases.c.until <= micros(now)),
+                    )
+                    .values(owner=owner, until=micros(until))
+                )
+                if taken.rowcount == 1:
+                    return True
+                held = await c.scalar(select(exists().where(leases.c.key == key)))
+                if held:
+                    return False
+                await c.execute(insert(leases).values(key=key, owner=owner, until=micros(until)))
+                return True
+        except IntegrityError:
+            return False  # another engine created the lease first
+
+    async def release_lease(self, key: str, *, owner: str) -> None:
+        async with self._tx() as c:
+            await c.execute(delete(leases).where(leases.c.key == key, leases.c.owner == owner))
+
+
+# -- row helpers ----------------------------------------------------------------------------
+
+
+async def _insert_activity(c: AsyncConnection, activity: EmailActivity) -> int:
+    seq = await c.scalar(
+        insert(activities).values(**activity_columns(activity)).returning(activities.c.seq)
+    )
+    assert seq is not None
+    await _insert_addresses(c, seq, party_addresses(activity))
+    return int(seq)
+
+
+async def _insert_addresses(c: AsyncConnection, seq: int, addresses: Collection[str]) -> None:
+    if addresses:
+        await c.execute(
+            insert(activity_addresses),
+            [{"activity_seq": seq, "address": address} for address in sorted(addresses)],
+        )
+
+
+async def _rewrite_activity(
+    c: AsyncConnection,
+    seq: int,
+    before: EmailActivity,
+    after: EmailActivity,
+    *,
+    release_claim: bool = False,
+) -> None:
+    values = activity_columns(after)
+    if release_claim:
+        values.update(claim_token=None, claim_owner=None, claim_expires_at=None)
+    await c.execute(update(activities).where(activities.c.seq == seq).values(**values))
+    old, new = party_addresses(before), party_addresses(after)
+    if old != new:
+        await c.execute(delete(activity_addresses).where(activity_addresses.c.activity_seq == seq))
+        await _insert_addresses(c, seq, new)
+
+
+async def _insert_queue_item(
+    c: AsyncConnection, queue: RecordRef, activity_id: ActivityId, created_on: datetime | None
+) -> None:
+    item = QueueItem(
+        id=QueueItemId(str(uuid.uuid4())),
+        queue=queue,
+        activity_id=activity_id,
+        created_on=created_on,
+    )
+    await c.execute(
+        insert(queue_items).values(
+            queue=str(queue),
+            activity_id=activity_id,
+            id=item.id,
+            seq=await next_value(c, ORDER_COUNTER),
+            data=dump(item),
+        )
+    )
+
+
+async def _holder(c: AsyncConnection, activity: EmailActivity) -> ActivityId | None:
+    """The email that holds ``activity``'s dedupe key, or its id."""
+    key = activity.dedupe_key
+    if key is not None:
+        holder = await c.scalar(
+            select(activities.c.id).where(
+                activities.c.message_id == key.message_id,
+                activities.c.direction == int(key.direction),
+            )
+        )
+        if holder is not None:
+            return ActivityId(holder)
+    same_id = await c.scalar(select(activities.c.id).where(activities.c.id == activity.id))
+    return ActivityId(same_id) if same_id is not None else None
+
+
+async def _claimed(c: AsyncConnection, claim: SendClaim) -> tuple[int, EmailActivity]:
+    """The claimed email's row, locked; :class:`LeaseLostError` when the claim is gone."""
+    row = (
+        await c.execute(
+            select(activities.c.seq, activities.c.data)
+            .where(activities.c.id == claim.activity.id, activities.c.claim_token == claim.token)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise LeaseLostError(f"the send claim on email {claim.activity.id} is no longer held")
+    return int(row.seq), load(row.data, EmailActivity)
+
+
+def _claim_of(row: Any) -> SendClaim:
+    return SendClaim(
+        activity=load(row.data, EmailActivity),
+        token=ClaimToken(row.claim_token),
+        owner=row.claim_owner,
+        expires_at=from_micros(row.claim_expires_at),
+    )
