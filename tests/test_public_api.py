@@ -162,6 +162,7 @@ def test_documented_members_cover_the_main_entry_points() -> None:
     names = {name for _, name, _ in _documented_members()}
     assert {"SyncEngine", "Transports", "RelevanceRule", "Repositories", "evaluate"} <= names
     assert {"InMemoryWorld", "an_email", "SyncError", "SyncSettings"} <= names
+    assert {"Alert", "AlertKind", "AlertLevel", "AlertSettings", "MailboxHealth"} <= names
 
 
 def test_version_is_the_installed_distribution_version() -> None:

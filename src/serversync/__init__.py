@@ -9,7 +9,7 @@ is pending send. Hosts provide storage and credentials through the ports in
 
 from importlib.metadata import PackageNotFoundError, version
 
-from serversync.adapters.credentials import MappingCredentials
+from serversync.adapters.credentials import MappingCredentials, ReferencedCredentials
 from serversync.engine import BaseSyncObserver, SyncEngine, SystemClock, Transports
 from serversync.errors import (
     AuthenticationError,
@@ -33,6 +33,7 @@ from serversync.ports import *  # noqa: F403
 from serversync.ports import __all__ as _ports_all
 from serversync.relevance import AutoReplyRule, default_rules, evaluate
 from serversync.settings import (
+    AlertSettings,
     ExpiredClaimPolicy,
     Limits,
     LoopGuardSettings,
@@ -51,6 +52,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "AlertSettings",
     "AuthenticationError",
     "AutoReplyRule",
     "BaseSyncObserver",
@@ -63,6 +65,7 @@ __all__ = [
     "LoopGuardSettings",
     "MalformedMessageError",
     "MappingCredentials",
+    "ReferencedCredentials",
     "MessageRejectedError",
     "OperationTimeoutError",
     "OrganizationSettings",

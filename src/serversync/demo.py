@@ -8,14 +8,16 @@ It uses the public API only, wiring each part by hand the way a host application
   mailboxes, and one without a valid sender.
 
 The first run tracks, rejects and sends; the customer then replies to an email the engine
-just sent, and the second run correlates that reply back. Run it with ``serversync demo``
-or ``python examples/quickstart.py``.
+just sent, and the second run correlates that reply back. Everything is stored in a SQLite
+file (``serversync-demo.db``, made anew on each run) that ``serversync status`` can show
+afterwards. Run it with ``serversync demo`` or ``python examples/quickstart.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import attrs
 
@@ -32,13 +34,12 @@ from serversync import (
     SyncSettings,
     Transports,
 )
+from serversync.sql import SqlDirectory, SqlStorage
 from serversync.testing import (
     FakeClock,
-    InMemoryDirectory,
     InMemoryIncomingTransport,
     InMemoryMailServer,
     InMemoryOutgoingTransport,
-    InMemoryStorage,
     a_contact,
     a_mailbox,
     a_pending_email,
@@ -49,7 +50,10 @@ from serversync.testing import (
     an_email,
 )
 
-__all__ = ["DemoResult", "main", "render", "run_demo"]
+__all__ = ["DEMO_STORE", "DemoResult", "main", "render", "run_demo"]
+
+DEMO_STORE = Path("serversync-demo.db")
+"""Where the demo keeps its store unless told otherwise."""
 
 ALICE = "alice@contoso.example"
 BOB = "bob@contoso.example"
@@ -64,27 +68,42 @@ class DemoResult:
     runs: tuple[RunReport, ...]
 
 
-async def run_demo() -> DemoResult:
-    """Build the world, run the engine twice, and return both run reports."""
+async def run_demo(store: Path = DEMO_STORE) -> DemoResult:
+    """Build the world in a new SQLite file at ``store`` (replacing it), run the engine twice,
+    and return both run reports. The file stays behind for ``serversync status``."""
+    await asyncio.to_thread(_remove_store, store)
+    storage = await SqlStorage.open(f"sqlite:///{store}", upgrade=True)
+    try:
+        return await _run(storage)
+    finally:
+        await storage.aclose()
+
+
+def _remove_store(store: Path) -> None:
+    # SQLite's write-ahead log and shared-memory files belong to the old file too.
+    for path in (store, store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        path.unlink(missing_ok=True)
+
+
+async def _run(storage: SqlStorage) -> DemoResult:
     clock = FakeClock()
     server = InMemoryMailServer(clock=clock)
-    storage = InMemoryStorage()
-    directory = InMemoryDirectory()
+    directory = SqlDirectory(storage)
 
     # The CRM: a profile, two users and a queue with mailboxes, and a customer contact.
     profile = a_profile()
-    storage.add_profile(profile)
+    await storage.add_profile(profile)
     alice_user, bob_user = a_user(ALICE), a_user(BOB)
     support_queue = a_queue(SUPPORT)
     for record in (alice_user, bob_user, support_queue, a_contact(JANE)):
-        directory.add(record)
+        await directory.add(record)
     mailboxes = {
         record.email_address: a_mailbox(record.email_address, owner=record.ref)
         for record in (alice_user, bob_user, support_queue)
     }
     credentials: dict[MailboxId, Credentials] = {}
     for address, mailbox in mailboxes.items():
-        storage.add_mailbox(mailbox)
+        await storage.add_mailbox(mailbox)
         server.add_account(address, password=f"{address}-password")
         credentials[mailbox.id] = Credentials(
             username=address, secret=Secret(f"{address}-password")
@@ -93,7 +112,7 @@ async def run_demo() -> DemoResult:
 
     # An email Alice sent from the CRM earlier, about an opportunity.
     opportunity = RecordRef("opportunity", "opp-42")
-    storage.put_activity(
+    await storage.put_activity(
         a_sent_email(
             sender_mailbox=alice,
             to=[JANE],
@@ -103,7 +122,7 @@ async def run_demo() -> DemoResult:
         )
     )
     # Two CRM emails waiting to be sent.
-    storage.put_activity(
+    await storage.put_activity(
         a_pending_email(
             sender_mailbox=alice,
             to=[JANE],
@@ -112,7 +131,7 @@ async def run_demo() -> DemoResult:
             regarding=opportunity,
         )
     )
-    storage.put_activity(
+    await storage.put_activity(
         a_pending_email(
             sender_mailbox=mailboxes[SUPPORT],
             to=[JANE],
@@ -231,9 +250,10 @@ def render(result: DemoResult) -> str:
     )
 
 
-def main() -> None:
+def main(store: Path = DEMO_STORE) -> None:
     """Run the demo and print its tables."""
-    print(render(asyncio.run(run_demo())))
+    print(render(asyncio.run(run_demo(store))))
+    print(f"\nThe store is in {store}; see it with: serversync --store sqlite:///{store} status")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import attrs
 from serversync.model.options import IncomingFilteringMethod
 
 __all__ = [
+    "AlertSettings",
     "ExpiredClaimPolicy",
     "Limits",
     "LoopGuardSettings",
@@ -67,25 +68,75 @@ class ExpiredClaimPolicy(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
-    """Back-off for failing mailboxes and for emails that could not be sent."""
+    """Back-off for failing mailboxes and for emails that could not be sent.
+
+    Dynamics' error policy: a transient failure postpones the workload by
+    ``mailbox_transient_backoff`` (``MailboxBackoffOnTransientError``; a server's retry-after
+    wins when longer), a timeout by ``mailbox_timeout_backoff`` (``MailboxBackoffOnTimeout``;
+    ``None`` means the transient back-off), and the ``max_transient_failures``-th failure in a
+    row (``MaxMailboxTransientFailures``) counts as permanent and disables the workload.
+    """
 
     mailbox_transient_backoff: timedelta = attrs.field(
         default=timedelta(minutes=5), validator=_positive
     )
+    mailbox_timeout_backoff: timedelta | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+    max_transient_failures: int = attrs.field(default=10, validator=_at_least_one)
     send_max_attempts: int = attrs.field(default=5, validator=_at_least_one)
     send_retry_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
     send_claim_duration: timedelta = attrs.field(default=timedelta(minutes=30), validator=_positive)
     expired_claim_policy: ExpiredClaimPolicy = ExpiredClaimPolicy.MARK_UNCERTAIN
 
 
+def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"{attribute.name} is a fraction between 0 and 1, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Schedule:
-    """How often each workload runs; the next run is measured from the end of the last."""
+    """How often each workload runs; the next run is measured from the end of the last.
+
+    Dynamics' cadence: incoming about 5 minutes after a cycle ends, outgoing every 5 minutes,
+    ACT 5 to 12 minutes after a cycle (5 to 15 when the mailbox also receives mail through
+    server-side sync); each mailbox gets its own fixed point in the ACT range, derived from
+    its id. A profile's minimum polling interval lengthens every interval.
+
+    A running workload renews its lease once ``lease_renewal_fraction`` of
+    ``lease_duration`` has passed since the last renewal, looking at the clock every
+    ``lease_check_interval``. ``run_forever`` sleeps until the next workload is due, at most
+    ``idle_sleep``.
+    """
 
     incoming_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
     outgoing_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    act_min_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    act_max_interval: timedelta = attrs.field(default=timedelta(minutes=12), validator=_positive)
+    act_max_interval_with_incoming: timedelta = attrs.field(
+        default=timedelta(minutes=15), validator=_positive
+    )
     lease_duration: timedelta = attrs.field(default=timedelta(minutes=10), validator=_positive)
+    lease_renewal_fraction: float = attrs.field(default=1 / 3, validator=_fraction)
+    lease_check_interval: timedelta = attrs.field(default=timedelta(seconds=1), validator=_positive)
     idle_sleep: timedelta = attrs.field(default=timedelta(seconds=30), validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.act_max_interval < self.act_min_interval:
+            raise ValueError("act_max_interval is shorter than act_min_interval")
+        if self.act_max_interval_with_incoming < self.act_min_interval:
+            raise ValueError("act_max_interval_with_incoming is shorter than act_min_interval")
+
+
+@attrs.frozen(kw_only=True)
+class AlertSettings:
+    """When the engine raises the profile-level alert: more than ``mass_failure_share`` of a
+    profile's mailboxes failed within ``mass_failure_window`` (Dynamics: more than half, in
+    an hour). The alert is raised at most once per window and profile by one engine."""
+
+    mass_failure_window: timedelta = attrs.field(default=timedelta(hours=1), validator=_positive)
+    mass_failure_share: float = attrs.field(default=0.5, validator=_fraction)
 
 
 def _prefix(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -293,5 +344,6 @@ class SyncSettings:
     limits: Limits = attrs.Factory(Limits)
     retry: RetryPolicy = attrs.Factory(RetryPolicy)
     schedule: Schedule = attrs.Factory(Schedule)
+    alerts: AlertSettings = attrs.Factory(AlertSettings)
     organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
     message_id_domain: str | None = None

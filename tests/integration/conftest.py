@@ -25,5 +25,5 @@ def oauth_tokens() -> Iterator[TokenEndpoint]:
 @pytest.fixture(scope="session")
 def dovecot(oauth_tokens: TokenEndpoint) -> Iterator[Dovecot]:
     """A running Dovecot for the whole session."""
-    with Dovecot(oauth2_url=oauth_tokens.url) as server:
+    with Dovecot(oauth2_url=oauth_tokens.url, users=300) as server:
         yield server

@@ -16,6 +16,7 @@ import itertools
 from collections import Counter
 from datetime import timedelta
 
+import attrs
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -164,7 +165,15 @@ class ExactlyOnce(RuleBasedStateMachine):
         asyncio.run(self._run_once())
 
     async def _run_once(self) -> None:
-        engine: SyncEngine = self.world.engine(engine_id=f"engine-{next(self.engines)}")
+        # Faults are injected at random: a long enough streak of transient ones would disable
+        # a workload (the error policy), which is not what this machine is about.
+        sync_settings = attrs.evolve(
+            self.world.settings,
+            retry=attrs.evolve(self.world.settings.retry, max_transient_failures=1000),
+        )
+        engine: SyncEngine = self.world.engine(
+            engine_id=f"engine-{next(self.engines)}", settings=sync_settings
+        )
         try:
             async with engine:
                 await engine.run_once()

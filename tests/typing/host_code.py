@@ -18,6 +18,7 @@ import serversync
 from serversync import (
     ActivityId,
     AddResult,
+    Alert,
     AlreadyExists,
     Checkpoint,
     ClaimToken,
@@ -30,6 +31,7 @@ from serversync import (
     EmailActivity,
     EmailServerProfile,
     EmailStatus,
+    ErrorRecord,
     ItemOutcome,
     LeaseLostError,
     Mailbox,
@@ -58,6 +60,7 @@ from serversync import (
     SyncEngine,
     SyncObserver,
     SyncSettings,
+    TestStatus,
     TrackingNumbers,
     Verdict,
     Workload,
@@ -140,6 +143,7 @@ class DictRepositories:
         self.queue_items: set[tuple[RecordRef, ActivityId]] = set()
         self.claims: dict[ActivityId, _Claim] = {}
         self.leases: dict[str, _Lease] = {}
+        self.disabled_reasons: dict[tuple[MailboxId, Workload], tuple[ErrorRecord, datetime]] = {}
         self.tracking_folders: dict[MailboxId, list[MailboxTrackingFolder]] = {}
         self.user_numbers: dict[RecordRef, int] = {}
         self.tracking_counter = 0
@@ -164,6 +168,27 @@ class DictRepositories:
     async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
         return self.mailboxes.get(mailbox_id)
 
+    async def disable_workload(
+        self, mailbox_id: MailboxId, workload: Workload, *, error: ErrorRecord, at: datetime
+    ) -> bool:
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is None or not mailbox.enabled_for(workload):
+            return False
+        if workload is Workload.INCOMING:
+            changed = attrs.evolve(
+                mailbox, enabled_for_incoming=False, incoming_status=TestStatus.FAILURE
+            )
+        elif workload is Workload.OUTGOING:
+            changed = attrs.evolve(
+                mailbox, enabled_for_outgoing=False, outgoing_status=TestStatus.FAILURE
+            )
+        else:
+            changed = attrs.evolve(mailbox, enabled_for_act=False, act_status=TestStatus.FAILURE)
+        self.mailboxes[mailbox_id] = changed
+        # A CRM would also keep the reason on the mailbox row (Dynamics' lastsyncerror).
+        self.disabled_reasons[(mailbox_id, workload)] = (error, at)
+        return True
+
     # WorkloadStateRepository
     async def get_workload_state(
         self, mailbox_id: MailboxId, workload: Workload
@@ -183,6 +208,17 @@ class DictRepositories:
         self, mailbox_id: MailboxId, folder: str, checkpoint: Checkpoint
     ) -> None:
         self.checkpoints[(mailbox_id, folder)] = checkpoint
+
+    async def clear_checkpoints(self, mailbox_id: MailboxId) -> None:
+        for key in [k for k in self.checkpoints if k[0] == mailbox_id]:
+            del self.checkpoints[key]
+
+    async def record_mailbox_test(
+        self, mailbox_id: MailboxId, results: Mapping[Workload, TestStatus], *, at: datetime
+    ) -> None:
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is not None:
+            self.mailboxes[mailbox_id] = mailbox.with_test_results(results, at=at)
 
     # EmailActivityRepository
     async def add_incoming(
@@ -319,6 +355,13 @@ class DictRepositories:
                 )
         return expired
 
+    async def count_pending_send(self, mailbox_id: MailboxId) -> int:
+        return sum(
+            1
+            for a in self.activities.values()
+            if a.status is EmailStatus.PENDING_SEND and a.sender_mailbox_id == mailbox_id
+        )
+
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
         activity_id = claim.activity.id
         current = self.claims.get(activity_id)
@@ -386,6 +429,10 @@ class DictRepositories:
         if lease is not None and lease.owner == owner:
             del self.leases[key]
 
+    async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
+        lease = self.leases.get(key)
+        return lease.owner if lease is not None and lease.until > now else None
+
 
 class DictCredentials:
     """Passwords by mailbox address; the mailbox address is also the user name."""
@@ -406,12 +453,13 @@ class DictCredentials:
 
 
 class CountingObserver(serversync.BaseSyncObserver):
-    """Keeps every outcome, send and mailbox report it is told about."""
+    """Keeps every outcome, send, mailbox report and alert it is told about."""
 
     def __init__(self) -> None:
         self.items: list[ItemOutcome] = []
         self.sends: list[SendResult] = []
         self.runs: list[MailboxRunReport] = []
+        self.alerts: list[Alert] = []
 
     def item_processed(self, outcome: ItemOutcome) -> None:
         self.items.append(outcome)
@@ -421,6 +469,9 @@ class CountingObserver(serversync.BaseSyncObserver):
 
     def mailbox_run_finished(self, report: MailboxRunReport) -> None:
         self.runs.append(report)
+
+    def alert_raised(self, alert: Alert) -> None:
+        self.alerts.append(alert)
 
 
 # Structural conformance, checked by mypy.

@@ -15,8 +15,8 @@ from serversync.demo import render, run_demo
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_demo_tracks_rejects_dedupes_and_sends() -> None:
-    result = await run_demo()
+async def test_demo_tracks_rejects_dedupes_and_sends(tmp_path: Path) -> None:
+    result = await run_demo(tmp_path / "demo.db")
 
     reasons = [i.reason for run in result.runs for i in run.items()]
     assert DecisionReason.CORRELATION_MATCH in reasons
@@ -35,8 +35,8 @@ async def test_demo_tracks_rejects_dedupes_and_sends() -> None:
     assert reply.subject == "RE: Revised quote: 25 widgets"
 
 
-async def test_render_shows_every_message_and_every_send() -> None:
-    result = await run_demo()
+async def test_render_shows_every_message_and_every_send(tmp_path: Path) -> None:
+    result = await run_demo(tmp_path / "demo.db")
     text = render(result)
     assert text.startswith("Incoming messages")
     assert "Emails sent" in text
@@ -49,18 +49,30 @@ async def test_render_shows_every_message_and_every_send() -> None:
     assert "DUPLICATE" in text
 
 
-def test_serversync_demo_command_prints_the_tables() -> None:
-    outcome = CliRunner().invoke(cli, ["demo"])
-    assert outcome.exit_code == 0, outcome.output
-    assert "NO_CORRELATION_MATCH" in outcome.output
-    assert "SENT" in outcome.output
+def test_serversync_demo_command_prints_the_tables_and_keeps_its_store(tmp_path: Path) -> None:
+    store = tmp_path / "demo.db"
+    for _ in range(2):  # a second run starts from a new store, not on top of the first
+        outcome = CliRunner().invoke(cli, ["demo", "--store-file", str(store)])
+        assert outcome.exit_code == 0, outcome.output
+        assert "NO_CORRELATION_MATCH" in outcome.output
+        assert "SENT" in outcome.output
+    assert f"serversync --store sqlite:///{store} status" in outcome.output
+    status = CliRunner().invoke(cli, ["--store", f"sqlite:///{store}", "status"])
+    assert status.exit_code == 0, status.output
+    assert "alice@contoso.example" in status.output
 
 
-def test_quickstart_example_is_the_demo_and_runs() -> None:
+def test_quickstart_example_is_the_demo_and_runs(tmp_path: Path) -> None:
     example = ROOT / "examples" / "quickstart.py"
     assert example.resolve() == (ROOT / "src" / "serversync" / "demo.py").resolve()
     completed = subprocess.run(
-        [sys.executable, str(example)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
     )
     assert completed.returncode == 0, completed.stderr
     assert "CORRELATION_MATCH" in completed.stdout
+    assert (tmp_path / "serversync-demo.db").exists(), "the demo leaves its store behind"

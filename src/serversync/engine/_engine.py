@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Self, final
 
-from serversync.errors import ConfigurationError
+import attrs
+
+from serversync.errors import ConfigurationError, LeaseLostError
 from serversync.mime import ensure_message_id, parse_headers
 from serversync.model import (
     INBOX,
@@ -19,9 +21,10 @@ from serversync.model import (
     ErrorRecord,
     ItemOutcome,
     Mailbox,
+    MailboxHealth,
     MailboxId,
     MailboxRunReport,
-    OutcomeKind,
+    MailboxTestReport,
     ProfileId,
     RemoteMessageRef,
     RunReport,
@@ -30,7 +33,14 @@ from serversync.model import (
     Workload,
     WorkloadState,
 )
-from serversync.planning import next_run_after_success, skip_reason, state_after_failure
+from serversync.planning import (
+    disables_workload,
+    next_run_after_success,
+    profile_failure_alert,
+    skip_reason,
+    state_after_failure,
+    workload_disabled_alert,
+)
 from serversync.ports import (
     AttachmentSource,
     Clock,
@@ -45,7 +55,10 @@ from serversync.relevance import default_rules
 from serversync.settings import SyncSettings
 
 from ._context import EngineContext, logger
+from ._health import collect_health
 from ._incoming import IncomingPipeline
+from ._leases import LeaseKeeper, lease_key
+from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
 from ._outgoing import OutgoingPipeline
 from ._system_clock import SystemClock
@@ -54,6 +67,16 @@ from ._transports import Transports
 __all__ = ["SyncEngine"]
 
 _EMAIL_WORKLOADS = (Workload.INCOMING, Workload.OUTGOING)
+
+
+@attrs.frozen(kw_only=True)
+class _Run:
+    """What one run produced: the reports, the profiles it loaded, and the latest state of
+    each workload it looked at (for the profile alert and the pause before the next run)."""
+
+    reports: tuple[MailboxRunReport, ...]
+    profiles: Mapping[ProfileId, EmailServerProfile | None]
+    states: Mapping[tuple[MailboxId, Workload], WorkloadState]
 
 
 class _State(enum.Enum):
@@ -110,6 +133,8 @@ class SyncEngine:
         )
         self._state = _State.UNOPENED
         self._profile_slots: dict[ProfileId, asyncio.Semaphore] = {}
+        self._profile_alerted: dict[ProfileId, datetime] = {}
+        self._next_due: datetime | None = None
 
     @property
     def engine_id(self) -> str:
@@ -153,8 +178,20 @@ class SyncEngine:
         ctx = self._ctx
         started = ctx.clock.now()
         mailboxes = await ctx.storage(ctx.repositories.list_mailboxes(), "listing mailboxes")
-        reports = await self._run(mailboxes, tuple(workloads), force=False)
-        return RunReport(started_at=started, finished_at=ctx.clock.now(), mailboxes=reports)
+        run = await self._run(mailboxes, tuple(workloads), force=False)
+        finished = ctx.clock.now()
+        self._raise_profile_alerts(mailboxes, run, now=finished)
+        # What run_forever waits for. Times already passed belong to workloads skipped for
+        # another reason (disabled, leased elsewhere): waking for them would spin.
+        self._next_due = min(
+            (
+                s.next_run_at
+                for s in run.states.values()
+                if s.next_run_at is not None and s.next_run_at > finished
+            ),
+            default=None,
+        )
+        return RunReport(started_at=started, finished_at=finished, mailboxes=run.reports)
 
     async def sync_mailbox(
         self,
@@ -172,7 +209,26 @@ class SyncEngine:
         mailbox = await ctx.storage(ctx.repositories.get_mailbox(mailbox_id), "loading a mailbox")
         if mailbox is None:
             raise ConfigurationError(f"no mailbox {mailbox_id}", mailbox_id=mailbox_id)
-        return await self._run([mailbox], tuple(workloads), force=force)
+        run = await self._run([mailbox], tuple(workloads), force=force)
+        return run.reports
+
+    async def health(self, mailbox_id: MailboxId | None = None) -> tuple[MailboxHealth, ...]:
+        """How every workload of every mailbox stands (or of one mailbox): enabled, test
+        status, last success, last error, failures in a row, next run, lease holder and
+        outgoing backlog. Only the store is read.
+        """
+        self._require_open()
+        ctx = self._ctx
+        if mailbox_id is None:
+            mailboxes = await ctx.storage(ctx.repositories.list_mailboxes(), "listing mailboxes")
+        else:
+            mailbox = await ctx.storage(
+                ctx.repositories.get_mailbox(mailbox_id), "loading a mailbox"
+            )
+            if mailbox is None:
+                raise ConfigurationError(f"no mailbox {mailbox_id}", mailbox_id=mailbox_id)
+            mailboxes = [mailbox]
+        return await collect_health(ctx, mailboxes)
 
     async def explain(
         self, message: bytes, mailbox_id: MailboxId, *, folder: str = INBOX
@@ -200,17 +256,36 @@ class SyncEngine:
         judgement = await pipeline.judge(headers, message_id, ref)
         return judgement.outcome
 
-    async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
-        """Call :meth:`run_once` until ``stop`` is set (or the task is cancelled)."""
+    async def test_mailbox(self, mailbox_id: MailboxId) -> MailboxTestReport:
+        """Test & Enable: connect each configured workload (incoming, outgoing) of a mailbox,
+        store Success or Failure and the time, enable what passed and disable what failed;
+        when incoming passed, its cursors are reset so mail newer than Process Email From is
+        considered again (without duplicates). Nothing is sent or stored from the server."""
         self._require_open()
-        idle = self._ctx.settings.schedule.idle_sleep.total_seconds()
+        ctx = self._ctx
+        mailbox = await ctx.storage(ctx.repositories.get_mailbox(mailbox_id), "loading a mailbox")
+        if mailbox is None:
+            raise ConfigurationError(f"no mailbox {mailbox_id}", mailbox_id=mailbox_id)
+        profile = None
+        if mailbox.profile_id is not None:
+            profile = await ctx.storage(
+                ctx.repositories.get_profile(mailbox.profile_id), "loading a profile"
+            )
+        return await test_and_enable(ctx, mailbox, profile)
+
+    async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
+        """Call :meth:`run_once` until ``stop`` is set (or the task is cancelled), pausing
+        until the next workload is due, at most ``Schedule.idle_sleep``."""
+        self._require_open()
         while stop is None or not stop.is_set():
+            self._next_due = None
             try:
                 await self.run_once()
             except Exception:
                 # Mailbox failures never get here; this is the store failing while listing
                 # mailboxes. Keep the loop alive and try again after the idle pause.
                 logger.exception("a run failed before it could start its mailboxes")
+            idle = self._pause()
             if stop is None:
                 await self._ctx.clock.sleep(idle)
                 continue
@@ -222,9 +297,38 @@ class SyncEngine:
                 for task in (sleeper, waiter):
                     task.cancel()
 
+    def _pause(self) -> float:
+        """Seconds until the earliest next run seen in the last run, at most the idle sleep."""
+        schedule = self._ctx.settings.schedule
+        idle = schedule.idle_sleep
+        now = self._ctx.clock.now()
+        if self._next_due is not None and now < self._next_due < now + idle:
+            return (self._next_due - now).total_seconds()
+        return idle.total_seconds()
+
+    def _raise_profile_alerts(
+        self, mailboxes: Sequence[Mailbox], run: _Run, *, now: datetime
+    ) -> None:
+        ctx = self._ctx
+        for profile in run.profiles.values():
+            if profile is None:
+                continue
+            alert = profile_failure_alert(
+                profile,
+                mailboxes,
+                run.states,
+                now=now,
+                settings=ctx.settings.alerts,
+                last_alert_at=self._profile_alerted.get(profile.id),
+            )
+            if alert is not None:
+                logger.error("profile %s: %s", profile.id, alert.message)
+                self._profile_alerted[profile.id] = now
+                ctx.observer.alert_raised(alert)
+
     async def _run(
         self, mailboxes: Sequence[Mailbox], workloads: tuple[Workload, ...], *, force: bool
-    ) -> tuple[MailboxRunReport, ...]:
+    ) -> _Run:
         ctx = self._ctx
         profiles: dict[ProfileId, EmailServerProfile | None] = {}
         for mailbox in mailboxes:
@@ -234,16 +338,19 @@ class SyncEngine:
                 )
         overall = asyncio.Semaphore(ctx.settings.limits.max_concurrent_mailboxes)
         results: list[MailboxRunReport] = []
+        states: dict[tuple[MailboxId, Workload], WorkloadState] = {}
         async with asyncio.TaskGroup() as group:
             for mailbox in mailboxes:
                 profile = profiles.get(mailbox.profile_id) if mailbox.profile_id else None
                 for workload in workloads:
                     group.create_task(
-                        self._guarded(mailbox, profile, workload, overall, results, force=force)
+                        self._guarded(
+                            mailbox, profile, workload, overall, results, states, force=force
+                        )
                     )
         order = {m.id: i for i, m in enumerate(mailboxes)}
         results.sort(key=lambda r: (order[r.mailbox_id], workloads.index(r.workload)))
-        return tuple(results)
+        return _Run(reports=tuple(results), profiles=profiles, states=states)
 
     def _slot(self, profile: EmailServerProfile) -> asyncio.Semaphore:
         slot = self._profile_slots.get(profile.id)
@@ -259,13 +366,14 @@ class SyncEngine:
         workload: Workload,
         overall: asyncio.Semaphore,
         results: list[MailboxRunReport],
+        states: dict[tuple[MailboxId, Workload], WorkloadState],
         *,
         force: bool,
     ) -> None:
         ctx = self._ctx
         started = ctx.clock.now()
         try:
-            report = await self._workload(mailbox, profile, workload, overall, force=force)
+            report = await self._workload(mailbox, profile, workload, overall, states, force=force)
         except Exception as exc:  # the per-mailbox error boundary
             # Failures inside a workload are handled there; this catches storage failures
             # around it (loading state, leases) so that one mailbox cannot stop the run.
@@ -287,6 +395,7 @@ class SyncEngine:
         profile: EmailServerProfile | None,
         workload: Workload,
         overall: asyncio.Semaphore,
+        states: dict[tuple[MailboxId, Workload], WorkloadState],
         *,
         force: bool,
     ) -> MailboxRunReport:
@@ -296,6 +405,8 @@ class SyncEngine:
         state = await ctx.storage(
             repos.get_workload_state(mailbox.id, workload), "loading the workload state"
         )
+        if state is not None:
+            states[(mailbox.id, workload)] = state
         reason = skip_reason(
             mailbox, profile, workload, state, now=started, org=ctx.settings.organization
         )
@@ -310,14 +421,10 @@ class SyncEngine:
                 finished_at=started,
                 skip_reason=reason or SkipReason.NO_PROFILE,
             )
-        lease_key = f"{mailbox.id}/{workload.value}"
+        key = lease_key(mailbox.id, workload)
+        until = started + ctx.settings.schedule.lease_duration
         acquired = await ctx.storage(
-            repos.try_acquire_lease(
-                lease_key,
-                owner=ctx.engine_id,
-                now=started,
-                until=started + ctx.settings.schedule.lease_duration,
-            ),
+            repos.try_acquire_lease(key, owner=ctx.engine_id, now=started, until=until),
             "acquiring the mailbox lease",
         )
         if not acquired:
@@ -330,12 +437,20 @@ class SyncEngine:
                 skip_reason=SkipReason.LEASED_ELSEWHERE,
             )
         try:
-            async with overall, self._slot(profile):
-                return await self._execute(mailbox, profile, workload, state, started)
+            # The lease is renewed from here on, also while waiting for a slot.
+            async with (
+                LeaseKeeper(ctx, key, acquired_at=started, until=until) as lease,
+                overall,
+                self._slot(profile),
+            ):
+                report, new_state = await self._execute(
+                    mailbox, profile, workload, state, started, lease
+                )
         finally:
-            await ctx.storage(
-                repos.release_lease(lease_key, owner=ctx.engine_id), "releasing the lease"
-            )
+            await ctx.storage(repos.release_lease(key, owner=ctx.engine_id), "releasing the lease")
+        if new_state is not None:
+            states[(mailbox.id, workload)] = new_state
+        return report
 
     async def _execute(
         self,
@@ -344,17 +459,23 @@ class SyncEngine:
         workload: Workload,
         state: WorkloadState | None,
         started: datetime,
-    ) -> MailboxRunReport:
+        lease: LeaseKeeper,
+    ) -> tuple[MailboxRunReport, WorkloadState | None]:
+        """Run the workload's pipeline, then apply the error policy or schedule the next run.
+        Returns the report and the state saved (``None`` when the lease was lost)."""
         ctx = self._ctx
+        # The pipelines see repositories that stop them once the lease is lost.
+        work = attrs.evolve(ctx, repositories=lease.guard(ctx.repositories))
         previous = state or WorkloadState()
         incoming: IncomingPipeline | None = None
         outgoing: OutgoingPipeline | None = None
+        failure: Exception | None = None
         try:
             if workload is Workload.INCOMING:
-                incoming = IncomingPipeline(ctx, mailbox, profile, await self._owner(mailbox))
+                incoming = IncomingPipeline(work, mailbox, profile, await self._owner(mailbox))
                 await incoming.run()
             elif workload is Workload.OUTGOING:
-                outgoing = OutgoingPipeline(ctx, mailbox, profile)
+                outgoing = OutgoingPipeline(work, mailbox, profile)
                 await outgoing.run()
             else:
                 raise ConfigurationError(
@@ -363,58 +484,94 @@ class SyncEngine:
                     mailbox_id=mailbox.id,
                 )
         except Exception as exc:  # the per-mailbox error boundary
-            error = ErrorRecord.from_exception(exc)
-            logger.warning(
-                "mailbox %s %s failed: %s: %s",
-                mailbox.id,
-                workload.value,
-                error.error_type,
-                error.message,
-            )
-            now = ctx.clock.now()
-            new_state = state_after_failure(previous, error, now=now, policy=ctx.settings.retry)
-            await ctx.storage(
-                ctx.repositories.save_workload_state(mailbox.id, workload, new_state),
-                "saving the workload state",
-            )
-            return MailboxRunReport(
-                mailbox_id=mailbox.id,
-                workload=workload,
-                status=RunStatus.FAILED,
-                started_at=started,
-                finished_at=now,
-                items=tuple(incoming.outcomes) if incoming else (),
-                sends=tuple(outgoing.results) if outgoing else (),
-                error=error,
-            )
+            failure = exc
         finished = ctx.clock.now()
-        items = tuple(incoming.outcomes) if incoming else ()
-        sends = tuple(outgoing.results) if outgoing else ()
-        new_state = WorkloadState(
-            next_run_at=next_run_after_success(
-                workload, profile, finished_at=finished, schedule=ctx.settings.schedule
-            ),
-            consecutive_failures=0,
-            last_error=previous.last_error,
-            last_error_at=previous.last_error_at,
-            last_sync_started_on=started,
-            last_successful_sync_completed_on=finished,
-            items_processed_for_last_sync=len(items) + len(sends),
-            items_failed_for_last_sync=sum(1 for i in items if i.kind is OutcomeKind.FAILED),
-        )
-        await ctx.storage(
-            ctx.repositories.save_workload_state(mailbox.id, workload, new_state),
-            "saving the workload state",
-        )
-        return MailboxRunReport(
+        report = MailboxRunReport(
             mailbox_id=mailbox.id,
             workload=workload,
             status=RunStatus.SUCCEEDED,
             started_at=started,
             finished_at=finished,
-            items=items,
-            sends=sends,
+            items=tuple(incoming.outcomes) if incoming else (),
+            sends=tuple(outgoing.results) if outgoing else (),
         )
+        if not await lease.still_held():
+            # Another engine owns the workload now: the progress made is recorded (stored
+            # mail, checkpoints, send outcomes), but the schedule and error count are its.
+            lost = LeaseLostError(lease.lost_reason or "the lease was lost", mailbox_id=mailbox.id)
+            error = ErrorRecord.from_exception(lost)
+            return attrs.evolve(report, status=RunStatus.FAILED, error=error), None
+        if failure is None:
+            new_state = WorkloadState(
+                next_run_at=next_run_after_success(
+                    workload,
+                    profile,
+                    finished_at=finished,
+                    schedule=ctx.settings.schedule,
+                    mailbox=mailbox,
+                ),
+                consecutive_failures=0,
+                last_error=previous.last_error,
+                last_error_at=previous.last_error_at,
+                last_sync_started_on=started,
+                last_successful_sync_completed_on=finished,
+                items_processed_for_last_sync=len(report.items) + len(report.sends),
+                items_failed_for_last_sync=report.items_failed,
+            )
+            await self._save_state(mailbox, workload, new_state)
+            return report, new_state
+        error = ErrorRecord.from_exception(failure)
+        logger.warning(
+            "mailbox %s %s failed: %s: %s",
+            mailbox.id,
+            workload.value,
+            error.error_type,
+            error.message,
+        )
+        policy = ctx.settings.retry
+        new_state = state_after_failure(
+            previous,
+            error,
+            now=finished,
+            policy=policy,
+            timed_out=isinstance(failure, TimeoutError),
+        )
+        await self._save_state(mailbox, workload, new_state)
+        if disables_workload(
+            error, consecutive_failures=new_state.consecutive_failures, policy=policy
+        ):
+            await self._disable(mailbox, workload, error, new_state, at=finished)
+        return attrs.evolve(report, status=RunStatus.FAILED, error=error), new_state
+
+    async def _save_state(self, mailbox: Mailbox, workload: Workload, state: WorkloadState) -> None:
+        ctx = self._ctx
+        await ctx.storage(
+            ctx.repositories.save_workload_state(mailbox.id, workload, state),
+            "saving the workload state",
+        )
+
+    async def _disable(
+        self,
+        mailbox: Mailbox,
+        workload: Workload,
+        error: ErrorRecord,
+        state: WorkloadState,
+        *,
+        at: datetime,
+    ) -> None:
+        """Dynamics' answer to a permanent failure: disable the workload, alert once."""
+        ctx = self._ctx
+        changed = await ctx.storage(
+            ctx.repositories.disable_workload(mailbox.id, workload, error=error, at=at),
+            "disabling the workload",
+        )
+        if not changed:
+            return  # already disabled (by another engine, or the host): already alerted
+        alert = workload_disabled_alert(
+            mailbox, workload, error, consecutive_failures=state.consecutive_failures, at=at
+        )
+        logger.error("mailbox %s: %s", mailbox.id, alert.message)
+        ctx.observer.alert_raised(alert)
 
     async def _owner(self, mailbox: Mailbox) -> CrmRecord | None:
         if mailbox.owner is None:

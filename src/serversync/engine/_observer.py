@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serversync.model import ItemOutcome, MailboxRunReport, SendResult
+from serversync.model import Alert, ItemOutcome, MailboxRunReport, SendResult
 
 __all__ = ["BaseSyncObserver"]
 
@@ -18,3 +18,6 @@ class BaseSyncObserver:
 
     def mailbox_run_finished(self, report: MailboxRunReport) -> None:
         """A mailbox workload run ended (or was skipped)."""
+
+    def alert_raised(self, alert: Alert) -> None:
+        """An alert was raised (a workload disabled, a profile failing)."""

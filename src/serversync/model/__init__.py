@@ -21,6 +21,7 @@ from serversync.model.activities import (
     SendUncertain,
     TrackingNumbers,
 )
+from serversync.model.alerts import Alert, AlertKind, AlertLevel
 from serversync.model.checkpoints import (
     Checkpoint,
     EwsCheckpoint,
@@ -28,9 +29,10 @@ from serversync.model.checkpoints import (
     IncomingBatch,
     Pop3Checkpoint,
 )
-from serversync.model.credentials import CredentialKind, Credentials, Secret
+from serversync.model.credentials import CredentialKind, Credentials, Secret, SecretReference
 from serversync.model.directory import CrmRecord
 from serversync.model.exchange import ExchangeSyncIdMapping
+from serversync.model.health import MailboxHealth
 from serversync.model.ids import (
     ActivityId,
     ClaimToken,
@@ -43,6 +45,7 @@ from serversync.model.ids import (
     RecordRef,
     TrackingFolderId,
 )
+from serversync.model.mailbox_test import MailboxTestReport, WorkloadTestResult
 from serversync.model.mailboxes import Mailbox, WorkloadState
 from serversync.model.messages import (
     INBOX,
@@ -101,6 +104,9 @@ __all__ = [
     "ActivityId",
     "ActivityParty",
     "AddResult",
+    "Alert",
+    "AlertKind",
+    "AlertLevel",
     "AlreadyExists",
     "AttachmentInfo",
     "AuthenticationProtocol",
@@ -133,8 +139,10 @@ __all__ = [
     "IncomingFilteringMethod",
     "ItemOutcome",
     "Mailbox",
+    "MailboxHealth",
     "MailboxId",
     "MailboxRunReport",
+    "MailboxTestReport",
     "MailboxTrackingFolder",
     "MappingId",
     "MessageId",
@@ -161,6 +169,7 @@ __all__ = [
     "RunReport",
     "RunStatus",
     "Secret",
+    "SecretReference",
     "SendClaim",
     "SendFailed",
     "SendOutcome",
@@ -179,4 +188,5 @@ __all__ = [
     "TrackingNumbers",
     "Workload",
     "WorkloadState",
+    "WorkloadTestResult",
 ]

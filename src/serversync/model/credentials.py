@@ -6,7 +6,7 @@ import enum
 
 import attrs
 
-__all__ = ["CredentialKind", "Credentials", "Secret"]
+__all__ = ["CredentialKind", "Credentials", "Secret", "SecretReference"]
 
 
 @attrs.frozen(repr=False, eq=False)
@@ -45,3 +45,26 @@ class Credentials:
     username: str
     secret: Secret
     kind: CredentialKind = CredentialKind.PASSWORD
+
+
+def _one_place(instance: SecretReference, attribute: object, value: str | None) -> None:
+    if (instance.environment_variable is None) == (instance.file is None):
+        raise ValueError("a SecretReference names exactly one of environment_variable and file")
+
+
+@attrs.frozen(kw_only=True)
+class SecretReference:
+    """Where a secret lives, so that only its place is stored: an environment variable or a
+    file (its whole content, without the final line break), read when a connection opens."""
+
+    username: str
+    environment_variable: str | None = None
+    file: str | None = attrs.field(default=None, validator=_one_place)
+    kind: CredentialKind = CredentialKind.PASSWORD
+
+    @property
+    def place(self) -> str:
+        """Where the secret is read from, for messages (never the secret itself)."""
+        if self.environment_variable is not None:
+            return f"environment variable {self.environment_variable}"
+        return f"file {self.file}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -19,6 +21,18 @@ from serversync.model.options import (
 from serversync.model.outcomes import ErrorRecord
 
 __all__ = ["Mailbox", "WorkloadState"]
+
+
+_ENABLED_FIELD = {
+    Workload.INCOMING: "enabled_for_incoming",
+    Workload.OUTGOING: "enabled_for_outgoing",
+    Workload.ACT: "enabled_for_act",
+}
+_STATUS_FIELD = {
+    Workload.INCOMING: "incoming_status",
+    Workload.OUTGOING: "outgoing_status",
+    Workload.ACT: "act_status",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +79,23 @@ class Mailbox:
             Workload.OUTGOING: self.enabled_for_outgoing,
             Workload.ACT: self.enabled_for_act,
         }[workload]
+
+    def with_workload_disabled(self, workload: Workload) -> Mailbox:
+        """This mailbox after a permanent failure of ``workload``: disabled, status Failure."""
+        return self.with_test_results({workload: TestStatus.FAILURE}, at=None)
+
+    def with_test_results(
+        self, results: Mapping[Workload, TestStatus], *, at: datetime | None
+    ) -> Mailbox:
+        """This mailbox with each workload's test status set, enabled exactly when it
+        succeeded, and ``test_completed_on`` stamped with ``at`` (when given)."""
+        changes: dict[str, Any] = {}
+        for workload, status in results.items():
+            changes[_ENABLED_FIELD[workload]] = status is TestStatus.SUCCESS
+            changes[_STATUS_FIELD[workload]] = status
+        if at is not None:
+            changes["test_completed_on"] = at
+        return attrs.evolve(self, **changes)
 
     def uses_server_side_sync(self, workload: Workload) -> bool:
         """Whether the workload's delivery method is server-side synchronization."""

@@ -1,6 +1,16 @@
-"""Planning: pure scheduling and retry decisions."""
+"""Planning: pure scheduling, error-policy and alert decisions."""
 
-from serversync.planning.due import next_run_after_success, skip_reason
-from serversync.planning.retry import next_send_attempt, state_after_failure
+from serversync.planning.alerts import profile_failure_alert, workload_disabled_alert
+from serversync.planning.due import cycle_interval, next_run_after_success, skip_reason
+from serversync.planning.retry import disables_workload, next_send_attempt, state_after_failure
 
-__all__ = ["next_run_after_success", "next_send_attempt", "skip_reason", "state_after_failure"]
+__all__ = [
+    "cycle_interval",
+    "disables_workload",
+    "next_run_after_success",
+    "next_send_attempt",
+    "profile_failure_alert",
+    "skip_reason",
+    "state_after_failure",
+    "workload_disabled_alert",
+]

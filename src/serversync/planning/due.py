@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from serversync.model import (
@@ -15,7 +16,7 @@ from serversync.model import (
 )
 from serversync.settings import OrganizationSettings, Schedule
 
-__all__ = ["next_run_after_success", "skip_reason"]
+__all__ = ["cycle_interval", "next_run_after_success", "skip_reason"]
 
 
 def _approval_required(mailbox: Mailbox, org: OrganizationSettings) -> bool:
@@ -59,13 +60,55 @@ def skip_reason(
     return None
 
 
+def _mailbox_point(mailbox_id: str) -> float:
+    """A fixed number in [0, 1) for the mailbox: the same in every process and every run
+    (``hash()`` is salted per process, so a digest is used)."""
+    digest = hashlib.sha256(mailbox_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def cycle_interval(
+    workload: Workload,
+    profile: EmailServerProfile | None,
+    *,
+    schedule: Schedule,
+    mailbox: Mailbox | None = None,
+) -> timedelta:
+    """How long a workload waits after the end of a successful cycle.
+
+    Incoming and outgoing use their intervals. ACT waits between ``act_min_interval`` and
+    ``act_max_interval`` (``act_max_interval_with_incoming`` when the mailbox also receives
+    mail through server-side sync: Dynamics then spreads ACT over 5 to 15 minutes), at a
+    point fixed by the mailbox id, so that mailboxes spread out and runs are reproducible;
+    ``mailbox`` is required for it. The profile's minimum polling interval lengthens any
+    shorter interval.
+    """
+    if workload is Workload.INCOMING:
+        interval = schedule.incoming_interval
+    elif workload is Workload.OUTGOING:
+        interval = schedule.outgoing_interval
+    elif mailbox is None:
+        raise ValueError("the ACT interval depends on the mailbox; pass mailbox=")
+    else:
+        receives = mailbox.enabled_for(Workload.INCOMING) and mailbox.uses_server_side_sync(
+            Workload.INCOMING
+        )
+        longest = schedule.act_max_interval_with_incoming if receives else schedule.act_max_interval
+        spread = longest - schedule.act_min_interval
+        interval = schedule.act_min_interval + spread * _mailbox_point(str(mailbox.id))
+    minimum = profile.min_polling_interval if profile is not None else None
+    return max(interval, minimum or timedelta(0))
+
+
 def next_run_after_success(
-    workload: Workload, profile: EmailServerProfile, *, finished_at: datetime, schedule: Schedule
+    workload: Workload,
+    profile: EmailServerProfile,
+    *,
+    finished_at: datetime,
+    schedule: Schedule,
+    mailbox: Mailbox | None = None,
 ) -> datetime:
-    """When a workload runs again after a successful cycle: measured from the cycle's end, as
-    Dynamics does, and never sooner than the profile's minimum polling interval."""
-    interval = (
-        schedule.incoming_interval if workload is Workload.INCOMING else schedule.outgoing_interval
-    )
-    minimum = profile.min_polling_interval or timedelta(0)
-    return finished_at + max(interval, minimum)
+    """When a workload runs again after a successful cycle: :func:`cycle_interval` after the
+    cycle's end, as Dynamics measures it (a long cycle delays the next one). ``mailbox`` is
+    required for ACT."""
+    return finished_at + cycle_interval(workload, profile, schedule=schedule, mailbox=mailbox)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from serversync.model import ItemOutcome, MailboxRunReport, SendResult
+from serversync.model import Alert, ItemOutcome, MailboxRunReport, SendResult
 
 __all__ = ["SyncObserver"]
 
 
 class SyncObserver(Protocol):
-    """Told about each decision, send and mailbox run as they happen.
+    """Told about each decision, send, mailbox run and alert as they happen.
 
     Callbacks must be quick and must not raise; :class:`serversync.BaseSyncObserver` has
     no-op implementations to subclass.
@@ -26,4 +26,9 @@ class SyncObserver(Protocol):
 
     def mailbox_run_finished(self, report: MailboxRunReport) -> None:
         """A mailbox workload run ended (or was skipped)."""
+        ...
+
+    def alert_raised(self, alert: Alert) -> None:
+        """An alert for the Alerts wall: a workload was disabled, or a profile's mailboxes
+        fail en masse. Deliver it to the profile owner (and the mailbox owner if wanted)."""
         ...

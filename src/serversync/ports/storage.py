@@ -24,6 +24,7 @@ from serversync.model import (
     CrmRecord,
     EmailActivity,
     EmailServerProfile,
+    ErrorRecord,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -32,6 +33,7 @@ from serversync.model import (
     RecordRef,
     SendClaim,
     SendOutcome,
+    TestStatus,
     TrackingNumbers,
     Workload,
     WorkloadState,
@@ -60,7 +62,7 @@ class EmailServerProfileRepository(Protocol):
 
 
 class MailboxRepository(Protocol):
-    """Reads mailboxes."""
+    """Reads mailboxes, and disables a workload of one when it fails for good."""
 
     async def list_mailboxes(self) -> Sequence[Mailbox]:
         """Every mailbox, active or not (the engine decides which to process)."""
@@ -68,6 +70,28 @@ class MailboxRepository(Protocol):
 
     async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
         """One mailbox, or ``None``."""
+        ...
+
+    async def disable_workload(
+        self, mailbox_id: MailboxId, workload: Workload, *, error: ErrorRecord, at: datetime
+    ) -> bool:
+        """Disable one workload of the mailbox after a permanent failure, as Dynamics does:
+        ``enabled_for_<workload>`` becomes ``False`` and ``<workload>_status`` Failure; the
+        other workloads and fields are left alone.
+
+        Return ``True`` if this call disabled it, ``False`` if it was already disabled or
+        the mailbox does not exist (so a repeated call changes nothing). ``error`` and ``at``
+        are the reason and time, for hosts that keep them on the mailbox row (Dynamics'
+        ``lastsyncerror`` columns); the engine also saves them in the workload state.
+        """
+        ...
+
+    async def record_mailbox_test(
+        self, mailbox_id: MailboxId, results: Mapping[Workload, TestStatus], *, at: datetime
+    ) -> None:
+        """Store a Test & Enable run: each tested workload's ``<workload>_status``, the time in
+        ``test_completed_on``, and ``enabled_for_<workload>`` set to whether it succeeded.
+        Workloads not in ``results`` are left alone; an unknown mailbox is ignored."""
         ...
 
 
@@ -98,6 +122,11 @@ class CheckpointRepository(Protocol):
         self, mailbox_id: MailboxId, folder: str, checkpoint: Checkpoint
     ) -> None:
         """Replace the cursor (called only after the messages before it were stored)."""
+        ...
+
+    async def clear_checkpoints(self, mailbox_id: MailboxId) -> None:
+        """Forget every cursor of the mailbox, so its folders are read again from Process
+        Email From (Test & Enable does this; dedupe keeps the re-read free of duplicates)."""
         ...
 
 
@@ -183,6 +212,11 @@ class EmailActivityRepository(Protocol):
         """Emails of the sender mailbox still Sending whose claim expired before ``now``."""
         ...
 
+    async def count_pending_send(self, mailbox_id: MailboxId) -> int:
+        """How many emails of the sender mailbox are Pending Send, due or postponed (the
+        outgoing backlog that mailbox health reports)."""
+        ...
+
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
         """Apply ``outcome`` to the claimed email and release the claim; return the new email.
 
@@ -227,6 +261,11 @@ class LeaseRepository(Protocol):
 
     async def release_lease(self, key: str, *, owner: str) -> None:
         """Give the lease up if ``owner`` holds it; otherwise do nothing."""
+        ...
+
+    async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
+        """The owner of the lease on ``key`` if it is held and has not expired at ``now``
+        (a lease expiring exactly at ``now`` is free), else ``None``."""
         ...
 
 

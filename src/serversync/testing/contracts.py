@@ -56,6 +56,7 @@ from serversync.model import (
     SendRetry,
     SendSucceeded,
     SendUncertain,
+    TestStatus,
     TrackingFolderId,
     Workload,
     WorkloadState,
@@ -318,6 +319,10 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_folder_tracking(await factory())
     await _check_send_claims(await factory())
     await _check_leases(await factory())
+    await _check_lease_holder(await factory())
+    await _check_disabling_workloads(await factory())
+    await _check_pending_send_count(await factory())
+    await _check_mailbox_test(await factory())
 
 
 async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
@@ -676,3 +681,125 @@ async def _check_leases(harness: RepositoryHarness) -> None:
     assert await repos.try_acquire_lease("m/incoming", owner="c", now=_T0, until=until), (
         "a released lease is free"
     )
+
+
+async def _check_lease_holder(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    until = _T0 + timedelta(minutes=10)
+    assert await repos.get_lease_holder("m/incoming", now=_T0) is None, "no lease, no holder"
+    assert await repos.try_acquire_lease("m/incoming", owner="a", now=_T0, until=until)
+    assert await repos.get_lease_holder("m/incoming", now=_T0) == "a", "the holder is named"
+    assert await repos.get_lease_holder("m/outgoing", now=_T0) is None, "holders are per key"
+    assert await repos.get_lease_holder("m/incoming", now=until) is None, (
+        "a lease expiring at the time asked about is free"
+    )
+    assert await repos.try_acquire_lease(
+        "m/incoming", owner="b", now=until, until=until + timedelta(minutes=10)
+    ), "an expired lease must be taken over"
+    assert await repos.get_lease_holder("m/incoming", now=until) == "b", "the new holder counts"
+    await repos.release_lease("m/incoming", owner="b")
+    assert await repos.get_lease_holder("m/incoming", now=until) is None, "a released lease"
+
+
+async def _check_disabling_workloads(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    box = a_mailbox("disable@contract.test")
+    await harness.seed(mailboxes=[box])
+    error = ErrorRecord(
+        error_type="AuthenticationError", message="login refused", transient=False, scope="mailbox"
+    )
+    assert await repos.disable_workload(box.id, Workload.INCOMING, error=error, at=_T0), (
+        "disabling an enabled workload must answer True"
+    )
+    stored = await repos.get_mailbox(box.id)
+    assert stored is not None, "a disabled mailbox stays stored"
+    assert not stored.enabled_for_incoming, "the workload must be disabled"
+    assert stored.incoming_status is TestStatus.FAILURE, "the workload's status must be Failure"
+    assert stored.enabled_for_outgoing and stored.enabled_for_act, (
+        "the other workloads must stay enabled"
+    )
+    assert stored.outgoing_status is box.outgoing_status, "other statuses are left alone"
+    assert (
+        attrs.evolve(stored, enabled_for_incoming=True, incoming_status=box.incoming_status) == box
+    ), "nothing else on the mailbox may change"
+    assert not await repos.disable_workload(box.id, Workload.INCOMING, error=error, at=_T0), (
+        "disabling a disabled workload must answer False"
+    )
+    assert await repos.get_mailbox(box.id) == stored, "a repeated call changes nothing"
+    assert await repos.disable_workload(box.id, Workload.ACT, error=error, at=_T0)
+    again = await repos.get_mailbox(box.id)
+    assert again is not None
+    assert not again.enabled_for_act and again.act_status is TestStatus.FAILURE
+    assert again.enabled_for_outgoing, "outgoing is still enabled"
+    assert not await repos.disable_workload(
+        MailboxId("missing"), Workload.OUTGOING, error=error, at=_T0
+    ), "an unknown mailbox must answer False"
+
+
+async def _check_mailbox_test(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    box = attrs.evolve(
+        a_mailbox("tested@contract.test"),
+        enabled_for_incoming=False,
+        incoming_status=TestStatus.FAILURE,
+    )
+    await harness.seed(mailboxes=[box])
+    for folder in (INBOX, "Archive"):
+        await repos.save_checkpoint(box.id, folder, ImapCheckpoint(uidvalidity=1, last_uid=9))
+    other = MailboxId("mailbox:untouched@contract.test")
+    await repos.save_checkpoint(other, INBOX, ImapCheckpoint(uidvalidity=1, last_uid=5))
+    await repos.record_mailbox_test(
+        box.id,
+        {Workload.INCOMING: TestStatus.SUCCESS, Workload.OUTGOING: TestStatus.FAILURE},
+        at=_T0,
+    )
+    tested = await repos.get_mailbox(box.id)
+    assert tested is not None, "a tested mailbox stays stored"
+    assert tested.enabled_for_incoming and tested.incoming_status is TestStatus.SUCCESS, (
+        "a workload that passed its test is enabled with status Success"
+    )
+    assert not tested.enabled_for_outgoing and tested.outgoing_status is TestStatus.FAILURE, (
+        "a workload that failed its test is disabled with status Failure"
+    )
+    assert tested.enabled_for_act == box.enabled_for_act and tested.act_status is box.act_status, (
+        "an untested workload is left alone"
+    )
+    assert tested.test_completed_on == _T0, "the test's completion time is stamped"
+    await repos.record_mailbox_test(
+        MailboxId("missing"), {Workload.INCOMING: TestStatus.SUCCESS}, at=_T0
+    )
+    assert await repos.get_mailbox(MailboxId("missing")) is None, "no mailbox is created"
+    await repos.clear_checkpoints(box.id)
+    assert await repos.load_checkpoint(box.id, INBOX) is None, "every cursor is forgotten"
+    assert await repos.load_checkpoint(box.id, "Archive") is None, "every folder's cursor too"
+    assert await repos.load_checkpoint(other, INBOX) == ImapCheckpoint(uidvalidity=1, last_uid=5), (
+        "other mailboxes keep their cursors"
+    )
+
+
+async def _check_pending_send_count(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    sender = a_mailbox("backlog@contract.test")
+    other = a_mailbox("other-backlog@contract.test")
+    due = a_pending_email(sender_mailbox=sender, to=["x@contract.test"], subject="due")
+    later = a_pending_email(
+        sender_mailbox=sender,
+        to=["x@contract.test"],
+        subject="later",
+        postpone_sending_until=_T0 + timedelta(hours=1),
+    )
+    sent = attrs.evolve(
+        a_pending_email(sender_mailbox=sender, to=["x@contract.test"], subject="sent"),
+        status=EmailStatus.SENT,
+    )
+    foreign = a_pending_email(sender_mailbox=other, to=["x@contract.test"], subject="other")
+    await harness.seed(mailboxes=[sender, other], activities=[due, later, sent, foreign])
+    assert await repos.count_pending_send(sender.id) == 2, (
+        "due and postponed Pending Send emails of the mailbox count; sent ones do not"
+    )
+    claims = await repos.claim_pending_send(
+        sender.id, owner="a", now=_T0, until=_T0 + timedelta(minutes=5), limit=1
+    )
+    assert len(claims) == 1
+    assert await repos.count_pending_send(sender.id) == 1, "a claimed (Sending) email is not"
+    assert await repos.count_pending_send(MailboxId("missing")) == 0

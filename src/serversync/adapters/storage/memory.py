@@ -16,6 +16,7 @@ from typing import final
 import attrs
 
 from serversync.adapters._faults import FaultPlan, FaultPoint
+from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.errors import LeaseLostError, StorageConflictError
 from serversync.model import (
@@ -32,6 +33,7 @@ from serversync.model import (
     EmailDirection,
     EmailServerProfile,
     EmailStatus,
+    ErrorRecord,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -42,6 +44,7 @@ from serversync.model import (
     RecordRef,
     SendClaim,
     SendOutcome,
+    TestStatus,
     TrackingNumbers,
     Workload,
     WorkloadState,
@@ -66,7 +69,8 @@ class _Lease:
 
 
 @final
-class InMemoryStorage(Repositories):
+@documented_by(Repositories)
+class InMemoryStorage:
     """Every repository port over dicts; also the host-side setup helpers tests need."""
 
     def __init__(self, *, faults: FaultPlan | None = None) -> None:
@@ -142,6 +146,26 @@ class InMemoryStorage(Repositories):
         self._before("get_mailbox")
         return self._mailboxes.get(mailbox_id)
 
+    async def disable_workload(
+        self, mailbox_id: MailboxId, workload: Workload, *, error: ErrorRecord, at: datetime
+    ) -> bool:
+        self._before("disable_workload")
+        mailbox = self._mailboxes.get(mailbox_id)
+        if mailbox is None or not mailbox.enabled_for(workload):
+            return False
+        self._mailboxes[mailbox_id] = mailbox.with_workload_disabled(workload)
+        self._after("disable_workload")
+        return True
+
+    async def record_mailbox_test(
+        self, mailbox_id: MailboxId, results: Mapping[Workload, TestStatus], *, at: datetime
+    ) -> None:
+        self._before("record_mailbox_test")
+        mailbox = self._mailboxes.get(mailbox_id)
+        if mailbox is not None:
+            self._mailboxes[mailbox_id] = mailbox.with_test_results(results, at=at)
+        self._after("record_mailbox_test")
+
     # -- workload state and checkpoints ---------------------------------------------------------
 
     async def get_workload_state(
@@ -167,6 +191,12 @@ class InMemoryStorage(Repositories):
         self._before("save_checkpoint")
         self._checkpoints[(mailbox_id, folder)] = checkpoint
         self._after("save_checkpoint")
+
+    async def clear_checkpoints(self, mailbox_id: MailboxId) -> None:
+        self._before("clear_checkpoints")
+        for key in [k for k in self._checkpoints if k[0] == mailbox_id]:
+            del self._checkpoints[key]
+        self._after("clear_checkpoints")
 
     # -- activities -----------------------------------------------------------------------------
 
@@ -347,6 +377,14 @@ class InMemoryStorage(Repositories):
                 )
         return expired
 
+    async def count_pending_send(self, mailbox_id: MailboxId) -> int:
+        self._before("count_pending_send")
+        return sum(
+            1
+            for a in self._activities.values()
+            if a.status is EmailStatus.PENDING_SEND and a.sender_mailbox_id == mailbox_id
+        )
+
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
         self._before("record_send_outcome")
         activity_id = claim.activity.id
@@ -409,6 +447,11 @@ class InMemoryStorage(Repositories):
         if lease is not None and lease.owner == owner:
             del self._leases[key]
 
+    async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
+        self._before("get_lease_holder")
+        lease = self._leases.get(key)
+        return lease.owner if lease is not None and lease.until > now else None
+
 
 def _newest_first(activity: EmailActivity) -> float:
     stamp = activity.last_activity_on
@@ -416,7 +459,8 @@ def _newest_first(activity: EmailActivity) -> float:
 
 
 @final
-class InMemoryDirectory(RecordDirectory):
+@documented_by(RecordDirectory)
+class InMemoryDirectory:
     """A :class:`~serversync.ports.RecordDirectory` over a list of records."""
 
     def __init__(self, records: Iterable[CrmRecord] = ()) -> None:

@@ -8,6 +8,7 @@ from typing import final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from serversync.adapters._ports_docs import documented_by
 from serversync.model import CrmRecord, RecordRef
 from serversync.model.messages import normalize_address
 from serversync.ports import RecordDirectory
@@ -21,7 +22,8 @@ __all__ = ["SqlDirectory"]
 
 
 @final
-class SqlDirectory(RecordDirectory):
+@documented_by(RecordDirectory)
+class SqlDirectory:
     """:class:`~serversync.ports.RecordDirectory` over the ``serversync_records`` table.
 
     Hosts whose CRM records live elsewhere implement the port on their own tables instead.

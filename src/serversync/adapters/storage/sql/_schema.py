@@ -33,6 +33,7 @@ __all__ = [
     "profiles",
     "queue_items",
     "records",
+    "secret_references",
     "tracking_folders",
     "tracking_users",
     "workload_states",
@@ -167,5 +168,14 @@ records = Table(
     Column("ref", String(400), primary_key=True),
     Column("address", String(400), nullable=False, index=True),
     Column("seq", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+# Where a mailbox's or profile's secret lives (an environment variable or a file); never the
+# secret itself. ``owner`` is "mailbox:<id>" or "profile:<id>".
+secret_references = Table(
+    "serversync_secret_references",
+    metadata,
+    Column("owner", String(500), primary_key=True),
     Column("data", Text, nullable=False),
 )

@@ -9,7 +9,7 @@ one transaction, so a crash leaves either all of its writes or none.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Self, TypeVar, final
@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.errors import ConfigurationError, LeaseLostError, StorageConflictError
 from serversync.model import (
@@ -43,6 +44,7 @@ from serversync.model import (
     EmailDirection,
     EmailServerProfile,
     EmailStatus,
+    ErrorRecord,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -53,6 +55,7 @@ from serversync.model import (
     RecordRef,
     SendClaim,
     SendOutcome,
+    TestStatus,
     TrackingNumbers,
     Workload,
     WorkloadState,
@@ -90,21 +93,11 @@ _T = TypeVar("_T")
 _TRACKING_COUNTER = "tracking_token"
 _USER_NUMBER_COUNTER = "tracking_user"
 ORDER_COUNTER = "order"
-# The Mailbox fields a workload's permanent failure changes.
-_ENABLED = {
-    Workload.INCOMING: "enabled_for_incoming",
-    Workload.OUTGOING: "enabled_for_outgoing",
-    Workload.ACT: "enabled_for_act",
-}
-_STATUS = {
-    Workload.INCOMING: "incoming_status",
-    Workload.OUTGOING: "outgoing_status",
-    Workload.ACT: "act_status",
-}
 
 
 @final
-class SqlStorage(Repositories):
+@documented_by(Repositories)
+class SqlStorage:
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
     Open it with :meth:`open` (which checks, or with ``upgrade=True`` brings up to date, the
@@ -244,6 +237,24 @@ class SqlStorage(Repositories):
             select(mailboxes.c.data).where(mailboxes.c.id == mailbox_id), Mailbox
         )
 
+    async def disable_workload(
+        self, mailbox_id: MailboxId, workload: Workload, *, error: ErrorRecord, at: datetime
+    ) -> bool:
+        async with self._tx() as c:
+            mailbox = await _locked_mailbox(c, mailbox_id)
+            if mailbox is None or not mailbox.enabled_for(workload):
+                return False
+            await _save_mailbox(c, mailbox.with_workload_disabled(workload))
+            return True
+
+    async def record_mailbox_test(
+        self, mailbox_id: MailboxId, results: Mapping[Workload, TestStatus], *, at: datetime
+    ) -> None:
+        async with self._tx() as c:
+            mailbox = await _locked_mailbox(c, mailbox_id)
+            if mailbox is not None:
+                await _save_mailbox(c, mailbox.with_test_results(results, at=at))
+
     async def _one(self, query: Any, kind: type[_T]) -> _T | None:
         async with self._engine.connect() as c:
             text = (await c.execute(query)).scalar_one_or_none()
@@ -268,6 +279,10 @@ class SqlStorage(Repositories):
         key = {"mailbox_id": mailbox_id, "workload": workload.value}
         values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
         await retrying(self._engine, lambda c: upsert(c, workload_states, key, values))
+
+    async def clear_checkpoints(self, mailbox_id: MailboxId) -> None:
+        async with self._tx() as c:
+            await c.execute(delete(checkpoints).where(checkpoints.c.mailbox_id == mailbox_id))
 
     async def load_checkpoint(self, mailbox_id: MailboxId, folder: str) -> Checkpoint | None:
         async with self._engine.connect() as c:
@@ -485,6 +500,16 @@ class SqlStorage(Repositories):
             )
             return [_claim_of(row) for row in rows]
 
+    async def count_pending_send(self, mailbox_id: MailboxId) -> int:
+        async with self._engine.connect() as c:
+            count = await c.scalar(
+                select(func.count()).where(
+                    activities.c.sender_mailbox_id == mailbox_id,
+                    activities.c.status == int(EmailStatus.PENDING_SEND),
+                )
+            )
+        return int(count or 0)
+
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
         async with self._tx() as c:
             seq, current = await _claimed(c, claim)
@@ -573,8 +598,28 @@ class SqlStorage(Repositories):
         async with self._tx() as c:
             await c.execute(delete(leases).where(leases.c.key == key, leases.c.owner == owner))
 
+    async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
+        async with self._engine.connect() as c:
+            owner = await c.scalar(
+                select(leases.c.owner).where(leases.c.key == key, leases.c.until > micros(now))
+            )
+        return None if owner is None else str(owner)
+
 
 # -- row helpers ----------------------------------------------------------------------------
+
+
+async def _locked_mailbox(c: AsyncConnection, mailbox_id: MailboxId) -> Mailbox | None:
+    text = await c.scalar(
+        select(mailboxes.c.data).where(mailboxes.c.id == mailbox_id).with_for_update()
+    )
+    return None if text is None else load(text, Mailbox)
+
+
+async def _save_mailbox(c: AsyncConnection, mailbox: Mailbox) -> None:
+    await c.execute(
+        update(mailboxes).where(mailboxes.c.id == mailbox.id).values(data=dump(mailbox))
+    )
 
 
 async def _insert_activity(c: AsyncConnection, activity: EmailActivity) -> int:

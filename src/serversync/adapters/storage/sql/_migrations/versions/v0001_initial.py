@@ -1,5 +1,5 @@
 """The first schema: profiles, mailboxes, workload states, cursors, emails, queue items,
-tracking folders, leases, tracking numbers and the record directory.
+tracking folders, leases, tracking numbers, the record directory and secret references.
 
 Revision ID: 0001
 """
@@ -143,10 +143,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("ref", name="pk_serversync_records"),
     )
     op.create_index("ix_serversync_records_address", "serversync_records", ["address"])
+    op.create_table(
+        "serversync_secret_references",
+        sa.Column("owner", sa.String(500), nullable=False),
+        sa.Column("data", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("owner", name="pk_serversync_secret_references"),
+    )
 
 
 def downgrade() -> None:
     for table in (
+        "serversync_secret_references",
         "serversync_records",
         "serversync_counters",
         "serversync_tracking_users",

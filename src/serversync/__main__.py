@@ -1,0 +1,5 @@
+"""``python -m serversync``: the command line (what ``run --workers`` starts)."""
+
+from serversync.cli import main
+
+main()

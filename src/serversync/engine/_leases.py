@@ -1,0 +1,183 @@
+"""Mailbox leases: one engine per mailbox workload, renewed while the workload runs.
+
+A workload holds the lease ``"<mailbox id>/<workload>"``. While it runs, a background task
+renews the lease each time ``lease_renewal_fraction`` of ``lease_duration`` has passed. If
+another engine took the lease over (it had expired, say because this process stalled or
+lost the store for too long), the workload must stop: the repositories it sees refuse to
+start new work with :class:`LeaseLostError`, so it stops at the next message, email or
+folder, records the progress it made, and the engine does not save its state over the new
+owner's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, cast
+
+from serversync.errors import LeaseLostError
+from serversync.model import MailboxId, Workload
+from serversync.ports import Repositories
+
+from ._context import EngineContext, logger
+
+__all__ = ["LeaseKeeper", "lease_key"]
+
+# The repository calls that begin new work: the next folder, message or email to send, or
+# the engine's own bookkeeping after the run. Calls that record work already done (the
+# checkpoint, a send outcome, the email being stored) still go through.
+_STARTS_WORK = frozenset(
+    {
+        "load_checkpoint",
+        "find_by_message_ids",
+        "list_expired_claims",
+        "claim_pending_send",
+        "save_workload_state",
+        "disable_workload",
+    }
+)
+
+
+def lease_key(mailbox_id: MailboxId, workload: Workload) -> str:
+    """The lease a workload of a mailbox runs under."""
+    return f"{mailbox_id}/{workload.value}"
+
+
+class LeaseKeeper:
+    """Keeps the lease of one running workload; use ``async with`` around the work.
+
+    ``acquired_at`` and ``until`` describe the lease just acquired.
+    """
+
+    def __init__(
+        self, ctx: EngineContext, key: str, *, acquired_at: datetime, until: datetime
+    ) -> None:
+        self._ctx = ctx
+        self._key = key
+        self._renewed_at = acquired_at
+        self._until = until
+        self._lost: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease is no longer this engine's."""
+        return self._lost is not None
+
+    @property
+    def lost_reason(self) -> str | None:
+        """Why the lease was lost, once it was."""
+        return self._lost
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` if the lease was lost."""
+        if self._lost is not None:
+            raise LeaseLostError(self._lost)
+
+    def guard(self, repositories: Repositories) -> Repositories:
+        """``repositories`` as the workload must see them: refusing new work once lost."""
+        return cast(Repositories, _GuardedRepositories(repositories, self))
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._keep(), name=f"lease {self._key}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the workload itself is being cancelled
+
+    async def still_held(self) -> bool:
+        """Whether the lease is still ours, renewing it if it may have run out; call before
+        writing the workload's state."""
+        if self._lost is not None:
+            return False
+        now = self._ctx.clock.now()
+        if now < self._until:
+            return True
+        await self._renew(now)
+        return self._lost is None
+
+    async def _keep(self) -> None:
+        schedule = self._ctx.settings.schedule
+        every = schedule.lease_duration * schedule.lease_renewal_fraction
+        while self._lost is None:
+            await self._wait_until(self._renewed_at + every)
+            try:
+                await self._renew(self._ctx.clock.now())
+            except Exception as exc:
+                logger.warning("could not renew the lease %s: %s", self._key, exc)
+                if self._ctx.clock.now() >= self._until:
+                    self._lose("the lease ran out while it could not be renewed")
+                    return
+                # Try again after one look at the clock, not at once.
+                await asyncio.sleep(
+                    self._ctx.settings.schedule.lease_check_interval.total_seconds()
+                )
+
+    async def _renew(self, now: datetime) -> None:
+        ctx = self._ctx
+        until = now + ctx.settings.schedule.lease_duration
+        held = await ctx.storage(
+            ctx.repositories.try_acquire_lease(
+                self._key, owner=ctx.engine_id, now=now, until=until
+            ),
+            "renewing the mailbox lease",
+        )
+        if not held:
+            self._lose("another engine took the lease over")
+            return
+        self._renewed_at, self._until = now, until
+
+    def _lose(self, why: str) -> None:
+        logger.warning("lease %s lost: %s; the workload stops", self._key, why)
+        self._lost = f"lease {self._key}: {why}"
+
+    async def _wait_until(self, when: datetime) -> None:
+        """Wait until the engine's clock reaches ``when``, looking every
+        ``lease_check_interval`` of real time.
+
+        Not ``clock.sleep``: a test clock's sleep returns at once, so a background loop
+        sleeping through it would spin and push the test's time forward. Looking at the clock
+        in real time leaves a test clock under the test's control.
+        """
+        check = self._ctx.settings.schedule.lease_check_interval.total_seconds()
+        clock = self._ctx.clock
+        while True:
+            await asyncio.sleep(min(max((when - clock.now()).total_seconds(), 0.0), check))
+            if clock.now() >= when:
+                return
+
+
+class _GuardedRepositories:
+    """Repositories that refuse to start new work once the lease is lost."""
+
+    def __init__(self, inner: Repositories, keeper: LeaseKeeper) -> None:
+        self._inner = inner
+        self._keeper = keeper
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in _STARTS_WORK:
+            return attribute
+        method = cast(Callable[..., Awaitable[Any]], attribute)
+        keeper = self._keeper
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            keeper.check()
+            return await method(*args, **kwargs)
+
+        return guarded

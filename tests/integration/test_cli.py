@@ -1,0 +1,150 @@
+"""The ``serversync`` console script, run in subprocesses against a SQLite store, a real
+Dovecot (IMAPS) and aiosmtpd (SMTP with STARTTLS): init → profile add → mailbox add → test →
+run --once → status → explain, the way an operator would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from serversync.testing import an_email
+from tests.integration.dovecot import Dovecot, DovecotUser
+from tests.integration.smtp_server import Mode, SmtpServer
+
+pytestmark = pytest.mark.integration
+
+SERVERSYNC = Path(sys.executable).with_name("serversync")
+
+
+class Cli:
+    """Runs the console script on one store, with the mailbox password in the environment."""
+
+    def __init__(self, store: Path, password: str) -> None:
+        self.store = f"sqlite:///{store}"
+        self.env = {**os.environ, "COLUMNS": "250", "SS_TEST_PASSWORD": password}
+        self.outputs: list[str] = []
+
+    def __call__(self, *args: str, expect: int = 0) -> str:
+        done = subprocess.run(
+            [str(SERVERSYNC), "--store", self.store, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=self.env,
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        self.outputs.append(output)
+        assert done.returncode == expect, f"serversync {' '.join(args)}: {output}"
+        return output
+
+
+@pytest.fixture
+def smtp(dovecot: Dovecot) -> Iterator[SmtpServer]:
+    with SmtpServer(dovecot.pki, mode=Mode.STARTTLS, users={}) as server:
+        yield server
+
+
+def _configure(cli: Cli, dovecot: Dovecot, smtp: SmtpServer, user: DovecotUser) -> None:
+    cli("init")
+    cli(
+        "profile",
+        "add",
+        "office",
+        "--type",
+        "imap",
+        "--incoming",
+        f"127.0.0.1:{dovecot.imaps_port}",
+        "--outgoing",
+        f"127.0.0.1:{smtp.port}",
+        "--tls",
+        "implicit",
+        "--outgoing-tls",
+        "starttls",
+        "--ca-file",
+        str(dovecot.pki.ca_file),
+    )
+    cli(
+        "mailbox",
+        "add",
+        user.address,
+        "--profile",
+        "office",
+        "--filter",
+        "all",
+        "--password-env",
+        "SS_TEST_PASSWORD",
+    )
+
+
+def test_an_operator_configures_tests_runs_and_inspects_a_mailbox(
+    dovecot: Dovecot, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    user = dovecot.add_user()
+    smtp.handler.users[user.address] = user.password
+    cli = Cli(tmp_path / "store.db", user.password)
+    _configure(cli, dovecot, smtp, user)
+
+    listed = cli("profile", "list")
+    assert "office" in listed
+    assert f"127.0.0.1:{dovecot.imaps_port} (implicit)" in listed
+    shown = cli("profile", "show", "office")
+    assert "max_concurrent_connections" in shown
+
+    refused = cli("mailbox", "test", user.address, expect=1)
+    assert "not approved" in refused, "the address must be approved before it can sync"
+    cli("mailbox", "approve", user.address)
+    tested = cli("mailbox", "test", user.address)
+    assert tested.count("SUCCESS") == 2, tested
+    assert "enabled, success" in cli("mailbox", "list")
+
+    dovecot.append(
+        user,
+        an_email(sender="jane@fabrikam.example", to=[user.address], subject="CLI order 1"),
+    )
+    ran = cli("run", "--once")
+    row = next(line for line in ran.splitlines() if "incoming" in line)
+    assert "succeeded" in row, ran
+    assert " 1 " in row, "one message tracked"
+
+    health = cli("status")
+    assert user.address in health
+    assert health.count("enabled") >= 2, health
+
+    message = tmp_path / "reply.eml"
+    message.write_bytes(
+        an_email(sender="jane@fabrikam.example", to=[user.address], subject="Explain me")
+    )
+    explained = cli("explain", str(message), "--mailbox", user.address)
+    assert explained.startswith("tracked"), explained
+
+    store_bytes = (tmp_path / "store.db").read_bytes()
+    assert user.password.encode() not in store_bytes, "a secret reached the store"
+    assert all(user.password not in output for output in cli.outputs), "a secret was printed"
+
+
+def test_a_wrong_password_fails_the_test_and_disables_nothing_else(
+    dovecot: Dovecot, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    user = dovecot.add_user()
+    smtp.handler.users[user.address] = user.password
+    cli = Cli(tmp_path / "store.db", "not-the-password")
+    _configure(cli, dovecot, smtp, user)
+    cli("mailbox", "approve", user.address)
+    tested = cli("mailbox", "test", user.address, expect=1)
+    assert tested.count("FAILURE") == 2, tested
+    assert "AuthenticationError" in tested
+    assert "disabled, failure" in cli("mailbox", "list")
+    assert "not-the-password" not in "".join(cli.outputs)
+
+
+def test_commands_on_a_missing_store_say_how_to_create_it(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "absent.db", "x")
+    said = cli("status", expect=1)
+    assert "serversync init" in said
+    assert not (tmp_path / "absent.db").exists()

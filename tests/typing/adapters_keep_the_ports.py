@@ -1,0 +1,41 @@
+"""Checked by mypy, never run: every shipped adapter implements its port in full.
+
+The adapters do not inherit from the Protocols (inheriting would hand them the Protocols'
+empty method bodies, so a missing method would go unnoticed); these functions make mypy
+compare each one with its port structurally instead.
+"""
+
+from __future__ import annotations
+
+from serversync import MappingCredentials, ReferencedCredentials
+from serversync.ports import CredentialProvider, RecordDirectory, Repositories
+from serversync.sql import SqlCredentials, SqlDirectory, SqlStorage
+from serversync.testing import InMemoryDirectory, InMemoryStorage
+
+
+def in_memory_storage(adapter: InMemoryStorage) -> Repositories:
+    return adapter
+
+
+def sql_storage(adapter: SqlStorage) -> Repositories:
+    return adapter
+
+
+def in_memory_directory(adapter: InMemoryDirectory) -> RecordDirectory:
+    return adapter
+
+
+def sql_directory(adapter: SqlDirectory) -> RecordDirectory:
+    return adapter
+
+
+def mapping_credentials(adapter: MappingCredentials) -> CredentialProvider:
+    return adapter
+
+
+def referenced_credentials(adapter: ReferencedCredentials) -> CredentialProvider:
+    return adapter
+
+
+def sql_credentials(adapter: SqlCredentials) -> CredentialProvider:
+    return adapter
