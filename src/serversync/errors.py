@@ -13,6 +13,7 @@ class (transient or permanent); how far it reaches is the ``scope`` attribute.
     │   ├── ServerBusyError            .retry_after (EWS ErrorServerBusy, SMTP 421,
     │   │                              IMAP [UNAVAILABLE])
     │   ├── LeaseLostError             another engine took the mailbox or the claim
+    │   ├── EngineStoppingError        the engine was asked to stop; work stops between items
     │   └── StorageConflictError       a repository write raced with another writer
     └── PermanentError                 fails again until configuration or data changes
         ├── AuthenticationError        wrong password, revoked token
@@ -36,6 +37,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConnectionFailedError",
+    "EngineStoppingError",
     "ErrorScope",
     "LeaseLostError",
     "MalformedMessageError",
@@ -149,6 +151,11 @@ class ServerBusyError(TransientError):
 
 class LeaseLostError(TransientError):
     """Another engine holds the mailbox lease or the email's send claim."""
+
+
+class EngineStoppingError(TransientError):
+    """The engine was asked to stop: a running workload stops before its next message or
+    email, with everything before it recorded, and runs again on the next start."""
 
 
 class StorageConflictError(TransientError):

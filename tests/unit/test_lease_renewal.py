@@ -8,7 +8,8 @@ The fake clock only moves when a test moves it; the engine looks at it every
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from serversync import (
     EmailStatus,
@@ -18,12 +19,20 @@ from serversync import (
     RunReport,
     RunStatus,
     Schedule,
+    SkipReason,
     StorageConflictError,
+    SyncEngine,
     SyncSettings,
     Workload,
 )
 from serversync.model import INBOX
-from serversync.testing import FaultPoint, InMemoryWorld, a_contact, a_pending_email
+from serversync.testing import (
+    InMemoryStorage,
+    InMemoryWorld,
+    a_contact,
+    a_pending_email,
+    a_profile,
+)
 from serversync.testing import an_email as email
 
 from .engine_support import Gate, SlowServer, wait_for
@@ -41,17 +50,44 @@ def _world(messages: int = 0) -> tuple[InMemoryWorld, Mailbox, SlowServer]:
     alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
     for n in range(messages):
         world.deliver(ALICE, email(to=[ALICE], subject=f"message {n}"))
+    _RECORDERS[world] = _LeaseRecorder(world.storage)
     return world, alice, SlowServer(world)
 
 
+class _LeaseRecorder:
+    """The world's store, noting the key of every lease acquisition or renewal."""
+
+    def __init__(self, inner: InMemoryStorage) -> None:
+        self.inner = inner
+        self.keys: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def try_acquire_lease(
+        self, key: str, *, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        self.keys.append(key)
+        return await self.inner.try_acquire_lease(key, owner=owner, now=now, until=until)
+
+
+_RECORDERS: dict[InMemoryWorld, _LeaseRecorder] = {}
+
+
+def _engine(world: InMemoryWorld, **overrides: Any) -> SyncEngine:
+    return world.engine(repositories=_RECORDERS[world], **overrides)
+
+
 def _lease_calls(world: InMemoryWorld) -> int:
-    return world.storage.faults.calls.count(("try_acquire_lease", FaultPoint.BEFORE))
+    """Acquisitions and renewals of mailbox leases (not of the profile's connection slots,
+    which a running workload holds too)."""
+    return sum(1 for key in _RECORDERS[world].keys if not key.startswith("profile:"))
 
 
 async def _steal(world: InMemoryWorld, key: str) -> bool:
     """Another engine takes the lease, as it may once the lease expired."""
     now = world.clock.now()
-    return await world.storage.try_acquire_lease(
+    return await _RECORDERS[world].try_acquire_lease(
         key, owner="engine-b", now=now, until=now + timedelta(minutes=10)
     )
 
@@ -60,7 +96,7 @@ async def test_a_long_workload_renews_its_lease_and_keeps_it() -> None:
     world, alice, slow = _world(messages=1)
     slow.fetch_gate = gate = Gate()
     key = f"{alice.id}/incoming"
-    async with world.engine(engine_id="engine-a", transports=slow.transports()) as engine:
+    async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
         run = asyncio.create_task(engine.run_once(workloads=[Workload.INCOMING]))
         await gate.reached.wait()
         assert _lease_calls(world) == 1, "acquired once, not renewed yet"
@@ -84,7 +120,7 @@ async def test_a_long_workload_renews_its_lease_and_keeps_it() -> None:
 
 async def test_a_short_workload_does_not_renew_and_stops_the_renewal_when_done() -> None:
     world, _, slow = _world(messages=2)
-    async with world.engine(transports=slow.transports()) as engine:
+    async with _engine(world, transports=slow.transports()) as engine:
         report = await engine.run_once(workloads=[Workload.INCOMING])
         assert report.mailboxes[0].status is RunStatus.SUCCEEDED
         world.clock.advance(timedelta(minutes=3))
@@ -98,7 +134,7 @@ async def test_an_incoming_workload_that_lost_its_lease_stops_at_the_next_messag
     world, alice, slow = _world(messages=3)
     slow.fetch_gate = gate = Gate()
     key = f"{alice.id}/incoming"
-    async with world.engine(engine_id="engine-a", transports=slow.transports()) as engine:
+    async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
         run = asyncio.create_task(engine.run_once(workloads=[Workload.INCOMING]))
         await gate.reached.wait()
         # The engine stalled past its lease; another engine took the mailbox over.
@@ -124,7 +160,7 @@ async def test_an_incoming_workload_that_lost_its_lease_stops_at_the_next_messag
     assert await world.storage.get_lease_holder(key, now=world.clock.now()) == "engine-b"
 
     # The new owner goes on from the checkpoint: nothing lost, nothing twice.
-    async with world.engine(engine_id="engine-b") as other:
+    async with _engine(world, engine_id="engine-b") as other:
         after = await other.run_once(workloads=[Workload.INCOMING])
     assert [i.subject for i in after.items()] == ["message 1", "message 2"]
     assert sorted(a.subject for a in world.storage.activities()) == [
@@ -144,7 +180,7 @@ async def test_an_outgoing_workload_that_lost_its_lease_sends_no_further_email()
         world.storage.put_activity(pending)
     slow.send_gate = gate = Gate()
     key = f"{alice.id}/outgoing"
-    async with world.engine(engine_id="engine-a", transports=slow.transports()) as engine:
+    async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
         run = asyncio.create_task(engine.run_once(workloads=[Workload.OUTGOING]))
         await gate.reached.wait()
         world.clock.advance(LEASE + timedelta(seconds=1))
@@ -175,10 +211,11 @@ async def test_an_outgoing_workload_that_lost_its_lease_sends_no_further_email()
 async def test_a_lease_that_runs_out_while_the_store_refuses_renewals_stops_the_workload() -> None:
     world, alice, slow = _world(messages=2)
     slow.fetch_gate = gate = Gate()
+    # The mailbox lease and the connection slot are taken; every renewal after that fails.
     world.storage.faults.fail_next(
-        "try_acquire_lease", StorageConflictError("deadlock"), times=10_000, skip=1
+        "try_acquire_lease", StorageConflictError("deadlock"), times=10_000, skip=2
     )
-    async with world.engine(engine_id="engine-a", transports=slow.transports()) as engine:
+    async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
         run = asyncio.create_task(engine.run_once(workloads=[Workload.INCOMING]))
         await gate.reached.wait()
         world.clock.advance(timedelta(seconds=25))
@@ -195,3 +232,26 @@ async def test_a_lease_that_runs_out_while_the_store_refuses_renewals_stops_the_
     assert "ran out" in only.error.message
     assert [a.subject for a in world.storage.activities()] == ["message 0"]
     assert await world.storage.get_workload_state(alice.id, Workload.INCOMING) is None
+
+
+async def test_a_profile_connection_limit_holds_across_engines_sharing_a_store() -> None:
+    world = InMemoryWorld(settings=SETTINGS, profile=a_profile(max_concurrent_connections=1))
+    first = world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    second = world.add_user(CUSTOMER, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    world.deliver(ALICE, email(to=[ALICE], subject="for alice"))
+    _RECORDERS[world] = _LeaseRecorder(world.storage)
+    slow = SlowServer(world)
+    slow.fetch_gate = gate = Gate()
+    async with _engine(world, engine_id="engine-a", transports=slow.transports()) as a:
+        held = asyncio.create_task(a.sync_mailbox(first.id, workloads=[Workload.INCOMING]))
+        await gate.reached.wait()  # engine-a is inside the profile's only connection
+        async with _engine(world, engine_id="engine-b") as b:
+            (blocked,) = await b.sync_mailbox(second.id, workloads=[Workload.INCOMING])
+        gate.opened.set()
+        (done,) = await held
+    assert blocked.status is RunStatus.SKIPPED
+    assert blocked.skip_reason is SkipReason.PROFILE_CONNECTIONS_IN_USE
+    assert done.status is RunStatus.SUCCEEDED
+    async with _engine(world, engine_id="engine-b") as b:
+        (later,) = await b.sync_mailbox(second.id, workloads=[Workload.INCOMING])
+    assert later.status is RunStatus.SUCCEEDED, "the slot is free once engine-a is done"

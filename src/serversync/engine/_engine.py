@@ -12,7 +12,7 @@ from typing import Self, final
 
 import attrs
 
-from serversync.errors import ConfigurationError, LeaseLostError
+from serversync.errors import ConfigurationError, EngineStoppingError, LeaseLostError
 from serversync.mime import ensure_message_id, parse_headers
 from serversync.model import (
     INBOX,
@@ -57,7 +57,7 @@ from serversync.settings import SyncSettings
 from ._context import EngineContext, logger
 from ._health import collect_health
 from ._incoming import IncomingPipeline
-from ._leases import LeaseKeeper, lease_key
+from ._leases import LeaseKeeper, acquire_connection_slot, lease_key
 from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
 from ._outgoing import OutgoingPipeline
@@ -132,6 +132,7 @@ class SyncEngine:
             attachments=attachments,
         )
         self._state = _State.UNOPENED
+        self._stopping = False
         self._profile_slots: dict[ProfileId, asyncio.Semaphore] = {}
         self._profile_alerted: dict[ProfileId, datetime] = {}
         self._next_due: datetime | None = None
@@ -273,11 +274,34 @@ class SyncEngine:
             )
         return await test_and_enable(ctx, mailbox, profile)
 
+    def request_stop(self) -> None:
+        """Ask the engine to stop: running workloads finish the message or email in hand,
+        record their progress and release their leases; no new workload starts. Use it on
+        SIGTERM; :meth:`run_forever` calls it when its ``stop`` event is set."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stopping
+
     async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
         """Call :meth:`run_once` until ``stop`` is set (or the task is cancelled), pausing
         until the next workload is due, at most ``Schedule.idle_sleep``."""
         self._require_open()
-        while stop is None or not stop.is_set():
+        watcher = asyncio.ensure_future(self._stop_when(stop)) if stop is not None else None
+        try:
+            await self._loop(stop)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _stop_when(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.request_stop()
+
+    async def _loop(self, stop: asyncio.Event | None) -> None:
+        while not self._stopping and (stop is None or not stop.is_set()):
             self._next_due = None
             try:
                 await self.run_once()
@@ -412,6 +436,8 @@ class SyncEngine:
         )
         if reason is SkipReason.NOT_DUE and force:
             reason = None
+        if reason is None and self._stopping:
+            reason = SkipReason.ENGINE_STOPPING
         if reason is not None or profile is None:
             return MailboxRunReport(
                 mailbox_id=mailbox.id,
@@ -439,13 +465,39 @@ class SyncEngine:
         try:
             # The lease is renewed from here on, also while waiting for a slot.
             async with (
-                LeaseKeeper(ctx, key, acquired_at=started, until=until) as lease,
+                LeaseKeeper(
+                    ctx, key, acquired_at=started, until=until, stopping=lambda: self._stopping
+                ) as lease,
                 overall,
                 self._slot(profile),
             ):
-                report, new_state = await self._execute(
-                    mailbox, profile, workload, state, started, lease
+                # The profile's connection limit across engines: a slot leased in the store.
+                holder = f"{ctx.engine_id}|{key}"
+                now = ctx.clock.now()
+                slot_until = now + ctx.settings.schedule.lease_duration
+                slot = await acquire_connection_slot(
+                    ctx, profile, holder, now=now, until=slot_until
                 )
+                if slot is None:
+                    return MailboxRunReport(
+                        mailbox_id=mailbox.id,
+                        workload=workload,
+                        status=RunStatus.SKIPPED,
+                        started_at=started,
+                        finished_at=ctx.clock.now(),
+                        skip_reason=SkipReason.PROFILE_CONNECTIONS_IN_USE,
+                    )
+                try:
+                    async with LeaseKeeper(
+                        ctx, slot, acquired_at=now, until=slot_until, owner=holder
+                    ):
+                        report, new_state = await self._execute(
+                            mailbox, profile, workload, state, started, lease
+                        )
+                finally:
+                    await ctx.storage(
+                        repos.release_lease(slot, owner=holder), "releasing the connection slot"
+                    )
         finally:
             await ctx.storage(repos.release_lease(key, owner=ctx.engine_id), "releasing the lease")
         if new_state is not None:
@@ -501,6 +553,12 @@ class SyncEngine:
             lost = LeaseLostError(lease.lost_reason or "the lease was lost", mailbox_id=mailbox.id)
             error = ErrorRecord.from_exception(lost)
             return attrs.evolve(report, status=RunStatus.FAILED, error=error), None
+        if isinstance(failure, EngineStoppingError):
+            # Not a failure: what was done is recorded, and the workload is due at once when
+            # an engine runs again.
+            stopped = attrs.evolve(previous, next_run_at=finished)
+            await self._save_state(mailbox, workload, stopped)
+            return attrs.evolve(report, status=RunStatus.STOPPED), stopped
         if failure is None:
             new_state = WorkloadState(
                 next_run_at=next_run_after_success(

@@ -12,18 +12,19 @@ owner's.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, cast
 
-from serversync.errors import LeaseLostError
-from serversync.model import MailboxId, Workload
+from serversync.errors import EngineStoppingError, LeaseLostError
+from serversync.model import EmailServerProfile, MailboxId, Workload
 from serversync.ports import Repositories
 
 from ._context import EngineContext, logger
 
-__all__ = ["LeaseKeeper", "lease_key"]
+__all__ = ["LeaseKeeper", "acquire_connection_slot", "lease_key"]
 
 # The repository calls that begin new work: the next folder, message or email to send, or
 # the engine's own bookkeeping after the run. Calls that record work already done (the
@@ -48,13 +49,23 @@ def lease_key(mailbox_id: MailboxId, workload: Workload) -> str:
 class LeaseKeeper:
     """Keeps the lease of one running workload; use ``async with`` around the work.
 
-    ``acquired_at`` and ``until`` describe the lease just acquired.
+    ``acquired_at`` and ``until`` describe the lease just acquired; ``owner`` is the name it
+    was acquired under (the engine's id unless told otherwise).
     """
 
     def __init__(
-        self, ctx: EngineContext, key: str, *, acquired_at: datetime, until: datetime
+        self,
+        ctx: EngineContext,
+        key: str,
+        *,
+        acquired_at: datetime,
+        until: datetime,
+        stopping: Callable[[], bool] = lambda: False,
+        owner: str | None = None,
     ) -> None:
         self._ctx = ctx
+        self._stopping = stopping
+        self._owner = owner or ctx.engine_id
         self._key = key
         self._renewed_at = acquired_at
         self._until = until
@@ -72,12 +83,17 @@ class LeaseKeeper:
         return self._lost
 
     def check(self) -> None:
-        """Raise :class:`LeaseLostError` if the lease was lost."""
+        """Raise :class:`LeaseLostError` if the lease was lost, or
+        :class:`EngineStoppingError` if the engine was asked to stop: either way the workload
+        must not start another item."""
         if self._lost is not None:
             raise LeaseLostError(self._lost)
+        if self._stopping():
+            raise EngineStoppingError(f"{self._key}: the engine is stopping")
 
     def guard(self, repositories: Repositories) -> Repositories:
-        """``repositories`` as the workload must see them: refusing new work once lost."""
+        """``repositories`` as the workload must see them: refusing new work once the lease is
+        lost or the engine is stopping."""
         return cast(Repositories, _GuardedRepositories(repositories, self))
 
     async def __aenter__(self) -> Self:
@@ -132,9 +148,7 @@ class LeaseKeeper:
         ctx = self._ctx
         until = now + ctx.settings.schedule.lease_duration
         held = await ctx.storage(
-            ctx.repositories.try_acquire_lease(
-                self._key, owner=ctx.engine_id, now=now, until=until
-            ),
+            ctx.repositories.try_acquire_lease(self._key, owner=self._owner, now=now, until=until),
             "renewing the mailbox lease",
         )
         if not held:
@@ -181,3 +195,22 @@ class _GuardedRepositories:
             return await method(*args, **kwargs)
 
         return guarded
+
+
+async def acquire_connection_slot(
+    ctx: EngineContext, profile: EmailServerProfile, owner: str, *, now: datetime, until: datetime
+) -> str | None:
+    """Take one of the profile's ``max_concurrent_connections`` slots for ``owner``, held as a
+    lease in the store so the limit holds across every engine sharing it; ``None`` when all
+    are taken. Slots are tried from a point fixed per owner, so engines spread over them."""
+    size = profile.max_concurrent_connections
+    start = int.from_bytes(hashlib.sha256(owner.encode()).digest()[:4], "big") % size
+    for n in range(size):
+        key = f"profile:{profile.id}/connection:{(start + n) % size}"
+        taken = await ctx.storage(
+            ctx.repositories.try_acquire_lease(key, owner=owner, now=now, until=until),
+            "taking a connection slot of the profile",
+        )
+        if taken:
+            return key
+    return None

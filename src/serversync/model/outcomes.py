@@ -118,6 +118,8 @@ class SkipReason(enum.StrEnum):
     NOT_DUE = "not_due"
     LEASED_ELSEWHERE = "leased_elsewhere"
     FORWARD_MAILBOX_CANNOT_SEND = "forward_mailbox_cannot_send"
+    ENGINE_STOPPING = "engine_stopping"
+    PROFILE_CONNECTIONS_IN_USE = "profile_connections_in_use"
 
 
 class RunStatus(enum.StrEnum):
@@ -126,6 +128,8 @@ class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     SKIPPED = "skipped"
     FAILED = "failed"
+    STOPPED = "stopped"
+    """The engine was asked to stop: the workload ended between two items, progress kept."""
 
 
 @attrs.frozen(kw_only=True)
