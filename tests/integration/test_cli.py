@@ -4,7 +4,11 @@ run --once → status → explain, the way an operator would."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from serversync.sql import SqlStorage
 from serversync.testing import an_email
 from tests.integration.dovecot import Dovecot, DovecotUser
 from tests.integration.smtp_server import Mode, SmtpServer
@@ -148,3 +153,81 @@ def test_commands_on_a_missing_store_say_how_to_create_it(tmp_path: Path) -> Non
     said = cli("status", expect=1)
     assert "serversync init" in said
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_run_once_on_a_terminal_shows_progress_then_the_table(
+    dovecot: Dovecot, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    user = dovecot.add_user()
+    smtp.handler.users[user.address] = user.password
+    cli = Cli(tmp_path / "store.db", user.password)
+    _configure(cli, dovecot, smtp, user)
+    cli("mailbox", "approve", user.address)
+    dovecot.append(user, an_email(sender="jane@fabrikam.example", to=[user.address]))
+    controller, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [str(SERVERSYNC), "--store", cli.store, "run", "--once"],
+            stdin=subprocess.DEVNULL,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            env={**cli.env, "TERM": "xterm"},
+            timeout=120,
+            check=False,
+        )
+        os.close(terminal)
+        screen = b""
+        with contextlib.suppress(OSError):  # EIO once everything written was read
+            while chunk := os.read(controller, 65536):
+                screen += chunk
+    finally:
+        os.close(controller)
+    assert done.returncode == 0, done.stderr
+    text = screen.decode(errors="replace")
+    assert re.search(r"[0-2]/2", text), "a progress bar counted the two workloads"
+    assert "succeeded" in text, "the run's table follows"
+
+
+def test_run_with_several_workers_stores_each_message_once(
+    dovecot: Dovecot, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    users = [dovecot.add_user() for _ in range(4)]
+    cli = Cli(tmp_path / "store.db", "unused")
+    _configure(cli, dovecot, smtp, users[0])
+    for user in users:
+        secret = tmp_path / f"{user.address}.secret"
+        secret.write_text(user.password)
+        cli(
+            "mailbox",
+            "add",
+            user.address,
+            "--profile",
+            "office",
+            "--filter",
+            "all",
+            "--approve",
+            "--password-file",
+            str(secret),
+        )
+        dovecot.append(
+            user,
+            *(
+                an_email(sender="jane@fabrikam.example", to=[user.address], subject=f"w{n}")
+                for n in range(3)
+            ),
+        )
+    cli("run", "--once", "--workers", "3")
+    listed = cli("status")
+    assert listed.count("enabled") >= 4, listed
+    again = cli("run", "--once")
+    tracked = [line for line in again.splitlines() if "incoming" in line]
+    assert len(tracked) == 4
+    assert all(" 0 " in line for line in tracked), "the workers left nothing to track"
+    subjects = asyncio.run(_subjects(cli.store))
+    assert sorted(subjects) == sorted(f"w{n}" for n in range(3) for _ in users), "each once"
+
+
+async def _subjects(url: str) -> list[str]:
+    storage = await SqlStorage.open(url)
+    async with storage:
+        return [a.subject for a in await storage.activities()]

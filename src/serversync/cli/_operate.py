@@ -10,12 +10,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from serversync import (
     INBOX,
+    BaseSyncObserver,
     ItemOutcome,
     MailboxHealth,
+    MailboxRunReport,
     RunReport,
     RunStatus,
 )
@@ -43,6 +53,8 @@ def run(context: click.Context, once: bool, workers: int, engine_id: str | None)
         raise SystemExit(_run_workers(context, workers, once=once))
 
     async def work(store: Store) -> RunReport | None:
+        if once and sys.stdout.isatty():
+            return await _run_once_with_progress(store, engine_id)
         async with store.engine(engine_id=engine_id) as engine:
             if once:
                 return await engine.run_once()
@@ -58,6 +70,35 @@ def run(context: click.Context, once: bool, workers: int, engine_id: str | None)
         _print_run(report)
         if any(r.status is RunStatus.FAILED for r in report.mailboxes):
             raise SystemExit(2)
+
+
+class _ProgressObserver(BaseSyncObserver):
+    """Advances a progress bar as mailbox workloads finish."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def mailbox_run_finished(self, report: MailboxRunReport) -> None:
+        self._progress.advance(self._task)
+        self._progress.update(self._task, description=report.mailbox_id.removeprefix("mailbox:"))
+
+
+async def _run_once_with_progress(store: Store, engine_id: str | None) -> RunReport:
+    """``run --once`` on a terminal: a bar over every mailbox workload."""
+    mailboxes = await store.storage.list_mailboxes()
+    with Progress(
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("mailboxes", total=len(mailboxes) * 2)
+        observer = _ProgressObserver(progress, task)
+        async with store.engine(engine_id=engine_id, observer=observer) as engine:
+            return await engine.run_once()
 
 
 def _run_workers(context: click.Context, workers: int, *, once: bool) -> int:

@@ -13,6 +13,7 @@ from serversync import (
     MailboxId,
     ServerType,
     SyncEngine,
+    SyncObserver,
     SyncSettings,
     Transports,
 )
@@ -53,7 +54,9 @@ class Store:
     directory: SqlDirectory
     credentials: SqlCredentials
 
-    def engine(self, *, engine_id: str | None = None) -> SyncEngine:
+    def engine(
+        self, *, engine_id: str | None = None, observer: SyncObserver | None = None
+    ) -> SyncEngine:
         """An engine over this store with the IMAP, POP3 and SMTP transports."""
         settings = SyncSettings()
         smtp = SmtpTransport(timeouts=settings.timeouts)
@@ -71,6 +74,7 @@ class Store:
             credentials=self.credentials,
             settings=settings,
             engine_id=engine_id,
+            observer=observer,
         )
 
 
