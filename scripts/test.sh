@@ -4,14 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real servers for tests/integration, from Debian: Dovecot (IMAP, POP3) and PostgreSQL. The
-# tests start their own throw-away instances on loopback; a temporary policy-rc.d keeps the
-# packages' system services from starting on install.
+# Real servers for tests/integration, from Debian: Dovecot (IMAP, POP3, LMTP), Postfix and
+# PostgreSQL. The tests start their own throw-away instances on loopback; a temporary
+# policy-rc.d keeps the packages' system services from starting on install, and Postfix is
+# installed with "No configuration" so no system MTA is set up.
 packages=()
-command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] || packages+=(dovecot-imapd dovecot-pop3d)
+[ -x /usr/lib/dovecot/imap ] || packages+=(dovecot-imapd)
+[ -x /usr/lib/dovecot/pop3 ] || packages+=(dovecot-pop3d)
+[ -x /usr/lib/dovecot/lmtp ] || packages+=(dovecot-lmtpd)
+[ -x /usr/sbin/postfix ] || packages+=(postfix)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 if [ "${#packages[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  printf '%s\n' "postfix postfix/main_mailer_type select No configuration" \
+    "postfix postfix/mailname string localhost" | $sudo debconf-set-selections
   policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
@@ -19,7 +25,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
   fi
   status=0
   { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq "${packages[@]}" >/dev/null; } || status=$?
+      apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; } || status=$?
   [ -z "$policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
   [ "$status" -eq 0 ] || exit "$status"
 fi

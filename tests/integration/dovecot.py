@@ -187,7 +187,7 @@ state_dir = {dir}/state
 instance_name = serversync-{instance}
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
-protocols = imap pop3
+protocols = imap pop3 lmtp
 listen = 127.0.0.1
 default_login_user = {login_user}
 default_internal_user = {internal_user}
@@ -252,6 +252,19 @@ service pop3-login {{
     ssl = yes
   }}
 }}
+# An MTA (tests/integration/postfix.py) delivers over LMTP and checks SMTP AUTH here.
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+service auth {{
+  inet_listener auth-mta {{
+    address = 127.0.0.1
+    port = {auth}
+  }}
+}}
 service anvil {{
   {chroot}
   unix_listener anvil-auth-penalty {{
@@ -299,6 +312,8 @@ class Dovecot:
         self.imaps_port = free_port()
         self.pop3_port = free_port()
         self.pop3s_port = free_port()
+        self.lmtp_port = free_port()
+        self.auth_port = free_port()
         self._oauth2_url = oauth2_url
         self._pool = [
             DovecotUser(address=f"user-{n}@serversync.test", password=secrets.token_hex(8))
@@ -355,6 +370,8 @@ class Dovecot:
                 imaps=self.imaps_port,
                 pop3=self.pop3_port,
                 pop3s=self.pop3s_port,
+                lmtp=self.lmtp_port,
+                auth=self.auth_port,
             )
         )
 
@@ -372,7 +389,8 @@ class Dovecot:
         finally:
             output.close()
         deadline = time.monotonic() + 15
-        for port in (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port):
+        ports = (self.imap_port, self.imaps_port, self.pop3_port, self.pop3s_port, self.lmtp_port)
+        for port in ports:
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), 0.2).close()
