@@ -67,6 +67,7 @@ from serversync import (
     MappingCredentials,
     MessageId,
     ProfileId,
+    QuarantinedMessage,
     RecordRef,
     Repositories,
     Secret,
@@ -145,6 +146,13 @@ CREATE TABLE tracking_user (user TEXT PRIMARY KEY, number INTEGER NOT NULL UNIQU
 CREATE TABLE tracking_counter (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL);
 INSERT INTO tracking_counter VALUES (1, 0);
 CREATE TABLE lease (key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
+CREATE TABLE quarantine (                       -- messages that failed alone
+    mailbox_id TEXT NOT NULL, folder TEXT NOT NULL, remote_id TEXT NOT NULL,
+    first_failed_at REAL NOT NULL,
+    next_attempt_at REAL,                       -- NULL once the engine gave up
+    doc TEXT NOT NULL,
+    PRIMARY KEY (mailbox_id, folder, remote_id)
+);
 """
 # --8<-- [end:schema]
 
@@ -627,6 +635,61 @@ class SqliteStorage:
                     self._write_email(db, attrs.evolve(activity, regarding=rule.regarding))
                     changed += 1
         return changed
+
+    # -- quarantine ----------------------------------------------------------------------------
+
+    async def quarantine(self, message: QuarantinedMessage) -> None:
+        next_attempt = None if message.given_up else _ts(message.next_attempt_at)
+        with self._transaction() as db:
+            db.execute(
+                "REPLACE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    message.mailbox_id,
+                    message.folder,
+                    message.remote_id,
+                    _ts(message.first_failed_at),
+                    next_attempt,
+                    self._dump(message),
+                ),
+            )
+
+    async def get_quarantined(
+        self, mailbox_id: MailboxId, folder: str, remote_id: str
+    ) -> QuarantinedMessage | None:
+        sql = "SELECT doc FROM quarantine WHERE mailbox_id = ? AND folder = ? AND remote_id = ?"
+        return self._one(sql, (mailbox_id, folder, remote_id), QuarantinedMessage)
+
+    async def list_quarantine(
+        self, mailbox_id: MailboxId | None = None
+    ) -> Sequence[QuarantinedMessage]:
+        rows = self._db.execute(
+            """
+            SELECT doc FROM quarantine WHERE ? IS NULL OR mailbox_id = ?
+            ORDER BY mailbox_id, first_failed_at, folder, remote_id
+            """,
+            (mailbox_id, mailbox_id),
+        )
+        return [self._load(doc, QuarantinedMessage) for (doc,) in rows]
+
+    async def due_quarantine(
+        self, mailbox_id: MailboxId, *, now: datetime, limit: int
+    ) -> Sequence[QuarantinedMessage]:
+        rows = self._db.execute(
+            """
+            SELECT doc FROM quarantine WHERE mailbox_id = ? AND next_attempt_at <= ?
+            ORDER BY next_attempt_at, folder, remote_id LIMIT ?
+            """,
+            (mailbox_id, now.timestamp(), limit),
+        )
+        return [self._load(doc, QuarantinedMessage) for (doc,) in rows]
+
+    async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM quarantine WHERE mailbox_id = ? AND folder = ? AND remote_id = ?",
+                (mailbox_id, folder, remote_id),
+            )
+            return cursor.rowcount == 1
 
     # -- leases --------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ class (transient or permanent); how far it reaches is the ``scope`` attribute.
     │   ├── OperationTimeoutError      (also TimeoutError)
     │   ├── ServerBusyError            .retry_after (EWS ErrorServerBusy, SMTP 421,
     │   │                              IMAP [UNAVAILABLE])
+    │   ├── DeliveryUncertainError     a send was cut off after the message was handed over
     │   ├── LeaseLostError             another engine took the mailbox or the claim
     │   ├── EngineStoppingError        the engine was asked to stop; work stops between items
     │   └── StorageConflictError       a repository write raced with another writer
@@ -37,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "ConnectionFailedError",
+    "DeliveryUncertainError",
     "EngineStoppingError",
     "ErrorScope",
     "LeaseLostError",
@@ -147,6 +149,13 @@ class ServerBusyError(TransientError):
 
     def _extra(self) -> Mapping[str, Any]:
         return {"retry_after": self.retry_after}
+
+
+class DeliveryUncertainError(TransientError):
+    """A send was cut off (connection lost, deadline passed) after the message was handed to
+    the server and before its answer: the server may or may not have taken it. The engine
+    does not resend it blindly; ``RetryPolicy.expired_claim_policy`` decides, as for a claim
+    that expired while Sending."""
 
 
 class LeaseLostError(TransientError):

@@ -75,6 +75,11 @@ class RetryPolicy:
     wins when longer), a timeout by ``mailbox_timeout_backoff`` (``MailboxBackoffOnTimeout``;
     ``None`` means the transient back-off), and the ``max_transient_failures``-th failure in a
     row (``MaxMailboxTransientFailures``) counts as permanent and disables the workload.
+
+    An incoming message that cannot be fetched, parsed or stored is quarantined and tried
+    again on later cycles, ``quarantine_retry_interval`` apart (Dynamics: about every 15
+    minutes); after ``quarantine_max_attempts`` failed attempts, the first included (Dynamics:
+    5), it is tagged Undeliverable on the server and no longer tried.
     """
 
     mailbox_transient_backoff: timedelta = attrs.field(
@@ -88,6 +93,10 @@ class RetryPolicy:
     send_retry_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
     send_claim_duration: timedelta = attrs.field(default=timedelta(minutes=30), validator=_positive)
     expired_claim_policy: ExpiredClaimPolicy = ExpiredClaimPolicy.MARK_UNCERTAIN
+    quarantine_max_attempts: int = attrs.field(default=5, validator=_at_least_one)
+    quarantine_retry_interval: timedelta = attrs.field(
+        default=timedelta(minutes=15), validator=_positive
+    )
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -41,6 +41,7 @@ from serversync import (
     MessageId,
     ParsedHeaders,
     ProfileId,
+    QuarantinedMessage,
     RecordDirectory,
     RecordRef,
     Reject,
@@ -147,6 +148,7 @@ class DictRepositories:
         self.tracking_folders: dict[MailboxId, list[MailboxTrackingFolder]] = {}
         self.user_numbers: dict[RecordRef, int] = {}
         self.tracking_counter = 0
+        self.quarantined: dict[tuple[MailboxId, str, str], QuarantinedMessage] = {}
 
     def _holder(self, activity: EmailActivity) -> ActivityId | None:
         key = activity.dedupe_key
@@ -432,6 +434,32 @@ class DictRepositories:
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
         lease = self.leases.get(key)
         return lease.owner if lease is not None and lease.until > now else None
+
+    # QuarantineRepository
+    async def quarantine(self, message: QuarantinedMessage) -> None:
+        self.quarantined[(message.mailbox_id, message.folder, message.remote_id)] = message
+
+    async def get_quarantined(
+        self, mailbox_id: MailboxId, folder: str, remote_id: str
+    ) -> QuarantinedMessage | None:
+        return self.quarantined.get((mailbox_id, folder, remote_id))
+
+    async def list_quarantine(
+        self, mailbox_id: MailboxId | None = None
+    ) -> Sequence[QuarantinedMessage]:
+        return sorted(
+            (q for q in self.quarantined.values() if mailbox_id in (None, q.mailbox_id)),
+            key=lambda q: (q.mailbox_id, q.first_failed_at, q.folder, q.remote_id),
+        )
+
+    async def due_quarantine(
+        self, mailbox_id: MailboxId, *, now: datetime, limit: int
+    ) -> Sequence[QuarantinedMessage]:
+        due = [q for q in self.quarantined.values() if q.mailbox_id == mailbox_id and q.is_due(now)]
+        return sorted(due, key=lambda q: (q.next_attempt_at or now, q.folder, q.remote_id))[:limit]
+
+    async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
+        return self.quarantined.pop((mailbox_id, folder, remote_id), None) is not None
 
 
 class DictCredentials:

@@ -14,6 +14,7 @@ from serversync.sql import schema_head
 from ._admin import mailbox, profile, with_store
 from ._operate import explain, run, status
 from ._output import console
+from ._quarantine import quarantine
 from ._store import STORE_VARIABLE, Store
 
 __all__ = ["cli"]
@@ -81,3 +82,4 @@ def upgrade(context: click.Context) -> None:
 
 for command in (profile, mailbox, run, status, explain):
     cli.add_command(command)
+cli.add_command(quarantine)

@@ -17,6 +17,7 @@ from serversync import (
     SyncSettings,
     Transports,
 )
+from serversync.adapters.transports.ews import EXCHANGE_SERVER_TYPES, EwsTransport
 from serversync.adapters.transports.imap import ImapTransport
 from serversync.adapters.transports.pop3 import Pop3Transport
 from serversync.adapters.transports.smtp import SmtpTransport
@@ -57,15 +58,21 @@ class Store:
     def engine(
         self, *, engine_id: str | None = None, observer: SyncObserver | None = None
     ) -> SyncEngine:
-        """An engine over this store with the IMAP, POP3 and SMTP transports."""
+        """An engine over this store with the IMAP, POP3, SMTP and EWS transports."""
         settings = SyncSettings()
         smtp = SmtpTransport(timeouts=settings.timeouts)
+        ews = EwsTransport(timeouts=settings.timeouts)
         transports = Transports.by_server_type(
             incoming={
                 ServerType.IMAP_SMTP: ImapTransport(timeouts=settings.timeouts),
                 ServerType.OTHER_POP3_SMTP: Pop3Transport(timeouts=settings.timeouts),
+                **dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.incoming),
             },
-            outgoing={ServerType.IMAP_SMTP: smtp, ServerType.OTHER_POP3_SMTP: smtp},
+            outgoing={
+                ServerType.IMAP_SMTP: smtp,
+                ServerType.OTHER_POP3_SMTP: smtp,
+                **dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.outgoing),
+            },
         )
         return SyncEngine(
             repositories=self.storage,

@@ -26,6 +26,7 @@ from serversync.model import (
     MailboxRunReport,
     MailboxTestReport,
     ProfileId,
+    QuarantinedMessage,
     RemoteMessageRef,
     RunReport,
     RunStatus,
@@ -61,6 +62,7 @@ from ._leases import LeaseKeeper, acquire_connection_slot, lease_key
 from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
 from ._outgoing import OutgoingPipeline
+from ._quarantine import discard_quarantined, list_quarantine, retry_quarantined
 from ._system_clock import SystemClock
 from ._transports import Transports
 
@@ -274,6 +276,45 @@ class SyncEngine:
             )
         return await test_and_enable(ctx, mailbox, profile)
 
+    async def quarantine(
+        self, mailbox_id: MailboxId | None = None
+    ) -> tuple[QuarantinedMessage, ...]:
+        """The quarantined messages of one mailbox, or of every mailbox: incoming messages
+        that failed alone and are tried again on later cycles, and those given up (tagged
+        Undeliverable on the server). Only the store is read."""
+        self._require_open()
+        return await list_quarantine(self._ctx, mailbox_id)
+
+    async def retry_quarantined(
+        self,
+        mailbox_id: MailboxId | None,
+        *,
+        folder: str | None = None,
+        remote_id: str | None = None,
+    ) -> tuple[QuarantinedMessage, ...]:
+        """Make quarantined messages due now, given-up ones included: the next incoming cycle
+        of their mailbox tries each once more (:meth:`sync_mailbox` runs one now). A message
+        given up counts one more attempt and is given up again if it fails.
+
+        Selects every message of ``mailbox_id`` (every mailbox when ``None``), narrowed to
+        ``folder`` and ``remote_id`` when given; returns the messages as now saved.
+        """
+        self._require_open()
+        return await retry_quarantined(self._ctx, mailbox_id, folder, remote_id)
+
+    async def discard_quarantined(
+        self,
+        mailbox_id: MailboxId | None,
+        *,
+        folder: str | None = None,
+        remote_id: str | None = None,
+    ) -> tuple[QuarantinedMessage, ...]:
+        """Forget quarantined messages without trying them again; the messages stay on the
+        server as they are. Selects as :meth:`retry_quarantined` does; returns those
+        discarded."""
+        self._require_open()
+        return await discard_quarantined(self._ctx, mailbox_id, folder, remote_id)
+
     def request_stop(self) -> None:
         """Ask the engine to stop: running workloads finish the message or email in hand,
         record their progress and release their leases; no new workload starts. Use it on
@@ -295,6 +336,8 @@ class SyncEngine:
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if stop is not None and stop.is_set():
+                self.request_stop()  # the loop may have seen the event before the watcher
 
     async def _stop_when(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -1,7 +1,9 @@
 """The incoming pipeline of one mailbox: list → headers → decide → fetch → store → advance.
 
 Messages are stored before the cursor moves past them, so a crash or cancellation at any
-await re-lists them next time, and ``add_incoming``'s dedupe key keeps them single.
+await re-lists them next time, and ``add_incoming``'s dedupe key keeps them single. A message
+that fails alone (an error of scope ``item`` while fetching, parsing or storing it) is
+quarantined before the cursor moves past it, and tried again first thing in later cycles.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from serversync.model import (
     OutcomeKind,
     ParsedHeaders,
     ParsedMessage,
+    QuarantinedMessage,
     RawHeaders,
     RemoteMark,
     RemoteMessageRef,
@@ -49,9 +52,24 @@ from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
 from ._context import EngineContext, deadline, logger
+from ._quarantine import Quarantine
 from ._sessions import session_of
 
 __all__ = ["IncomingPipeline", "Judgement"]
+
+
+def _replaced(raw: RawHeaders, entry: QuarantinedMessage) -> str | None:
+    """Why the message at a quarantined reference is not the one quarantined, if another
+    message is there now (its folder was renumbered meanwhile)."""
+    if entry.message_id is None:
+        return None
+    try:
+        _, message_id = ensure_message_id(parse_headers(raw.data))
+    except MalformedMessageError:
+        return None  # unreadable again: the attempt fails and is counted
+    if message_id != entry.message_id:
+        return f"the reference now names another message ({message_id})"
+    return None
 
 
 def _process_from(mailbox: Mailbox, profile: EmailServerProfile | None) -> datetime | None:
@@ -106,6 +124,9 @@ class IncomingPipeline:
         self._profile = profile
         self._owner_record = owner_record
         self._cutoff = _process_from(mailbox, profile)
+        self._quarantine = Quarantine(ctx, mailbox)
+        # (folder, remote id) of the quarantined messages tried again in this cycle.
+        self._retried: set[tuple[str, str]] = set()
         self.outcomes: list[ItemOutcome] = []
 
     async def run(self) -> list[ItemOutcome]:
@@ -118,7 +139,9 @@ class IncomingPipeline:
         transport = ctx.transports.incoming_for(profile)
         opener = transport.open(self._mailbox, profile, credentials)
         async with session_of(opener, ctx.settings.timeouts, "the incoming server") as session:
-            for plan in await self._folders(session):
+            plans = await self._folders(session)
+            await self._retry_quarantined(session, plans)
+            for plan in plans:
                 rule = plan.rule
                 if rule is not None and rule.regarding is not None:
                     # The rule's Regarding wins over manual changes, on every cycle.
@@ -190,12 +213,8 @@ class IncomingPipeline:
                             reason="header count mismatch",
                         )
                     for index, raw in enumerate(headers):
-                        if self._mailbox.is_forward_mailbox:
-                            outcome = await self._process_forwarded(session, raw)
-                        else:
-                            outcome = await self._process(session, raw, plan)
-                        self.outcomes.append(outcome)
-                        ctx.observer.item_processed(outcome)
+                        if (raw.ref.folder, raw.ref.remote_id) not in self._retried:
+                            self._report(await self._handle(session, raw, plan))
                         progress = batch.checkpoints[index]
                 if batch.end is not None:
                     progress = batch.end
@@ -216,6 +235,101 @@ class IncomingPipeline:
             ctx.repositories.save_checkpoint(self._mailbox.id, folder, after),
             "saving the checkpoint",
         )
+
+    def _report(self, outcome: ItemOutcome) -> None:
+        self.outcomes.append(outcome)
+        self._ctx.observer.item_processed(outcome)
+
+    async def _handle(
+        self, session: IncomingMailSession, raw: RawHeaders, plan: FolderPlan
+    ) -> ItemOutcome:
+        """Process one message; a failure of the message alone is quarantined (before the
+        caller moves the cursor past it) and reported as ``FAILED``."""
+        ref = raw.ref
+        try:
+            if self._mailbox.is_forward_mailbox:
+                outcome = await self._process_forwarded(session, raw)
+            else:
+                outcome = await self._process(session, raw, plan)
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            # Past the steps that report their own failure (tagging it, linking it): the
+            # message alone failed, and a later attempt finds it stored and finishes the job.
+            outcome = self._failed(ref, f"cannot process the message: {exc}", exc)
+        if outcome.kind is OutcomeKind.FAILED:
+            outcome = await self._quarantine.record(session, ref, outcome)
+        return outcome
+
+    async def _retry_quarantined(
+        self, session: IncomingMailSession, plans: Sequence[FolderPlan]
+    ) -> None:
+        """Try the mailbox's due quarantined messages again, by their remote references."""
+        due = await self._quarantine.due()
+        by_folder = {plan.folder: plan for plan in plans}
+        for entry in due:
+            plan = by_folder.get(entry.folder) or FolderPlan(folder=entry.folder)
+            self._report(await self._retry(session, entry, plan))
+
+    async def _retry(
+        self, session: IncomingMailSession, entry: QuarantinedMessage, plan: FolderPlan
+    ) -> ItemOutcome:
+        ref = entry.ref
+        attempt = entry.attempts + 1
+        raw = await self._refetch_headers(session, ref)
+        if raw is None:
+            return await self._release_gone(entry, "no longer on the server")
+        replaced = _replaced(raw, entry)
+        if replaced is not None:
+            return await self._release_gone(entry, replaced)
+        # The message now at the reference is processed here; if the listing returns it too
+        # (its cursor was not saved), it is not processed twice.
+        self._retried.add((ref.folder, ref.remote_id))
+        outcome = await self._handle(session, raw, plan)
+        if outcome.kind is OutcomeKind.FAILED:
+            return outcome
+        await self._quarantine.release(entry, f"{outcome.kind.value} on attempt {attempt}")
+        note = f"from the quarantine, attempt {attempt}"
+        explanation = f"{outcome.explanation} ({note})" if outcome.explanation else note
+        return attrs.evolve(outcome, explanation=explanation)
+
+    async def _release_gone(self, entry: QuarantinedMessage, why: str) -> ItemOutcome:
+        await self._quarantine.release(entry, why)
+        return self._outcome(
+            entry.ref,
+            OutcomeKind.SKIPPED,
+            explanation=f"quarantined message released: {why}",
+            message_id=entry.message_id,
+            subject=entry.subject,
+            sender=entry.sender,
+        )
+
+    async def _refetch_headers(
+        self, session: IncomingMailSession, ref: RemoteMessageRef
+    ) -> RawHeaders | None:
+        """The header block at ``ref``, or ``None`` when the message is gone.
+
+        Adapters answer a vanished message with an empty block or an error of the message
+        alone; an empty block is confirmed by fetching the whole message, since a message
+        without any header looks the same.
+        """
+        timeouts = self._ctx.settings.timeouts
+        try:
+            headers = await deadline(
+                timeouts.fetch,
+                session.fetch_headers([ref]),
+                "fetching a quarantined message's headers",
+            )
+            if len(headers) == 1 and headers[0].data:
+                return headers[0]
+            whole = await deadline(
+                timeouts.fetch, session.fetch_message(ref), "fetching a quarantined message"
+            )
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            return None
+        return RawHeaders(ref=ref, data=whole.data) if whole.data else None
 
     def _outcome(self, ref: RemoteMessageRef, kind: OutcomeKind, **fields: Any) -> ItemOutcome:
         base = ItemOutcome(
@@ -375,12 +489,26 @@ class IncomingPipeline:
             mailbox=self._mailbox,
             received_on=received_on,
         )
-        result = await ctx.storage(
-            ctx.repositories.add_incoming(
-                activity, queues=queues_for(verdict, parsed.headers, facts)
-            ),
-            "storing an incoming email",
-        )
+        try:
+            result = await ctx.storage(
+                ctx.repositories.add_incoming(
+                    activity, queues=queues_for(verdict, parsed.headers, facts)
+                ),
+                "storing an incoming email",
+            )
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            # The store refused this email alone (a value it cannot hold, a host's rule).
+            return self._failed(
+                ref,
+                f"cannot store the email: {exc}",
+                exc,
+                trace=judged.outcome.trace,
+                message_id=message_id,
+                subject=judged.outcome.subject,
+                sender=judged.outcome.sender,
+            )
         await self._mark(session, ref, RemoteMark.TRACKED)
         if isinstance(result, AlreadyExists):
             return attrs.evolve(

@@ -32,6 +32,7 @@ __all__ = ["LeaseKeeper", "acquire_connection_slot", "lease_key"]
 _STARTS_WORK = frozenset(
     {
         "load_checkpoint",
+        "due_quarantine",
         "find_by_message_ids",
         "list_expired_claims",
         "claim_pending_send",

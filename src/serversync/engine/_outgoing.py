@@ -7,9 +7,17 @@ reuses it and a reply correlates by In-Reply-To.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from datetime import timedelta
 
-from serversync.errors import ConfigurationError, ErrorScope, PermanentError, SyncError
+from serversync.errors import (
+    ConfigurationError,
+    DeliveryUncertainError,
+    ErrorScope,
+    PermanentError,
+    SyncError,
+)
 from serversync.mime import compose, message_id_for
 from serversync.model import (
     EmailActivity,
@@ -33,10 +41,14 @@ from serversync.ports import OutgoingMailSession
 from serversync.relevance.tokens import append_token, format_token, strip_tokens
 from serversync.settings import ExpiredClaimPolicy
 
-from ._context import EngineContext, deadline, logger
+from ._context import EngineContext, logger
 from ._sessions import session_of
 
 __all__ = ["OutgoingPipeline"]
+
+# The engine's deadline on a send runs this much longer than Timeouts.send, so that the
+# transport's own deadline, which knows whether the message was handed over, fires first.
+_SEND_GRACE = timedelta(seconds=1)
 
 _RECIPIENTS = (
     ParticipationType.TO_RECIPIENT,
@@ -220,7 +232,18 @@ class OutgoingPipeline:
             max_attachment_size=org.max_upload_file_size,
             blocked_extensions=org.blocked_attachment_extensions,
         )
-        receipt = await deadline(ctx.settings.timeouts.send, session.send(message), "sending")
+        limit = ctx.settings.timeouts.send + _SEND_GRACE
+        try:
+            async with asyncio.timeout(limit.total_seconds()):
+                receipt = await session.send(message)
+        except TimeoutError as exc:
+            if isinstance(exc, SyncError):
+                raise
+            # Cut off by the engine: how far the transport got is unknown.
+            raise DeliveryUncertainError(
+                f"sending {message.message_id} did not finish within "
+                f"{limit.total_seconds():g} s; the server may have accepted it"
+            ) from exc
         return SendSucceeded(
             message_id=receipt.message_id,
             sent_on=receipt.accepted_at,
@@ -230,6 +253,13 @@ class OutgoingPipeline:
     def _after_failure(self, claim: SendClaim, exc: SyncError) -> SendOutcome:
         ctx = self._ctx
         error = ErrorRecord.from_exception(exc)
+        if (
+            isinstance(exc, DeliveryUncertainError)
+            and ctx.settings.retry.expired_claim_policy is ExpiredClaimPolicy.MARK_UNCERTAIN
+        ):
+            # The server may have the email: the same doubt as an expired claim, the same
+            # answer. Under RESEND the retry rules below apply.
+            return SendUncertain(error=error)
         retry_at = next_send_attempt(
             error,
             attempts_made=claim.activity.delivery_attempts + 1,

@@ -3,6 +3,12 @@
 Headers are parsed with the fast compat32 parser and only the fields relevance reads are
 decoded; full MIME parsing with ``policy.default`` runs only for messages that are tracked,
 since it costs many times the fetch.
+
+Every message's header block is parsed, so that path has fast lanes for the common case,
+each giving exactly what the general path gives and stepping aside for anything else: a
+header block in plain ASCII with CRLF line ends is split into fields without the stdlib's
+line-by-line feed parser, and address lists of plain ``name <address>`` and ``address``
+items are read without its character-by-character address parser.
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import quopri
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.header import decode_header, make_header
@@ -47,6 +54,8 @@ def _decode(value: object) -> str:
     if value is None:
         return ""
     text = str(value)
+    if "=?" not in text and text.isascii():
+        return text  # nothing to decode
     try:
         return str(make_header(decode_header(text)))
     except (UnicodeError, LookupError, ValueError, TypeError):
@@ -57,12 +66,107 @@ def _unfold(text: str) -> str:
     return " ".join(text.split())
 
 
-def _addresses(msg: Message, *names: str) -> tuple[EmailAddress, ...]:
+@attrs.frozen
+class _Fields:
+    """A header block's fields by lower-case name, with the values the compat32 parser
+    gives (``str``, or ``Header`` for undecodable bytes), and its defects."""
+
+    by_name: dict[str, list[object]]
+    defects: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, msg: Message) -> _Fields:
+        by_name: dict[str, list[object]] = {}
+        for name, value in msg.items():
+            by_name.setdefault(name.lower(), []).append(value)
+        return cls(by_name, tuple(type(d).__name__ for d in msg.defects))
+
+    def get(self, name: str) -> object | None:
+        values = self.by_name.get(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[object]:
+        return self.by_name.get(name, [])
+
+
+# A field's first line as the feed parser takes it: a name of printable ASCII but ":", then ":".
+_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
+
+
+def _split_fields(data: bytes) -> _Fields | None:
+    """The fields of a plain header block: ASCII, CRLF line ends, every line a field or the
+    continuation of one. ``None`` for anything else (the feed parser reads those)."""
+    end = data.find(b"\r\n\r\n")
+    head = data[: end + 2] if end >= 0 else data
+    if not head.endswith(b"\r\n"):
+        return None
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    lines = text.split("\r\n")[:-1]
+    if "\r" in text.replace("\r\n", "") or "\n" in text.replace("\r\n", ""):
+        return None
+    by_name: dict[str, list[object]] = {}
+    name = ""
+    parts: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not parts:
+                return None
+            parts.append(line)
+            continue
+        if _FIELD.match(line) is None:
+            return None
+        if parts:
+            by_name.setdefault(name.lower(), []).append("\r\n".join(parts))
+        name, _, value = line.partition(":")
+        parts = [value.lstrip(" \t")]
+    if parts:
+        by_name.setdefault(name.lower(), []).append("\r\n".join(parts))
+    return _Fields(by_name)
+
+
+# Address list items the fast lane reads: "local@domain" or "Display Name <local@domain>",
+# the display name made of words without dots or address specials.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_BARE = re.compile(rf"\s*({_ADDRESS})\s*")
+_NAMED = re.compile(rf"\s*([^\s<>@,.]+(?:\s+[^\s<>@,.]+)*)\s*<({_ADDRESS})>\s*")
+_SPECIALS = re.compile(r'["()\\;:\[\]]')
+
+
+def _plain_addresses(text: str) -> list[tuple[str, str]] | None:
+    """``getaddresses([text])`` for plain lists, ``None`` for others."""
+    if _SPECIALS.search(text):
+        return None
+    found = []
+    for item in text.split(","):
+        if not item.strip():
+            continue  # getaddresses gives ("", ""), which is no address
+        bare = _BARE.fullmatch(item)
+        if bare is not None:
+            found.append(("", bare.group(1)))
+            continue
+        named = _NAMED.fullmatch(item)
+        if named is None:
+            return None
+        found.append((" ".join(named.group(1).split()), named.group(2)))
+    return found
+
+
+def _addresses(fields: _Fields, *names: str) -> tuple[EmailAddress, ...]:
     values: list[str] = []
     for name in names:
-        values.extend(str(v) for v in (msg.get_all(name) or []))
+        values.extend(str(v) for v in fields.get_all(name))
+    if not values:
+        return ()
+    joined = ", ".join(values)
+    pairs: Sequence[tuple[str, str]] | None = _plain_addresses(joined) if joined.isascii() else None
+    if pairs is None:
+        pairs = getaddresses(values)
     result: list[EmailAddress] = []
-    for display, address in getaddresses(values):
+    for display, address in pairs:
         address = address.strip()
         if "@" not in address:
             continue
@@ -70,7 +174,7 @@ def _addresses(msg: Message, *names: str) -> tuple[EmailAddress, ...]:
     return tuple(result)
 
 
-def _date(msg: Message) -> datetime | None:
+def _date(msg: _Fields) -> datetime | None:
     raw = msg.get("date")
     if raw is None:
         return None
@@ -81,8 +185,8 @@ def _date(msg: Message) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _headers_from(msg: Message) -> ParsedHeaders:
-    if not msg.keys():
+def _headers_from(msg: _Fields) -> ParsedHeaders:
+    if not msg.by_name:
         raise MalformedMessageError("message has no header fields", reason="no header fields")
     senders = _addresses(msg, "from")
     auto_submitted = msg.get("auto-submitted")
@@ -100,7 +204,7 @@ def _headers_from(msg: Message) -> ParsedHeaders:
         references=parse_message_ids(_ids_text(msg.get("references"))),
         conversation_index=_unfold(str(thread_index)) if thread_index is not None else None,
         auto_submitted=_unfold(str(auto_submitted)) if auto_submitted is not None else None,
-        defects=tuple(type(d).__name__ for d in msg.defects),
+        defects=msg.defects,
     )
 
 
@@ -123,8 +227,10 @@ def parse_headers(data: bytes) -> ParsedHeaders:
     exception.
     """
     try:
-        msg = _HEADER_PARSER.parsebytes(data)
-        return _headers_from(msg)
+        fields = _split_fields(data)
+        if fields is None:
+            fields = _Fields.of(_HEADER_PARSER.parsebytes(data))
+        return _headers_from(fields)
     except MalformedMessageError:
         raise
     except Exception as exc:  # the stdlib parser can fail in many ways on hostile input

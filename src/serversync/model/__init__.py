@@ -95,6 +95,7 @@ from serversync.model.outcomes import (
     SkipReason,
 )
 from serversync.model.profiles import EmailServerProfile, ServerEndpoint, TlsMode
+from serversync.model.quarantine import QuarantinedMessage
 from serversync.model.tracking import CorrelationMatch, MailboxTrackingFolder
 
 __all__ = [
@@ -155,6 +156,7 @@ __all__ = [
     "ParticipationType",
     "Pop3Checkpoint",
     "ProfileId",
+    "QuarantinedMessage",
     "QueueItem",
     "QueueItemId",
     "RawHeaders",

@@ -30,6 +30,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     MessageId,
     ProfileId,
+    QuarantinedMessage,
     RecordRef,
     SendClaim,
     SendOutcome,
@@ -46,6 +47,7 @@ __all__ = [
     "FolderTrackingRepository",
     "LeaseRepository",
     "MailboxRepository",
+    "QuarantineRepository",
     "RecordDirectory",
     "Repositories",
     "TrackingFolderRepository",
@@ -269,6 +271,42 @@ class LeaseRepository(Protocol):
         ...
 
 
+class QuarantineRepository(Protocol):
+    """Poison messages: incoming messages that failed alone, kept until they succeed or an
+    operator discards them. Each is keyed by (mailbox, folder, remote id)."""
+
+    async def quarantine(self, message: QuarantinedMessage) -> None:
+        """Store ``message``, replacing the entry with the same (``mailbox_id``, ``folder``,
+        ``remote_id``) if there is one (so a repeated call changes nothing)."""
+        ...
+
+    async def get_quarantined(
+        self, mailbox_id: MailboxId, folder: str, remote_id: str
+    ) -> QuarantinedMessage | None:
+        """The entry for one message, or ``None``."""
+        ...
+
+    async def list_quarantine(
+        self, mailbox_id: MailboxId | None = None
+    ) -> Sequence[QuarantinedMessage]:
+        """Every entry of one mailbox, or of every mailbox when ``mailbox_id`` is ``None``,
+        given up ones included; ordered by mailbox id, then first failure, folder and remote
+        id."""
+        ...
+
+    async def due_quarantine(
+        self, mailbox_id: MailboxId, *, now: datetime, limit: int
+    ) -> Sequence[QuarantinedMessage]:
+        """Up to ``limit`` entries of the mailbox to try again at ``now``: not given up, with
+        a ``next_attempt_at`` not after ``now``; the earliest ``next_attempt_at`` first."""
+        ...
+
+    async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
+        """Forget the entry (the message succeeded, vanished, or was discarded); ``True`` if
+        there was one."""
+        ...
+
+
 class RecordDirectory(Protocol):
     """Resolves email addresses to CRM records (users, queues, contacts, accounts, leads...)."""
 
@@ -295,6 +333,7 @@ class Repositories(
     TrackingFolderRepository,
     FolderTrackingRepository,
     LeaseRepository,
+    QuarantineRepository,
     Protocol,
 ):
     """Every repository port in one object: what :class:`~serversync.SyncEngine` takes.

@@ -49,6 +49,7 @@ from serversync.model import (
     ParticipationType,
     Pop3Checkpoint,
     ProfileId,
+    QuarantinedMessage,
     RecordRef,
     RemoteMark,
     SendFailed,
@@ -311,7 +312,8 @@ def _incoming(activity_id: str, message_id: str, *, direction: EmailDirection) -
 
 async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]) -> None:
     """Every repository promise: lookups, state, cursors, dedupe, queue items, the send claim
-    cycle (including races) and leases. ``factory`` returns a fresh, empty store."""
+    cycle (including races), leases and the quarantine. ``factory`` returns a fresh, empty
+    store."""
     await _check_profiles_and_mailboxes(await factory())
     await _check_state_and_checkpoints(await factory())
     await _check_incoming_dedupe(await factory())
@@ -323,6 +325,7 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_disabling_workloads(await factory())
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
+    await _check_quarantine(await factory())
 
 
 async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
@@ -803,3 +806,134 @@ async def _check_pending_send_count(harness: RepositoryHarness) -> None:
     assert len(claims) == 1
     assert await repos.count_pending_send(sender.id) == 1, "a claimed (Sending) email is not"
     assert await repos.count_pending_send(MailboxId("missing")) == 0
+
+
+def _poison(mailbox: MailboxId, folder: str, remote_id: str, **fields: Any) -> QuarantinedMessage:
+    values: dict[str, Any] = {
+        "received_at": _T0 - timedelta(hours=1),
+        "message_id": MessageId(f"<poison-{remote_id}@contract.test>"),
+        "subject": f"poison {remote_id}",
+        "sender": "sender@contract.test",
+        "explanation": "unreadable message: contract",
+        "error": ErrorRecord(
+            error_type="MalformedMessageError",
+            message="cannot parse message body",
+            transient=False,
+            scope="item",
+        ),
+        "attempts": 1,
+        "first_failed_at": _T0,
+        "last_failed_at": _T0,
+        "next_attempt_at": _T0 + timedelta(minutes=15),
+    }
+    values.update(fields)
+    return QuarantinedMessage(mailbox_id=mailbox, folder=folder, remote_id=remote_id, **values)
+
+
+async def _check_quarantine(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    box = MailboxId("mailbox:poison@contract.test")
+    other = MailboxId("mailbox:another@contract.test")
+    assert not list(await repos.list_quarantine()), "a fresh store has an empty quarantine"
+    assert await repos.get_quarantined(box, INBOX, "1") is None, "an unknown entry is None"
+    assert not await repos.release_quarantine(box, INBOX, "1"), (
+        "releasing an unknown entry must answer False"
+    )
+
+    later = _poison(box, INBOX, "1")
+    sooner = _poison(
+        box,
+        INBOX,
+        "2",
+        first_failed_at=_T0 + timedelta(minutes=1),
+        last_failed_at=_T0 + timedelta(minutes=1),
+        next_attempt_at=_T0 + timedelta(minutes=5),
+    )
+    archived = _poison(
+        box,
+        "Archive",
+        "1",
+        message_id=None,
+        subject=None,
+        sender=None,
+        received_at=None,
+        first_failed_at=_T0 + timedelta(minutes=2),
+        last_failed_at=_T0 + timedelta(minutes=2),
+        next_attempt_at=_T0 + timedelta(minutes=30),
+    )
+    given_up = _poison(
+        box,
+        INBOX,
+        "3",
+        attempts=5,
+        first_failed_at=_T0 - timedelta(hours=2),
+        next_attempt_at=None,
+        given_up_at=_T0,
+    )
+    elsewhere = _poison(other, INBOX, "1", next_attempt_at=_T0)
+    for entry in (later, sooner, archived, given_up, elsewhere):
+        await repos.quarantine(entry)
+
+    assert await repos.get_quarantined(box, INBOX, "1") == later, (
+        "get_quarantined must return the entry as stored"
+    )
+    assert await repos.get_quarantined(box, "Archive", "1") == archived, (
+        "entries are kept per folder: the same remote id in another folder is another message"
+    )
+    assert await repos.get_quarantined(box, INBOX, "3") == given_up, "a given-up entry is kept"
+    listed = [(q.folder, q.remote_id) for q in await repos.list_quarantine(box)]
+    assert listed == [(INBOX, "3"), (INBOX, "1"), (INBOX, "2"), ("Archive", "1")], (
+        f"list_quarantine(mailbox) lists its entries by first failure, got {listed}"
+    )
+    everything = [(q.mailbox_id, q.remote_id) for q in await repos.list_quarantine()]
+    assert everything[0] == (other, "1") and len(everything) == 5, (
+        f"list_quarantine() lists every mailbox's entries by mailbox id, got {everything}"
+    )
+
+    def ids(entries: Sequence[QuarantinedMessage]) -> list[tuple[str, str]]:
+        return [(q.folder, q.remote_id) for q in entries]
+
+    assert ids(await repos.due_quarantine(box, now=_T0, limit=10)) == [], "nothing is due yet"
+    at_five = await repos.due_quarantine(box, now=_T0 + timedelta(minutes=5), limit=10)
+    assert ids(at_five) == [(INBOX, "2")], (
+        "an entry is due at its next attempt time; later ones and given-up ones are not"
+    )
+    hour = _T0 + timedelta(hours=1)
+    assert ids(await repos.due_quarantine(box, now=hour, limit=10)) == [
+        (INBOX, "2"),
+        (INBOX, "1"),
+        ("Archive", "1"),
+    ], "due entries come earliest next attempt first, and never a given-up one"
+    assert ids(await repos.due_quarantine(box, now=hour, limit=1)) == [(INBOX, "2")], (
+        "due_quarantine must honour its limit"
+    )
+    assert ids(await repos.due_quarantine(other, now=_T0, limit=10)) == [(INBOX, "1")], (
+        "due entries are per mailbox"
+    )
+
+    retried = attrs.evolve(
+        later,
+        attempts=2,
+        last_failed_at=_T0 + timedelta(minutes=15),
+        next_attempt_at=_T0 + timedelta(minutes=20),
+    )
+    await repos.quarantine(retried)
+    await repos.quarantine(retried)
+    assert await repos.get_quarantined(box, INBOX, "1") == retried, "quarantine must replace"
+    assert len(await repos.list_quarantine(box)) == 4, "replacing an entry must not add one"
+    gave_up = attrs.evolve(sooner, attempts=5, next_attempt_at=None, given_up_at=hour)
+    await repos.quarantine(gave_up)
+    assert ids(await repos.due_quarantine(box, now=hour, limit=10)) == [
+        (INBOX, "1"),
+        ("Archive", "1"),
+    ], "an entry given up is no longer due"
+
+    assert await repos.release_quarantine(box, INBOX, "1"), "releasing an entry answers True"
+    assert await repos.get_quarantined(box, INBOX, "1") is None, "a released entry is gone"
+    assert not await repos.release_quarantine(box, INBOX, "1"), "releasing twice answers False"
+    assert await repos.get_quarantined(box, "Archive", "1") == archived, (
+        "releasing one entry leaves the same remote id in another folder alone"
+    )
+    assert await repos.get_quarantined(other, INBOX, "1") == elsewhere, (
+        "releasing one entry leaves other mailboxes alone"
+    )

@@ -39,6 +39,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     MessageId,
     ProfileId,
+    QuarantinedMessage,
     QueueItem,
     QueueItemId,
     RecordRef,
@@ -89,6 +90,7 @@ class InMemoryStorage:
         self._user_numbers: dict[RecordRef, int] = {}
         self._tracking_counter = 0
         self._inserted: dict[ActivityId, int] = {}
+        self._quarantine: dict[tuple[MailboxId, str, str], QuarantinedMessage] = {}
 
     # -- host-side setup ------------------------------------------------------------------------
 
@@ -451,6 +453,42 @@ class InMemoryStorage:
         self._before("get_lease_holder")
         lease = self._leases.get(key)
         return lease.owner if lease is not None and lease.until > now else None
+
+    # -- quarantine -----------------------------------------------------------------------------
+
+    async def quarantine(self, message: QuarantinedMessage) -> None:
+        self._before("quarantine")
+        self._quarantine[(message.mailbox_id, message.folder, message.remote_id)] = message
+        self._after("quarantine")
+
+    async def get_quarantined(
+        self, mailbox_id: MailboxId, folder: str, remote_id: str
+    ) -> QuarantinedMessage | None:
+        self._before("get_quarantined")
+        return self._quarantine.get((mailbox_id, folder, remote_id))
+
+    async def list_quarantine(
+        self, mailbox_id: MailboxId | None = None
+    ) -> Sequence[QuarantinedMessage]:
+        self._before("list_quarantine")
+        return sorted(
+            (q for q in self._quarantine.values() if mailbox_id in (None, q.mailbox_id)),
+            key=lambda q: (q.mailbox_id, q.first_failed_at, q.folder, q.remote_id),
+        )
+
+    async def due_quarantine(
+        self, mailbox_id: MailboxId, *, now: datetime, limit: int
+    ) -> Sequence[QuarantinedMessage]:
+        self._before("due_quarantine")
+        due = [q for q in self._quarantine.values() if q.mailbox_id == mailbox_id and q.is_due(now)]
+        due.sort(key=lambda q: (q.next_attempt_at or now, q.folder, q.remote_id))
+        return due[:limit]
+
+    async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
+        self._before("release_quarantine")
+        released = self._quarantine.pop((mailbox_id, folder, remote_id), None) is not None
+        self._after("release_quarantine")
+        return released
 
 
 def _newest_first(activity: EmailActivity) -> float:

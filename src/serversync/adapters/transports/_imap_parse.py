@@ -16,6 +16,7 @@ import binascii
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Final
 
 import attrs
 
@@ -33,6 +34,7 @@ __all__ = [
     "parse_select",
     "quote",
     "response_code",
+    "simple_fetch",
     "uid_set",
 ]
 
@@ -47,7 +49,6 @@ class ImapParseError(ValueError):
 # --- tokenizer ---------------------------------------------------------------------------------
 
 _LITERAL_MARKER = re.compile(rb"\{(\d+)\}$")
-_ATOM_END = frozenset(b' ()"{')
 
 
 @attrs.frozen
@@ -72,7 +73,7 @@ def _tokens(segments: Sequence[bytes | _Literal]) -> Iterator[Value | tuple[str]
         if isinstance(segment, _Literal):
             raise ImapParseError("a literal without its {n} announcement")
         text = segment
-        marker = _LITERAL_MARKER.search(text)
+        marker = _LITERAL_MARKER.search(text) if text.endswith(b"}") else None
         literal: bytes | None = None
         if marker is not None:
             if index >= len(segments) or not isinstance(segments[index], _Literal):
@@ -89,60 +90,49 @@ def _tokens(segments: Sequence[bytes | _Literal]) -> Iterator[Value | tuple[str]
             yield literal
 
 
+# One token at a time: spaces, then "(", ")", a quoted string or an atom. An atom runs up to
+# a space, parenthesis, quote or "{", except inside brackets: BODY[HEADER.FIELDS (FROM TO)]
+# is one atom.
+_TOKEN = re.compile(
+    rb' *(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|((?:[^ ()"{\[]|\[[^\]]*\]?)+))', re.DOTALL
+)
+_ESCAPED = re.compile(rb"\\(.)", re.DOTALL)
+_OPEN: Final = ("(",)
+_CLOSE: Final = (")",)
+
+
 def _scan(text: bytes) -> Iterator[Value | tuple[str]]:
     pos = 0
     end = len(text)
+    match = _TOKEN.match
     while pos < end:
-        char = text[pos]
-        if char == 0x20:  # space
-            pos += 1
-        elif char == 0x28:  # (
-            yield ("(",)
-            pos += 1
-        elif char == 0x29:  # )
-            yield (")",)
-            pos += 1
-        elif char == 0x22:  # quoted string
-            pos += 1
-            out = bytearray()
-            while True:
-                if pos >= end:
-                    raise ImapParseError("an unterminated quoted string")
-                char = text[pos]
-                if char == 0x5C and pos + 1 < end:  # backslash escape
-                    out.append(text[pos + 1])
-                    pos += 2
-                elif char == 0x22:
-                    pos += 1
-                    break
-                else:
-                    out.append(char)
-                    pos += 1
-            yield bytes(out)
-        else:
-            start = pos
-            depth = 0  # brackets: BODY[HEADER.FIELDS (FROM TO)] is one atom
-            while pos < end:
-                char = text[pos]
-                if char == 0x5B:
-                    depth += 1
-                elif char == 0x5D:
-                    depth -= 1
-                elif depth <= 0 and char in _ATOM_END:
-                    break
-                pos += 1
-            if pos == start:
-                raise ImapParseError(f"unexpected character {chr(char)!r}")
-            atom = text[start:pos].decode("ascii", errors="replace")
-            yield None if atom.upper() == "NIL" else atom
+        found = match(text, pos)
+        if found is None or found.end() == pos:
+            rest = text[pos:].lstrip(b" ")
+            if not rest:
+                return
+            if rest[:1] == b'"':
+                raise ImapParseError("an unterminated quoted string")
+            raise ImapParseError(f"unexpected character {chr(rest[0])!r}")
+        pos = found.end()
+        opened, closed, quoted, atom = found.groups()
+        if opened is not None:
+            yield _OPEN
+        elif closed is not None:
+            yield _CLOSE
+        elif quoted is not None:
+            yield _ESCAPED.sub(rb"\1", quoted) if b"\\" in quoted else quoted
+        elif atom is not None:
+            text_atom = atom.decode("ascii", errors="replace")
+            yield None if text_atom.upper() == "NIL" else text_atom
 
 
 def _values(segments: Sequence[bytes | _Literal]) -> list[Value]:
     stack: list[list[Value]] = [[]]
     for token in _tokens(segments):
-        if token == ("(",):
+        if token is _OPEN:
             stack.append([])
-        elif token == (")",):
+        elif token is _CLOSE:
             if len(stack) == 1:
                 raise ImapParseError("an unbalanced closing parenthesis")
             inner = stack.pop()
@@ -155,8 +145,17 @@ def _values(segments: Sequence[bytes | _Literal]) -> list[Value]:
     return stack[0]
 
 
+_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+
+
 def _depth_change(text: bytes) -> int:
     """Parentheses opened minus closed, outside quoted strings."""
+    if b'"' in text:
+        unquoted = _QUOTED.sub(b"", text)
+        if b'"' not in unquoted:
+            text = unquoted
+    if b'"' not in text:
+        return text.count(b"(") - text.count(b")")
     change = 0
     quoted = False
     escaped = False
@@ -199,7 +198,7 @@ def _responses(elements: Sequence[bytes | bytearray]) -> list[list[bytes | _Lite
             groups.append([segment])
             depth = 0
         depth += _depth_change(segment)
-        expecting_literal = _LITERAL_MARKER.search(segment) is not None
+        expecting_literal = segment.endswith(b"}") and _LITERAL_MARKER.search(segment) is not None
     return groups
 
 
@@ -235,6 +234,68 @@ class FetchItem:
 
 
 _FETCH_START = re.compile(rb"^\s*(\d+) FETCH ", re.IGNORECASE)
+# Lists, literals, escapes, whitespace but spaces, or a space inside brackets: not simple.
+_NOT_SIMPLE = re.compile(rb"[(){}\\\t\n\r\x0b\x0c]|\[[^\]]*\s")
+
+
+def simple_fetch(elements: Sequence[bytes | bytearray], index: int) -> tuple[FetchItem, int]:
+    """The FETCH response starting at ``elements[index]`` and how many elements it spans,
+    when it has the shape of nearly every response the adapter asks for: name/value pairs of
+    atoms and plain quoted strings, no nested lists, ending with ")" or with a literal's
+    ``{n}`` (then the literal, then a line ")"). Raises ``LookupError`` for any other shape:
+    the general parser reads those."""
+    line = elements[index]
+    if type(line) is not bytes:
+        raise LookupError
+    number, found, rest = line.partition(b" FETCH (")
+    number = number.strip()
+    if not found or not number.isdigit():
+        raise LookupError
+    literal: bytes | None = None
+    used = 1
+    if rest.endswith(b")"):
+        text = rest[:-1]
+    elif rest.endswith(b"}"):
+        brace = rest.rfind(b"{")
+        size = rest[brace + 1 : -1]
+        if brace < 0 or not size.isdigit() or index + 2 >= len(elements):
+            raise LookupError
+        data = elements[index + 1]
+        if type(data) is not bytearray or len(data) != int(size) or elements[index + 2] != b")":
+            raise LookupError
+        literal = bytes(data)
+        used = 3
+        text = rest[:brace]
+    else:
+        raise LookupError
+    if _NOT_SIMPLE.search(text):
+        raise LookupError
+    # Atoms as text, quoted strings and the literal as bytes; NIL becomes None below.
+    tokens: list[str | bytes] = []
+    if b'"' in text:
+        parts = text.split(b'"')
+        if len(parts) % 2 == 0:
+            raise LookupError
+        for position, part in enumerate(parts):
+            if position % 2:
+                tokens.append(part)
+            else:
+                tokens += part.decode("ascii", errors="replace").split()
+    else:
+        tokens += text.decode("ascii", errors="replace").split()
+    if literal is not None:
+        tokens.append(literal)
+    if len(tokens) % 2:
+        raise LookupError
+    attributes: dict[str, Value] = {}
+    for name, value in zip(tokens[::2], tokens[1::2], strict=True):
+        if type(name) is not str:
+            raise LookupError
+        key = name.upper()
+        if key == "NIL":
+            raise LookupError
+        attributes[key] = None if type(value) is str and value.upper() == "NIL" else value
+    return FetchItem(sequence=int(number), attributes=attributes), used
 
 
 def parse_fetch(elements: Sequence[bytes | bytearray]) -> list[FetchItem]:
@@ -243,6 +304,21 @@ def parse_fetch(elements: Sequence[bytes | bytearray]) -> list[FetchItem]:
     Other untagged responses are skipped; a FETCH response that does not parse raises
     :class:`ImapParseError`.
     """
+    items = []
+    index = 0
+    # Simple responses first; from the first other one on, the general parser reads the rest.
+    while index < len(elements):
+        try:
+            item, used = simple_fetch(elements, index)
+        except LookupError:
+            break
+        items.append(item)
+        index += used
+    return items + _parse_fetch_groups(elements[index:])
+
+
+def _parse_fetch_groups(elements: Sequence[bytes | bytearray]) -> list[FetchItem]:
+    """:func:`parse_fetch` by the general parser alone."""
     items = []
     for group in _responses(elements):
         first = group[0]

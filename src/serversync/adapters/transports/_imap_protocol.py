@@ -11,21 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 from typing import Any, Final, final
 
 import aioimaplib  # type: ignore[import-untyped]
 import attrs
-from aioimaplib.aioimaplib import Command  # type: ignore[import-untyped]
+from aioimaplib.aioimaplib import Command, FetchCommand  # type: ignore[import-untyped]
 
-from serversync.adapters.transports._imap_parse import quote
+from serversync.adapters.transports._imap_parse import (
+    FetchItem,
+    ImapParseError,
+    parse_fetch,
+    quote,
+    simple_fetch,
+)
 
 __all__ = ["GreetingRefusedError", "ImapClient", "Reply"]
 
 _CRLF: Final = b"\r\n"
-# aioimaplib parses one line per level of recursion, so a chunk with ~1000 short lines (a big
-# LIST or metadata FETCH) overflows the stack; it is fed at most this many lines at a time.
-_LINES_PER_FEED: Final = 128
+# The start of an untagged FETCH response as aioimaplib stores it (without "* ").
+_FETCH_START: Final = re.compile(rb"[0-9]+ FETCH \(")
+_FETCH_DATA: Final = re.compile(rb"[0-9]+ FETCH")
+# aioimaplib's test for a tagged status response.
+_TAGGED: Final = re.compile(rb"[A-Z0-9]+ ((OK)|(NO)|(BAD))")
 
 
 @attrs.frozen
@@ -34,6 +43,8 @@ class Reply:
 
     result: str
     lines: list[bytes | bytearray]
+    items: list[FetchItem] | None = None
+    """For FETCH: the FETCH responses among ``lines``, when already parsed."""
 
     @property
     def ok(self) -> bool:
@@ -54,10 +65,35 @@ def _reply(response: Any) -> Reply:
     return Reply(result=str(response.result), lines=list(response.lines))
 
 
+def _plain_fetch(command: Any) -> bool:
+    """Whether ``command`` is a FETCH without aioimaplib's per-command timer (the adapter sets
+    its own deadlines), whose response lines may be appended to it directly."""
+    return type(command) is FetchCommand and command._timeout is None
+
+
+def _literal_size(line: bytes) -> int | None:
+    """The size of the literal ``line`` announces at its end (``... {123}``), if any."""
+    if not line.endswith(b"}"):
+        return None
+    start = line.rfind(b"{")
+    digits = line[start + 1 : -1]
+    return int(digits) if start >= 0 and digits.isdigit() else None
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     # Nobody may be waiting any more (the connect deadline passed); mark the outcome as seen.
     if not future.cancelled():
         future.exception()
+
+
+@attrs.define
+class _Stream:
+    """The FETCH responses of one command parsed so far: ``items`` from the first
+    ``parsed`` response lines; ``failed`` when they must be parsed again at the end."""
+
+    items: list[FetchItem] = attrs.Factory(list)
+    parsed: int = 0
+    failed: bool = False
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -69,21 +105,134 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         self.closed.add_done_callback(_retrieve)
         self.sasl_responses: list[bytes] = []
         self.bytes_received = 0
+        # The command a response line continues (aioimaplib's reader keeps it too).
+        self.current_command: Any = None
+        self._buffer = bytearray()
+        self._literal_left: int | None = None
+        self._fetch_depth: int | None = None
+        self._fetch_begin = 0
+        # FETCH responses parsed as they arrived, by id() of the command they answer.
+        self._streams: dict[int, _Stream] = {}
 
     def data_received(self, d: bytes) -> None:
+        # aioimaplib's own reader handles one line per level of recursion (a chunk of ~1000
+        # lines overflows the stack), copies what is left of the chunk for every line, and
+        # decides whether a FETCH response goes on by re-reading all of the command's lines
+        # so far (quadratic in the lines of a response). This reader cuts lines and literals
+        # out of one buffer and hands them to aioimaplib's line handler the way its reader
+        # does, keeping the open-parenthesis count of the current FETCH response as it goes.
         self.bytes_received += len(d)
-        start = 0
-        size = len(d)
-        while start < size:
-            cut = start
-            for _ in range(_LINES_PER_FEED):
-                found = d.find(b"\n", cut)
-                if found < 0:
-                    cut = size
+        buffer = self._buffer
+        buffer += d
+        position = 0
+        try:
+            while True:
+                if self._literal_left is not None:
+                    size = self._literal_left
+                    if len(buffer) - position < size:
+                        break
+                    literal = buffer[position : position + size]
+                    position += size
+                    self._literal_left = None
+                    command = self.current_command
+                    assert command is not None
+                    if _plain_fetch(command):
+                        command._resp_lines.append(literal)
+                    else:
+                        command.append_to_resp(literal)
+                    continue
+                end = buffer.find(_CRLF, position)
+                if end < 0:
                     break
-                cut = found + 1
-            super().data_received(d[start:cut])
-            start = cut
+                line = bytes(buffer[position:end])
+                position = end + 2
+                self._line(line)
+        finally:
+            del buffer[:position]
+        if self.pending_sync_command is not None:
+            self.pending_sync_command.flush()
+
+    def _line(self, line: bytes) -> None:
+        """One response line, handed on as aioimaplib's reader would."""
+        command = self._fetch_line(line)
+        if command is None:
+            command = self._handle_line(line, self.current_command)
+        fetch = isinstance(command, FetchCommand)
+        if fetch:
+            # aioimaplib stores untagged lines without "* "; a FETCH response starts anew.
+            stored = line[2:] if line[:2] == b"* " else line
+            if self._fetch_depth is None or _FETCH_START.match(stored):
+                self._fetch_depth = 0
+                self._fetch_begin = len(command._resp_lines) - 1
+            self._fetch_depth += line.count(b"(") - line.count(b")")
+        size = _literal_size(line)
+        if size is not None:
+            if command is None:
+                command = Command("NIL", "unused", loop=self.loop)
+            self.current_command = command
+            if size:
+                self._literal_left = size
+            else:
+                command.append_to_resp(bytearray())
+        elif command is not None and (self._fetch_depth != 0 if fetch else command.wait_data()):
+            self.current_command = command
+        else:
+            if fetch:
+                self._fetch_done(command)
+            self.current_command = None
+            self._fetch_depth = None
+
+    def _fetch_done(self, command: Any) -> None:
+        """Parse the FETCH response that just ended while the rest is still arriving.
+
+        The parse then overlaps with the server producing the next responses, instead of
+        waiting for the whole download. The command's lines must be parsed without a gap;
+        anything unusual leaves the parsing to the caller, over all the lines.
+        """
+        stream = self._streams.setdefault(id(command), _Stream())
+        lines = command._resp_lines
+        begin = self._fetch_begin
+        if stream.failed or begin != stream.parsed:
+            stream.failed = True
+            return
+        try:
+            item, used = simple_fetch(lines, begin)
+            if begin + used != len(lines):
+                raise LookupError
+            stream.items.append(item)
+        except LookupError:
+            try:
+                stream.items += parse_fetch(lines[begin:])
+            except ImapParseError:
+                stream.failed = True
+                return
+        stream.parsed = len(lines)
+
+    def _fetch_line(self, line: bytes) -> Any:
+        """The FETCH command ``line`` belongs to, after appending it, or ``None`` for any other
+        line. For the lines of a FETCH response (nearly all lines of a big download) this does
+        what aioimaplib's line handler does, without its per-line bookkeeping."""
+        current = self.current_command
+        if current is not None:
+            if _plain_fetch(current) and not _TAGGED.match(line):
+                current._resp_lines.append(line)
+                return current
+            return None
+        if line[:2] != b"* " or self.pending_sync_command is not None:
+            return None
+        stored = line.replace(b"* ", b"")  # as aioimaplib stores untagged lines
+        if not _FETCH_DATA.match(stored):
+            return None
+        command = self.pending_async_commands.get("FETCH")
+        if not _plain_fetch(command):
+            return None
+        command._resp_lines.append(stored)
+        return command
+
+    @property
+    def pending_input(self) -> bool:
+        """Whether bytes were received that no complete line or literal used yet."""
+        return bool(self._buffer) or self._literal_left is not None
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -184,7 +333,7 @@ class ImapClient:
         reply = _reply(await protocol.execute(self._command("STARTTLS")))
         if not reply.ok:
             return reply
-        if protocol.incomplete_line:
+        if protocol.pending_input:
             # Bytes sent after the OK but before the handshake could be injected responses.
             raise ConnectionResetError("the server sent data before the TLS handshake")
         protocol.transport = await protocol.loop.start_tls(
@@ -228,12 +377,25 @@ class ImapClient:
         return _reply(await self._protocol.search(*criteria, by_uid=True, charset=None))
 
     async def uid_fetch(self, uids: str, items: str) -> Reply:
-        """UID FETCH ``uids`` ``items``."""
-        return _reply(await self._protocol.fetch(uids, items, by_uid=True))
+        """UID FETCH ``uids`` ``items``; the reply carries the parsed FETCH responses when
+        they could be parsed as they arrived."""
+        protocol = self._protocol
+        command = FetchCommand(protocol.new_tag(), uids, items, prefix="UID", loop=protocol.loop)
+        try:
+            reply = _reply(await protocol.execute(command))
+        finally:
+            stream = protocol._streams.pop(id(command), None)
+        if stream is not None and not stream.failed and stream.parsed == len(reply.lines) - 1:
+            return attrs.evolve(reply, items=stream.items)
+        return reply
 
     async def uid_store(self, uids: str, operation: str, flags: str) -> Reply:
         """UID STORE ``uids`` ``operation`` ``flags``."""
         return _reply(await self._protocol.store(uids, operation, flags, by_uid=True))
+
+    async def noop(self) -> Reply:
+        """NOOP: the server reports what changed in the selected mailbox (EXISTS, EXPUNGE)."""
+        return _reply(await self._protocol.simple_command("NOOP"))
 
     async def list(self, reference: str, pattern: str) -> Reply:
         """LIST ``reference`` ``pattern`` (both already quoted)."""

@@ -2,8 +2,9 @@
 
 It behaves like an IMAP server where that matters to sync: per-folder UIDs that only grow,
 UIDVALIDITY that can change, keywords, and messages that can move between folders. Sent
-mail lands in ``outbox`` and, for local users, in their Inbox. Faults can be injected at
-every operation through ``faults``.
+mail lands in ``outbox`` and, for local users, in their Inbox. A message tagged Undeliverable
+moves to the Undeliverable folder when the profile's ``move_undelivered_emails`` asks. Faults
+can be injected at every operation through ``faults``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ __all__ = [
 
 TRACKED_KEYWORD = "$ServerSyncTracked"
 UNDELIVERABLE_KEYWORD = "$ServerSyncUndeliverable"
+UNDELIVERABLE_FOLDER = "Undeliverable"
+"""The folder (under the Inbox) messages tagged Undeliverable move to when the profile's
+``move_undelivered_emails`` asks and the mailbox names no ``undeliverable_folder``."""
 _KEYWORDS = {RemoteMark.TRACKED: TRACKED_KEYWORD, RemoteMark.UNDELIVERABLE: UNDELIVERABLE_KEYWORD}
 
 
@@ -286,9 +290,13 @@ class InMemoryMailServer:
 
 @final
 class _IncomingSession(IncomingMailSession):
-    def __init__(self, server: InMemoryMailServer, address: str) -> None:
+    def __init__(
+        self, server: InMemoryMailServer, address: str, *, undeliverable_folder: str | None = None
+    ) -> None:
         self._server = server
         self._address = address
+        # Where Undeliverable messages move to; None leaves them where they are.
+        self._undeliverable_folder = undeliverable_folder
 
     async def list_folders(self) -> Sequence[RemoteFolder]:
         server = self._server
@@ -371,7 +379,17 @@ class _IncomingSession(IncomingMailSession):
             if uid in box.messages:
                 message = box.messages[uid]
                 box.messages[uid] = attrs.evolve(message, keywords=message.keywords | {keyword})
+                if mark is RemoteMark.UNDELIVERABLE and self._undeliverable_folder is not None:
+                    server.move(self._address, uid, ref.folder, self._undeliverable())
         server._check("mark", FaultPoint.AFTER)
+
+    def _undeliverable(self) -> str:
+        """The Undeliverable folder's id, created under the Inbox on first use."""
+        assert self._undeliverable_folder is not None
+        try:
+            return self._server.folder_id(self._address, self._undeliverable_folder)
+        except KeyError:
+            return self._server.create_folder(self._address, self._undeliverable_folder)
 
 
 @final
@@ -387,7 +405,10 @@ class InMemoryIncomingTransport(IncomingMailTransport):
     ) -> AsyncIterator[IncomingMailSession]:
         self._server._check("connect", FaultPoint.BEFORE)
         address = self._server._authenticate(credentials, mailbox)
-        yield _IncomingSession(self._server, address)
+        folder = None
+        if profile.move_undelivered_emails:
+            folder = mailbox.undeliverable_folder or UNDELIVERABLE_FOLDER
+        yield _IncomingSession(self._server, address, undeliverable_folder=folder)
 
 
 @final

@@ -5,9 +5,11 @@ its UIDL; the cursor is the set of UIDLs already processed, pruned to those stil
 server. Message numbers are only valid within one connection, so every fetch resolves the
 UIDL to the current number first.
 
-poplib blocks, so each call runs in a worker thread (:func:`asyncio.to_thread`), one at a time
-per session, under a deadline. A cancelled or timed-out call does not stop its thread: the
-session is then marked unusable and its socket is shut down on close, which ends the thread.
+poplib blocks, so each call runs in a worker thread, one at a time under a deadline. Each
+session has a thread of its own: in the event loop's shared pool, sessions stuck on slow
+servers would make the others queue, and the queueing would count against their deadlines.
+A cancelled or timed-out call does not stop its thread: the session is then marked unusable
+and its socket is shut down on close, which ends the thread.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import io
 import poplib
 import re
 import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
-from typing import Final, TypeVar, final
+from typing import Final, TypeVar, cast, final
 
 import attrs
 
@@ -67,6 +71,9 @@ T = TypeVar("T")
 
 # poplib refuses lines over 2048 bytes, but real mail has longer ones (HTML without breaks).
 _MAX_LINE: Final = 1024 * 1024
+# The end of a multi-line answer, and how much of one is read at a time.
+_TERMINATOR: Final = b"\r\n.\r\n"
+_BLOCK: Final = 64 * 1024
 # RFC 2449 / RFC 3206 response codes that say "not now" rather than "never".
 _BUSY_CODES: Final = frozenset({"IN-USE", "LOGIN-DELAY", "SYS/TEMP"})
 _CODE = re.compile(r"^-ERR \[([A-Za-z/-]+)\]")
@@ -117,25 +124,51 @@ def _close_quietly(client: poplib.POP3) -> None:
             sock.close()
 
 
+SocketHook = Callable[[socket.socket], None]
+"""Told of each socket a client creates, before anything is read from it."""
+
+
 class _Client(poplib.POP3):
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float, on_socket: SocketHook) -> None:
+        self._on_socket = on_socket
         try:
             super().__init__(host, port, timeout)
         except BaseException:
             _close_quietly(self)  # poplib leaks the socket when the greeting is refused
             raise
 
+    def _create_socket(self, timeout: float) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout)
+        self._on_socket(sock)
+        return sock
+
     def _getline(self) -> tuple[bytes, int]:
         return _read_line(self)
 
 
 class _SslClient(poplib.POP3_SSL):
-    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        context: ssl.SSLContext,
+        on_socket: SocketHook,
+    ) -> None:
+        self._on_socket = on_socket
+        self._tls = context
         try:
             super().__init__(host, port, timeout=timeout, context=context)
         except BaseException:
             _close_quietly(self)
             raise
+
+    def _create_socket(self, timeout: float) -> socket.socket:
+        raw = socket.create_connection((self.host, self.port), timeout)
+        self._on_socket(raw)  # the TLS handshake below may stall too
+        sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+        self._on_socket(sock)
+        return sock
 
     def _getline(self) -> tuple[bytes, int]:
         return _read_line(self)
@@ -148,9 +181,52 @@ def _command(client: poplib.POP3, line: str) -> bytes:
     return reply
 
 
-def _lines(response: tuple[bytes, list[bytes], int]) -> bytes:
-    _, lines, _ = response
-    return b"\r\n".join(lines) + b"\r\n"
+def _long_command(client: poplib.POP3, line: str) -> tuple[bytes, int]:
+    """Send a command answered with several lines (TOP, RETR); return the lines with CRLF
+    ends and dot-stuffing undone, and the octets read.
+
+    poplib reads such an answer line by line in Python, a thousand calls for a 50 KB
+    message; this reads it in blocks and looks for the terminating ``.`` line. Nothing
+    follows the answer until the next command, so a block never reaches past it.
+    """
+    client.sock.sendall(line.encode(client.encoding) + b"\r\n")
+    file = cast(io.BufferedReader, client.file)  # the socket's makefile("rb")
+    first = file.readline(_MAX_LINE + 1)
+    if len(first) > _MAX_LINE:
+        raise poplib.error_proto("-ERR line too long")
+    if not first:
+        raise poplib.error_proto("-ERR EOF")
+    status = first.rstrip(b"\r\n")
+    if not status.startswith(b"+"):
+        raise poplib.error_proto(status)
+    if not first.endswith(b"\r\n"):
+        return _lines_one_by_one(client, len(first))
+    # A line break before the first line, so that an answer without lines ends at once.
+    buffer = bytearray(b"\r\n")
+    searched = 0
+    while (end := buffer.find(_TERMINATOR, searched)) < 0:
+        searched = max(0, len(buffer) - len(_TERMINATOR) + 1)
+        block = file.read1(_BLOCK)
+        if not block:
+            raise poplib.error_proto("-ERR EOF")
+        buffer += block
+    if end + len(_TERMINATOR) != len(buffer):
+        raise ConnectionResetError("the POP3 server sent more than the answer asked for")
+    data = bytes(buffer[: end + 2]).replace(b"\r\n..", b"\r\n.")[2:]
+    return data, len(first) + len(buffer) - 2
+
+
+def _lines_one_by_one(client: poplib.POP3, octets: int) -> tuple[bytes, int]:
+    """The rest of a multi-line answer from a server that ends lines with LF alone."""
+    lines = []
+    line, size = _read_line(client)
+    while line != b".":
+        if line.startswith(b".."):
+            line = line[1:]
+        lines.append(line)
+        octets += size
+        line, size = _read_line(client)
+    return b"".join(one + b"\r\n" for one in lines), octets + size
 
 
 @attrs.frozen
@@ -224,6 +300,9 @@ class _Pop3Session(IncomingMailSession):
         # Guards _client and _abandoned between the event loop and a connecting thread.
         self._thread_lock = threading.Lock()
         self._client: poplib.POP3 | None = None
+        # The socket a connecting thread works on, so that giving up can shut it down.
+        self._socket: socket.socket | None = None
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serversync-pop3")
         self._abandoned = False
         self._broken = False
         self._numbers: dict[str, int] | None = None
@@ -242,7 +321,7 @@ class _Pop3Session(IncomingMailSession):
             usable = False
             try:
                 async with asyncio.timeout(limit.total_seconds()):
-                    result = await asyncio.to_thread(call)
+                    result = await self._in_thread(call)
                 usable = True
                 return result
             except poplib.error_proto as exc:
@@ -319,9 +398,9 @@ class _Pop3Session(IncomingMailSession):
         try:
             if implicit:
                 assert self._context is not None
-                client = _SslClient(endpoint.host, port, timeout, self._context)
+                client = _SslClient(endpoint.host, port, timeout, self._context, self._track)
             else:
-                client = _Client(endpoint.host, port, timeout)
+                client = _Client(endpoint.host, port, timeout, self._track)
         except poplib.error_proto as exc:
             raise ServerBusyError(
                 f"POP3 server {endpoint.host}:{port} refused the connection: {exc}",
@@ -337,6 +416,7 @@ class _Pop3Session(IncomingMailSession):
                         f"POP3 server {endpoint.host} does not offer STLS: {exc}",
                         mailbox_id=self._mailbox_id,
                     ) from exc
+                self._track(client.sock)
             self._login(client)
         except BaseException:
             _close_quietly(client)
@@ -347,6 +427,19 @@ class _Pop3Session(IncomingMailSession):
                 _close_quietly(client)
                 raise ConnectionAbortedError("the POP3 session was closed while connecting")
             self._client = client
+
+    def _track(self, sock: socket.socket) -> None:
+        """Runs in the connecting thread for each new socket. A session given up meanwhile
+        refuses it; afterwards :meth:`aclose` shuts it down, which ends a thread still
+        reading a greeting or a login reply from a server that trickles or stalls."""
+        with self._thread_lock:
+            abandoned = self._abandoned
+            if not abandoned:
+                self._socket = sock
+        if abandoned:
+            with suppress(OSError):
+                sock.close()
+            raise ConnectionAbortedError("the POP3 session was closed while connecting")
 
     def _login(self, client: poplib.POP3) -> None:
         credentials = self._credentials
@@ -383,8 +476,20 @@ class _Pop3Session(IncomingMailSession):
                 return
             self._abandoned = True
             client, self._client = self._client, None
-        if client is not None:
-            await self._quit(client)
+            connecting = self._socket if client is None else None
+        if connecting is not None:
+            # A thread may still be connecting: unblock it; it closes the socket itself.
+            with suppress(OSError):
+                connecting.shutdown(socket.SHUT_RDWR)
+        try:
+            if client is not None:
+                await self._quit(client)
+        finally:
+            # The thread ends once its last call returned (at once, or when its socket fails).
+            self._worker.shutdown(wait=False)
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, call)
 
     async def _quit(self, client: poplib.POP3) -> None:
         if self._broken:
@@ -393,7 +498,7 @@ class _Pop3Session(IncomingMailSession):
         self._stats.commands["QUIT"] += 1
         try:
             async with asyncio.timeout(self._timeouts.close.total_seconds()):
-                await asyncio.to_thread(client.quit)
+                await self._in_thread(client.quit)
         except (TimeoutError, OSError, poplib.error_proto):
             pass  # the work is recorded; a server that does not say goodbye loses the socket
         finally:
@@ -504,10 +609,10 @@ class _Pop3Session(IncomingMailSession):
                     headers.append(RawHeaders(ref=ref, data=b""))
                     continue
                 self._stats.commands["TOP"] += 1
-                response = client.top(number, 0)
-                self._stats.bytes_received += response[2]
+                data, octets = _long_command(client, f"TOP {number} 0")
+                self._stats.bytes_received += octets
                 self._stats.headers_fetched += 1
-                headers.append(RawHeaders(ref=ref, data=_lines(response)))
+                headers.append(RawHeaders(ref=ref, data=data))
             return headers
 
         return await self._call("TOP", top_all, limit=self._timeouts.fetch, stage="item")
@@ -524,10 +629,10 @@ class _Pop3Session(IncomingMailSession):
         def retrieve() -> RawMessage:
             client = self._connected()
             self._stats.commands["RETR"] += 1
-            response = client.retr(number)
-            self._stats.bytes_received += response[2]
+            data, octets = _long_command(client, f"RETR {number}")
+            self._stats.bytes_received += octets
             self._stats.messages_fetched += 1
-            return RawMessage(ref=ref, data=_lines(response))
+            return RawMessage(ref=ref, data=data)
 
         return await self._call("RETR", retrieve, limit=self._timeouts.fetch, stage="item")
 

@@ -23,7 +23,9 @@ certificate verification failed          :class:`ConfigurationError` (mailbox)
 After a timeout, a cancellation or a lost connection in the middle of a command the session
 is broken: it is closed at once and every later ``send`` raises
 :class:`ConnectionFailedError`, because a reply that arrives late would be paired with the
-next command.
+next command. When that happens from the DATA command on, the server may have taken the
+message before the connection failed: ``send`` raises :class:`DeliveryUncertainError`
+instead, and the engine does not resend blindly.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import NoReturn, final
+from typing import Any, NoReturn, final
 
 import aiosmtplib
 
@@ -43,6 +45,7 @@ from serversync.errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectionFailedError,
+    DeliveryUncertainError,
     ErrorScope,
     MessageRejectedError,
     OperationTimeoutError,
@@ -227,6 +230,18 @@ def _build_tls_context(endpoint: ServerEndpoint) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=endpoint.ca_file)
 
 
+class _Smtp(aiosmtplib.SMTP):
+    """aiosmtplib's client, noting when a message's DATA command starts: from then on a
+    connection cut off before the server's answer leaves it unknown whether the server took
+    the message. (The window before the server's 354 is one round trip; it is counted in.)"""
+
+    in_data = False
+
+    async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.in_data = True
+        return await super().data(message, **kwargs)
+
+
 class _State(enum.Enum):
     OPEN = "open"
     BROKEN = "broken"
@@ -239,7 +254,7 @@ class _SmtpSession(OutgoingMailSession):
 
     def __init__(
         self,
-        smtp: aiosmtplib.SMTP,
+        smtp: _Smtp,
         *,
         timeouts: Timeouts,
         clock: Clock,
@@ -291,6 +306,7 @@ class _SmtpSession(OutgoingMailSession):
         seconds = self._timeouts.send.total_seconds()
         with _map_errors(_Stage.SEND, where=self._where, mailbox_id=self._mailbox_id):
             options = self._mail_options(message)
+            self._smtp.in_data = False
             try:
                 async with asyncio.timeout(seconds):
                     refused, reply = await self._smtp.sendmail(
@@ -316,6 +332,14 @@ class _SmtpSession(OutgoingMailSession):
                 # Timed out, cancelled or disconnected mid-command: a late reply would be
                 # taken for the next command's, so this connection is done.
                 self._break(f"{type(exc).__name__} while sending {message.message_id}")
+                if self._smtp.in_data and isinstance(exc, Exception):
+                    cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    raise DeliveryUncertainError(
+                        f"the connection to {self._where} failed after {message.message_id} "
+                        f"was handed over, before the server's answer ({cause}); the server "
+                        "may have accepted it",
+                        mailbox_id=self._mailbox_id,
+                    ) from exc
                 raise
         return SendReceipt(
             message_id=message.message_id,
@@ -429,7 +453,7 @@ class SmtpTransport(OutgoingMailTransport):
             tls_context = await self._tls_context(endpoint, mailbox)
         connect_seconds = self._timeouts.connect.total_seconds()
         with _map_errors(_Stage.CONNECT, where=where, mailbox_id=mailbox.id):
-            smtp = aiosmtplib.SMTP(
+            smtp = _Smtp(
                 hostname=endpoint.host,
                 port=port,
                 local_hostname=self._local_hostname,

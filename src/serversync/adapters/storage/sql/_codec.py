@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ __all__ = [
     "load_any",
     "micros",
     "party_addresses",
+    "storable",
 ]
 
 _T = TypeVar("_T")
@@ -78,3 +80,9 @@ def activity_columns(activity: EmailActivity) -> dict[str, Any]:
 def party_addresses(activity: EmailActivity) -> set[str]:
     """The normalised addresses of an email's parties (for participant lookups)."""
     return {normalize_address(party.address) for party in activity.parties if party.address}
+
+
+def storable(values: Iterable[str]) -> list[str]:
+    """The values a lookup may send to the database: one holding a NUL character is never
+    stored, so it matches nothing, and PostgreSQL refuses it even as a parameter."""
+    return [value for value in values if "\x00" not in value]

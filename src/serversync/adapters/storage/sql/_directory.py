@@ -13,7 +13,7 @@ from serversync.model import CrmRecord, RecordRef
 from serversync.model.messages import normalize_address
 from serversync.ports import RecordDirectory
 
-from ._codec import dump, load
+from ._codec import dump, load, storable
 from ._rows import next_value, retrying, upsert
 from ._schema import records
 from ._storage import ORDER_COUNTER, SqlStorage
@@ -58,7 +58,7 @@ class SqlDirectory:
     async def find_by_addresses(
         self, addresses: Collection[str]
     ) -> Mapping[str, Sequence[CrmRecord]]:
-        wanted = sorted({normalize_address(a) for a in addresses})
+        wanted = sorted({normalize_address(a) for a in storable(addresses)})
         if not wanted:
             return {}
         found: dict[str, list[CrmRecord]] = {}

@@ -31,6 +31,7 @@ __all__ = [
     "mailboxes",
     "metadata",
     "profiles",
+    "quarantine",
     "queue_items",
     "records",
     "secret_references",
@@ -39,7 +40,7 @@ __all__ = [
     "workload_states",
 ]
 
-SCHEMA_VERSION = "0001"
+SCHEMA_VERSION = "0002"
 """The Alembic revision this code expects (``serversync db upgrade`` brings a store to it)."""
 
 # SQLite only gives an auto-incrementing rowid to a column spelled INTEGER PRIMARY KEY.
@@ -178,4 +179,18 @@ secret_references = Table(
     metadata,
     Column("owner", String(500), primary_key=True),
     Column("data", Text, nullable=False),
+)
+
+# Poison messages, one row per message (mailbox, folder, remote id). ``next_attempt_at`` is
+# NULL once the engine gave up on the message.
+quarantine = Table(
+    "serversync_quarantine",
+    metadata,
+    Column("mailbox_id", String(400), primary_key=True),
+    Column("folder", String(1000), primary_key=True),
+    Column("remote_id", String(500), primary_key=True),
+    Column("first_failed_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger),
+    Column("data", Text, nullable=False),
+    Index(None, "mailbox_id", "next_attempt_at"),
 )

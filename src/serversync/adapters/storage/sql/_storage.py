@@ -16,6 +16,7 @@ from typing import Any, Self, TypeVar, final
 
 import attrs
 from sqlalchemy import (
+    Column,
     ColumnElement,
     delete,
     exists,
@@ -26,12 +27,17 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
-from serversync.errors import ConfigurationError, LeaseLostError, StorageConflictError
+from serversync.errors import (
+    ConfigurationError,
+    LeaseLostError,
+    MalformedMessageError,
+    StorageConflictError,
+)
 from serversync.model import (
     ActivityId,
     AddResult,
@@ -50,6 +56,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     MessageId,
     ProfileId,
+    QuarantinedMessage,
     QueueItem,
     QueueItemId,
     RecordRef,
@@ -72,6 +79,7 @@ from ._codec import (
     load_any,
     micros,
     party_addresses,
+    storable,
 )
 from ._rows import next_value, retrying, upsert
 from ._schema import (
@@ -81,6 +89,7 @@ from ._schema import (
     leases,
     mailboxes,
     profiles,
+    quarantine,
     queue_items,
     tracking_folders,
     tracking_users,
@@ -307,6 +316,7 @@ class SqlStorage:
     async def add_incoming(
         self, activity: EmailActivity, *, queues: Collection[RecordRef] = ()
     ) -> AddResult:
+        _check_fits(activity)
         try:
             async with self._tx() as c:
                 await _insert_activity(c, activity)
@@ -316,6 +326,12 @@ class SqlStorage:
         except IntegrityError:
             # The database's unique constraint decided: another insert holds the key.
             pass
+        except DataError as exc:
+            # Any other value the database refuses for this email alone.
+            raise MalformedMessageError(
+                f"email {activity.id} holds a value the database refuses: {exc.orig}",
+                reason="value refused by the database",
+            ) from exc
         async with self._engine.connect() as c:
             holder = await _holder(c, activity)
         if holder is None:
@@ -347,9 +363,10 @@ class SqlStorage:
     async def find_by_message_ids(
         self, message_ids: Collection[MessageId]
     ) -> Sequence[EmailActivity]:
-        if not message_ids:
+        wanted = storable(message_ids)
+        if not wanted:
             return []
-        return await self._activities_where(activities.c.message_id.in_(list(message_ids)))
+        return await self._activities_where(activities.c.message_id.in_(wanted))
 
     async def _activities_where(self, condition: ColumnElement[bool]) -> list[EmailActivity]:
         async with self._engine.connect() as c:
@@ -359,6 +376,8 @@ class SqlStorage:
             return [load(r.data, EmailActivity) for r in rows]
 
     async def count_recent_from(self, sender: str, *, since: datetime) -> int:
+        if not storable([sender]):
+            return 0
         async with self._engine.connect() as c:
             count = await c.scalar(
                 select(func.count()).where(
@@ -371,15 +390,17 @@ class SqlStorage:
 
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
         conditions: list[ColumnElement[bool]] = []
-        if query.message_ids:
-            conditions.append(activities.c.message_id.in_(list(query.message_ids)))
-        if query.tracking_tokens:
-            conditions.append(activities.c.tracking_token.in_(list(query.tracking_tokens)))
+        message_ids, tokens = storable(query.message_ids), storable(query.tracking_tokens)
+        if message_ids:
+            conditions.append(activities.c.message_id.in_(message_ids))
+        if tokens:
+            conditions.append(activities.c.tracking_token.in_(tokens))
         if query.conversation_index_hash is not None:
             conditions.append(activities.c.conversation_index_hash == query.conversation_index_hash)
         matched = await self._activities_where(or_(false(), *conditions)) if conditions else []
-        if query.participants:
-            wanted = sorted({normalize_address(p) for p in query.participants})
+        participants = storable(query.participants)
+        if participants:
+            wanted = sorted({normalize_address(p) for p in participants})
             among = select(activity_addresses.c.activity_seq).where(
                 activity_addresses.c.address.in_(wanted)
             )
@@ -605,8 +626,101 @@ class SqlStorage:
             )
         return None if owner is None else str(owner)
 
+    # -- quarantine -----------------------------------------------------------------------------
+
+    async def quarantine(self, message: QuarantinedMessage) -> None:
+        key = {
+            "mailbox_id": message.mailbox_id,
+            "folder": message.folder,
+            "remote_id": message.remote_id,
+        }
+        values = {
+            "first_failed_at": micros(message.first_failed_at),
+            "next_attempt_at": None if message.given_up else micros(message.next_attempt_at),
+            "data": dump(message),
+        }
+        await retrying(self._engine, lambda c: upsert(c, quarantine, key, values))
+
+    async def get_quarantined(
+        self, mailbox_id: MailboxId, folder: str, remote_id: str
+    ) -> QuarantinedMessage | None:
+        return await self._one(
+            select(quarantine.c.data).where(
+                quarantine.c.mailbox_id == mailbox_id,
+                quarantine.c.folder == folder,
+                quarantine.c.remote_id == remote_id,
+            ),
+            QuarantinedMessage,
+        )
+
+    async def list_quarantine(
+        self, mailbox_id: MailboxId | None = None
+    ) -> Sequence[QuarantinedMessage]:
+        query = select(quarantine.c.data).order_by(
+            quarantine.c.mailbox_id,
+            quarantine.c.first_failed_at,
+            quarantine.c.folder,
+            quarantine.c.remote_id,
+        )
+        if mailbox_id is not None:
+            query = query.where(quarantine.c.mailbox_id == mailbox_id)
+        async with self._engine.connect() as c:
+            return [load(r.data, QuarantinedMessage) for r in await c.execute(query)]
+
+    async def due_quarantine(
+        self, mailbox_id: MailboxId, *, now: datetime, limit: int
+    ) -> Sequence[QuarantinedMessage]:
+        query = (
+            select(quarantine.c.data)
+            .where(
+                quarantine.c.mailbox_id == mailbox_id,
+                quarantine.c.next_attempt_at <= micros(now),
+            )
+            .order_by(quarantine.c.next_attempt_at, quarantine.c.folder, quarantine.c.remote_id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as c:
+            return [load(r.data, QuarantinedMessage) for r in await c.execute(query)]
+
+    async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
+        async with self._tx() as c:
+            result = await c.execute(
+                delete(quarantine).where(
+                    quarantine.c.mailbox_id == mailbox_id,
+                    quarantine.c.folder == folder,
+                    quarantine.c.remote_id == remote_id,
+                )
+            )
+        return result.rowcount > 0
+
 
 # -- row helpers ----------------------------------------------------------------------------
+
+
+def _check_fits(activity: EmailActivity) -> None:
+    """Refuse an email with a column value longer than its column or holding a NUL character,
+    in both dialects alike (SQLite would store it, PostgreSQL refuse it): hostile mail carries
+    such values, and it must fail as that message alone (scope ``item``), not as the mailbox.
+    """
+    values: list[tuple[Column[Any], object]] = [
+        (activities.c[name], value) for name, value in activity_columns(activity).items()
+    ]
+    values += [(activity_addresses.c.address, a) for a in party_addresses(activity)]
+    for column, value in values:
+        if not isinstance(value, str):
+            continue
+        if "\x00" in value:
+            raise MalformedMessageError(
+                f"email {activity.id}: its {column.name} holds a NUL character",
+                reason=f"NUL character in {column.name}",
+            )
+        length = getattr(column.type, "length", None)
+        if length is not None and len(value) > length:
+            raise MalformedMessageError(
+                f"email {activity.id}: its {column.name} has {len(value)} characters, more than "
+                f"the {length} the store holds",
+                reason=f"{column.name} too long",
+            )
 
 
 async def _locked_mailbox(c: AsyncConnection, mailbox_id: MailboxId) -> Mailbox | None:

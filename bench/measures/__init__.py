@@ -1,0 +1,1 @@
+"""One module per measure; each exposes ``async def measure(bench) -> list[Result]``."""

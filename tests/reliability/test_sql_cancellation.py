@@ -1,0 +1,55 @@
+"""Cancelling a store call in flight, as the engine does with a lease renewal when a workload
+ends. Found in the crash trials' engine logs on PostgreSQL ("Future exception was never
+retrieved ... unexpected connection_lost() call")."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from serversync.sql import SqlStorage
+from tests.conftest import Postgres
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SQL store on PostgreSQL: a call cancelled mid-query terminates its asyncpg "
+    "connection, and asyncio reports a future whose ConnectionError('unexpected "
+    "connection_lost() call') nobody retrieved",
+)
+async def test_cancelling_a_lease_renewal_in_flight_leaves_no_unretrieved_error(
+    postgres: Postgres,
+) -> None:
+    reported: list[str] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: reported.append(str(context.get("message"))))
+    storage = await SqlStorage.open(postgres.fresh_database())
+    rng = random.Random(7)
+
+    async def renew_forever() -> None:
+        while True:
+            now = datetime.now(UTC)
+            until = now + timedelta(seconds=1)
+            await storage.try_acquire_lease("mailbox-1/incoming", owner="e", now=now, until=until)
+
+    try:
+        for _ in range(100):
+            renewal: asyncio.Task[Any] = asyncio.ensure_future(renew_forever())
+            await asyncio.sleep(rng.uniform(0, 0.01))
+            renewal.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await renewal
+        gc.collect()
+        await asyncio.sleep(0.05)
+    finally:
+        await storage.aclose()
+        loop.set_exception_handler(None)
+
+    assert reported == [], f"{len(reported)} errors reported to the event loop"

@@ -1,0 +1,249 @@
+"""The fast lanes of the hot paths give exactly what the general code gives.
+
+Header blocks and address lists (``serversync.mime``), FETCH responses and the IMAP reader,
+and POP3 multi-line answers each have a fast lane for the common shape and step aside for
+anything else; these properties compare both lanes on generated input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import poplib
+from email.header import decode_header, make_header
+from email.utils import getaddresses
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from serversync.adapters.transports import _imap_parse, pop3
+from serversync.adapters.transports._imap_protocol import ImapClient, Reply, _Protocol
+from serversync.mime import parse as mime_parse
+
+# --- header blocks -------------------------------------------------------------------------
+
+_NAMES = st.sampled_from(
+    ["From", "To", "Cc", "Subject", "Message-ID", "X-Thing", "received", "DKIM-Signature"]
+)
+_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
+_ODD = st.sampled_from(["", " ", "\t", "\r", "\n", "\xe9", ":", "From ", "=?utf-8?q?x?="])
+
+
+@st.composite
+def header_blocks(draw: st.DrawFn) -> bytes:
+    lines = []
+    for _ in range(draw(st.integers(0, 6))):
+        name = draw(_NAMES)
+        value = draw(_TEXT) + draw(_ODD)
+        lines.append(f"{name}:{draw(st.sampled_from(['', ' ', '  ', chr(9)]))}{value}")
+        for _ in range(draw(st.integers(0, 2))):
+            lines.append(draw(st.sampled_from([" ", "\t", "  "])) + draw(_TEXT))
+    if draw(st.booleans()):
+        lines.insert(draw(st.integers(0, len(lines))), draw(_TEXT) + draw(_ODD))
+    ending = draw(st.sampled_from(["\r\n", "\n", "\r\n\r\nbody\r\n", ""]))
+    text = "\r\n".join(lines) + ending
+    return text.encode("utf-8")
+
+
+def _slow_fields(data: bytes) -> mime_parse._Fields:
+    return mime_parse._Fields.of(mime_parse._HEADER_PARSER.parsebytes(data))
+
+
+@settings(max_examples=400)
+@given(header_blocks())
+def test_split_header_fields_are_the_feed_parsers(data: bytes) -> None:
+    fast = mime_parse._split_fields(data)
+    if fast is not None:
+        assert fast == _slow_fields(data)
+
+
+def test_plain_header_blocks_take_the_fast_lane() -> None:
+    data = b"From: a@b.example\r\nSubject: hi\r\n\tthere\r\nTo: c@d.example\r\n\r\nbody"
+    fields = mime_parse._split_fields(data)
+    assert fields is not None
+    assert fields == _slow_fields(data)
+    assert fields.get("subject") == "hi\r\n\tthere"
+    assert mime_parse._split_fields(b"From: a@b\nSubject: x\n\n") is None, "LF line ends"
+    assert mime_parse._split_fields("Subject: é\r\n".encode()) is None, "8-bit"
+
+
+_WORD = st.text(alphabet="abcXYZ09'-_.+=?!", min_size=1, max_size=6)
+_ITEM = st.one_of(
+    st.builds(lambda a, b, c: f"{a}@{b}.{c}", _WORD, _WORD, _WORD),
+    st.builds(
+        lambda n, a, b, gap: f"{n}{gap}<{a}@{b}.example>",
+        st.lists(_WORD, min_size=1, max_size=3).map(" ".join),
+        _WORD,
+        _WORD,
+        st.sampled_from(["", " ", "  ", "\r\n "]),
+    ),
+    st.sampled_from(["", " ", '"Quoted, Name" <q@x.example>', "(comment) c@x", "a@b@c", "<>"]),
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(_ITEM, max_size=4).map(", ".join))
+def test_plain_address_lists_are_read_as_getaddresses_reads_them(text: str) -> None:
+    fast = mime_parse._plain_addresses(text)
+    if fast is not None:
+        expected = [(name, address) for name, address in getaddresses([text]) if "@" in address]
+        assert [(name, address.strip()) for name, address in fast] == [
+            (name, address.strip()) for name, address in expected
+        ]
+
+
+@given(_TEXT)
+def test_plain_text_needs_no_decoding(text: str) -> None:
+    assert mime_parse._decode(text) == str(make_header(decode_header(text)))
+
+
+# --- FETCH responses -----------------------------------------------------------------------
+
+_ATOMS = st.sampled_from(["UID", "RFC822.SIZE", "FLAGS", "X-GM-MSGID", "NIL", "12", "BODY[]"])
+_QUOTED = st.text(alphabet="abc 0-:+", max_size=12).map(lambda t: f'"{t}"')
+
+
+@st.composite
+def fetch_responses(draw: st.DrawFn) -> list[bytes | bytearray]:
+    elements: list[bytes | bytearray] = []
+    for number in range(1, draw(st.integers(1, 4)) + 1):
+        pairs = [
+            f"{draw(_ATOMS)} {draw(st.one_of(_ATOMS, _QUOTED))}"
+            for _ in range(draw(st.integers(0, 3)))
+        ]
+        head = f"{number} FETCH ({' '.join(pairs)}"
+        if draw(st.booleans()):
+            literal = draw(st.binary(max_size=20))
+            elements += [
+                f"{head} BODY[HEADER] {{{len(literal)}}}".encode(),
+                bytearray(literal),
+                b")",
+            ]
+        else:
+            elements.append(f"{head})".encode())
+    return elements
+
+
+@given(fetch_responses())
+def test_simple_fetch_responses_parse_as_the_general_parser_parses_them(
+    elements: list[bytes | bytearray],
+) -> None:
+    try:
+        expected = _imap_parse._parse_fetch_groups(elements)
+    except _imap_parse.ImapParseError:
+        with pytest.raises(_imap_parse.ImapParseError):
+            _imap_parse.parse_fetch(elements)
+    else:
+        assert _imap_parse.parse_fetch(elements) == expected
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = bytearray()
+
+    def write(self, data: Any) -> None:
+        self.sent.extend(data)
+
+
+_RESPONSE = (
+    b'* 1 FETCH (UID 7 INTERNALDATE "05-Jan-2026 08:00:00 +0000" RFC822.SIZE 120)\r\n'
+    b"* 2 FETCH (UID 8 BODY[HEADER] {14}\r\nSubject: a\r\n\r\n)\r\n"
+    b"* 3 FETCH (UID 9 BODY[HEADER] {0}\r\n)\r\n"
+    b"* 4 EXISTS\r\n"
+    b"* 4 FETCH (FLAGS (\\Seen) UID 10)\r\n"
+)
+
+
+async def _fetch_in(pieces: list[bytes]) -> Reply:
+    """A UID FETCH whose response arrives in ``pieces``, then the tagged OK."""
+    protocol = _Protocol(asyncio.get_running_loop())
+    transport = _Transport()
+    protocol.connection_made(transport)
+    protocol.state = "SELECTED"
+    reply = asyncio.ensure_future(ImapClient(protocol).uid_fetch("1:*", "(UID)"))
+    await asyncio.sleep(0)
+    tag = bytes(transport.sent).split(b" ", 1)[0]
+    for piece in pieces:
+        protocol.data_received(piece)
+    protocol.data_received(tag + b" OK Fetch completed.\r\n")
+    return await asyncio.wait_for(reply, 5)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(1, len(_RESPONSE) - 1), max_size=12))
+def test_the_imap_reader_gives_the_same_reply_however_the_bytes_arrive(cuts: list[int]) -> None:
+    whole = asyncio.run(_fetch_in([_RESPONSE]))
+    positions = sorted({0, *cuts, len(_RESPONSE)})
+    pieces = [_RESPONSE[a:b] for a, b in itertools.pairwise(positions)]
+    parts = asyncio.run(_fetch_in(pieces))
+    assert parts.lines == whole.lines
+    assert parts.items is not None
+    assert parts.items == whole.items == _imap_parse.parse_fetch(whole.lines[:-1])
+    assert [i.uid for i in parts.items] == [7, 8, 9, 10]
+    assert parts.items[1].data("BODY[HEADER]") == b"Subject: a\r\n\r\n"
+    assert parts.items[2].data("BODY[HEADER]") == b""
+
+
+def test_a_fetch_response_the_reader_cannot_parse_is_left_to_the_caller() -> None:
+    broken = b"* 1 FETCH (UID 7 BODY[] {5}\r\nabcde FLAGS)\r\n* 2 FETCH (UID 8)\r\n"
+    reply = asyncio.run(_fetch_in([broken]))
+    assert reply.ok
+    assert reply.items is None, "parsed at the end instead, where the error is reported"
+    with pytest.raises(_imap_parse.ImapParseError):
+        _imap_parse.parse_fetch(reply.lines[:-1])
+
+
+# --- POP3 multi-line answers ----------------------------------------------------------------
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sent = bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+
+class _Reader(io.BufferedReader):
+    """Hands out at most ``block`` bytes per read1, as a socket does."""
+
+    def __init__(self, data: bytes, block: int) -> None:
+        super().__init__(io.BytesIO(data))
+        self._block = block
+
+    def read1(self, size: int = -1) -> bytes:
+        return super().read1(min(self._block, size if size > 0 else self._block))
+
+
+def _client(answer: bytes, block: int = 7) -> Any:
+    client: Any = poplib.POP3.__new__(poplib.POP3)
+    client.sock = _Socket()
+    client.file = _Reader(answer, block)
+    client.encoding = "UTF-8"
+    return client
+
+
+@pytest.mark.parametrize("block", [1, 5, 4096])
+def test_pop3_answers_are_read_whole_with_dot_stuffing_undone(block: int) -> None:
+    answer = b"+OK 40 octets\r\nSubject: x\r\n\r\n..dotted\r\n...\r\n.\r\n"
+    client = _client(answer, block)
+    data, octets = pop3._long_command(client, "RETR 1")
+    assert client.sock.sent == b"RETR 1\r\n"
+    assert data == b"Subject: x\r\n\r\n.dotted\r\n..\r\n"
+    assert octets == len(answer)
+    assert pop3._long_command(_client(b"+OK\r\n.\r\n", block), "TOP 1 0") == (b"", 8)
+
+
+def test_pop3_answers_with_bare_line_feeds_and_refusals() -> None:
+    data, _ = pop3._long_command(_client(b"+OK\nA: b\n..c\n.\n"), "RETR 1")
+    assert data == b"A: b\r\n.c\r\n"
+    with pytest.raises(poplib.error_proto, match="no such message"):
+        pop3._long_command(_client(b"-ERR no such message\r\n"), "RETR 9")
+    with pytest.raises(ConnectionResetError):
+        pop3._long_command(_client(b"+OK\r\nA: b\r\n.\r\n+OK extra\r\n", 4096), "RETR 1")
+    with pytest.raises(poplib.error_proto, match="EOF"):
+        pop3._long_command(_client(b"+OK\r\nA: b\r\n"), "RETR 1")
