@@ -61,8 +61,11 @@ def markdown(meta: dict[str, Any], results: Sequence[Result], omitted: Sequence[
     ]
     for r in results:
         met = "yes" if r.met else "**no**"
+        baseline = _side(r, r.baseline)
+        if not r.id.startswith(("store_scale", "peak_rss")):  # those name their sides
+            baseline = f"{r.baseline.label}: {baseline}"
         lines.append(
-            f"| {r.title} | {_side(r, r.ours)} | {r.baseline.label}: {_side(r, r.baseline)} "
+            f"| {r.title} | {_side(r, r.ours)} | {baseline} "
             f"| {_value(r)} | {r.target.describe()} | {met} |"
         )
     for o in omitted:
