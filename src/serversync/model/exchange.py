@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import attrs
@@ -17,6 +18,12 @@ class ExchangeSyncIdMapping:
 
     ``owner`` is the user whose mailbox holds the item; each user has their own mapping for
     the same record.
+
+    The last synced state is kept so that a later change is seen per field and side:
+    ``synced_values`` holds a fingerprint of each field's value as both sides agreed at the
+    last sync, ``record_version`` the CRM row version and ``change_key`` the Exchange change
+    key written or read then. ``is_deleted_in_exchange`` / ``is_unlinked_in_crm`` record a
+    delete or unlink that ended the link (the row stays for the record).
     """
 
     id: MappingId
@@ -34,3 +41,7 @@ class ExchangeSyncIdMapping:
     last_sync_error_occurred_on: datetime | None = None
     item_subject: str | None = None
     version_number: int | None = None
+    record_version: str | None = None
+    synced_values: Mapping[str, str] = attrs.field(factory=dict)
+    last_synced_on: datetime | None = None
+    user_decision: int | None = None
