@@ -1,4 +1,5 @@
-"""Servers shared by every test folder: one throw-away PostgreSQL for the session."""
+"""Servers shared by every test folder (one throw-away PostgreSQL for the session) and the
+Hypothesis settings."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from serversync.sql import SqlStorage
 from tests.postgres_server import PostgresServer
 
 _TEMPLATE = "serversync_template"
+
+# The machines tests run on are shared and noisy: an example that runs slowly is not a
+# failure (benchmarks measure speed), a wrong answer is.
+hypothesis_settings.register_profile("serversync", deadline=None)
+hypothesis_settings.load_profile("serversync")
 
 
 class Postgres:

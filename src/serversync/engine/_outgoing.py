@@ -8,8 +8,11 @@ reuses it and a reply correlates by In-Reply-To.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
+
+import attrs
 
 from serversync.errors import (
     ConfigurationError,
@@ -25,6 +28,7 @@ from serversync.model import (
     ErrorRecord,
     Mailbox,
     OutgoingAttachment,
+    OutgoingMessage,
     ParticipationType,
     SendClaim,
     SendFailed,
@@ -37,11 +41,11 @@ from serversync.model import (
     Workload,
 )
 from serversync.planning import next_send_attempt
-from serversync.ports import OutgoingMailSession
+from serversync.ports import OutgoingMailSession, SentFolderSession
 from serversync.relevance.tokens import append_token, format_token, strip_tokens
 from serversync.settings import ExpiredClaimPolicy
 
-from ._context import EngineContext, logger
+from ._context import EngineContext, deadline, logger
 from ._sessions import session_of
 
 __all__ = ["OutgoingPipeline"]
@@ -65,8 +69,17 @@ class OutgoingPipeline:
         self._mailbox = mailbox
         self._profile = profile
         self.results: list[SendResult] = []
+        self._composed: OutgoingMessage | None = None
+        self._sent_copies = _SentCopies(ctx, mailbox, profile)
 
     async def run(self) -> list[SendResult]:
+        """Send due emails (see :meth:`_send_due`), then close the Sent folder session."""
+        try:
+            return await self._send_due()
+        finally:
+            await self._sent_copies.aclose()
+
+    async def _send_due(self) -> list[SendResult]:
         """Settle expired claims, then claim and send due Pending Send emails one by one.
 
         Claiming one email at a time keeps at most one email in Sending per engine, so a
@@ -134,6 +147,7 @@ class OutgoingPipeline:
         except Exception as exc:
             await self._release(claim, ErrorRecord.from_exception(exc))
             raise
+        self._composed = None
         try:
             outcome = await self._attempt(session, claim)
         except SyncError as exc:
@@ -145,6 +159,14 @@ class OutgoingPipeline:
         # Any other exception leaves the claim to expire: the server may have the email,
         # so the expired-claim policy decides, never a blind resend.
         await self._record(claim, outcome)
+        folder = self._profile.sent_folder
+        if folder is not None and isinstance(outcome, SendSucceeded) and self._composed:
+            # Only after the outcome is recorded: a failed copy never makes a sent email
+            # look unsent, and a crash before the copy loses a copy, not an email.
+            error = await self._sent_copies.store(folder, self._composed)
+            self.results[-1] = attrs.evolve(
+                self.results[-1], copied_to_sent=error is None, sent_copy_error=error
+            )
 
     async def _prepare(self, claim: SendClaim) -> SendClaim:
         """Fix the Message-ID, tracking token and subject before the first attempt, so that
@@ -232,6 +254,7 @@ class OutgoingPipeline:
             max_attachment_size=org.max_upload_file_size,
             blocked_extensions=org.blocked_attachment_extensions,
         )
+        self._composed = message
         limit = ctx.settings.timeouts.send + _SEND_GRACE
         try:
             async with asyncio.timeout(limit.total_seconds()):
@@ -321,3 +344,69 @@ class OutgoingPipeline:
         else:
             outcome = SendUncertain(error=error)
         await self._record(claim, outcome)
+
+
+class _SentCopies:
+    """Stores copies of sent emails in the profile's ``sent_folder`` over one incoming
+    session, opened at the first copy and kept for the rest of the batch.
+
+    A copy that cannot be stored is reported on the email's :class:`SendResult` and logged;
+    after a failure the rest of the batch goes without copies (reported the same way).
+    """
+
+    def __init__(self, ctx: EngineContext, mailbox: Mailbox, profile: EmailServerProfile) -> None:
+        self._ctx = ctx
+        self._mailbox = mailbox
+        self._profile = profile
+        self._stack = contextlib.AsyncExitStack()
+        self._session: SentFolderSession | None = None
+        self._broken: ErrorRecord | None = None
+
+    async def store(self, folder: str, message: OutgoingMessage) -> ErrorRecord | None:
+        """Store one copy in ``folder``; the error when it failed."""
+        if self._broken is not None:
+            return self._broken
+        ctx = self._ctx
+        try:
+            session = self._session or await self._open()
+            await deadline(
+                ctx.settings.timeouts.command,
+                session.append_sent(folder, message.data),
+                f"storing a copy of {message.message_id} in {folder!r}",
+            )
+        except Exception as exc:  # a copy never fails the send that was recorded
+            error = ErrorRecord.from_exception(exc)
+            logger.warning(
+                "mailbox %s: the copy of %s was not stored in %r: %s",
+                self._mailbox.id,
+                message.message_id,
+                folder,
+                error.message,
+            )
+            # The session may be unusable now: the rest of the batch goes without copies
+            # rather than paying a timeout each.
+            self._broken = error
+            return error
+        return None
+
+    async def _open(self) -> SentFolderSession:
+        ctx = self._ctx
+        credentials = await ctx.credentials.resolve(self._mailbox, self._profile, Workload.INCOMING)
+        opener = ctx.transports.incoming_for(self._profile).open(
+            self._mailbox, self._profile, credentials
+        )
+        session = await self._stack.enter_async_context(
+            session_of(opener, ctx.settings.timeouts, "the incoming server")
+        )
+        if not isinstance(session, SentFolderSession):
+            raise ConfigurationError(
+                f"the incoming transport of profile {self._profile.name!r} cannot store "
+                "copies of sent mail; remove its sent_folder",
+                mailbox_id=self._mailbox.id,
+            )
+        self._session = session
+        return session
+
+    async def aclose(self) -> None:
+        """Close the session, if one was opened."""
+        await self._stack.aclose()

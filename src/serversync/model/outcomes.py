@@ -160,6 +160,11 @@ class SendResult:
     next_attempt_at: datetime | None = None
     server_reply: str | None = None
     error: ErrorRecord | None = None
+    copied_to_sent: bool | None = None
+    """Whether the copy for the profile's ``sent_folder`` was stored; ``None`` when the
+    profile asks for none or the email was not sent."""
+    sent_copy_error: ErrorRecord | None = None
+    """Why the copy was not stored (the email itself was sent)."""
 
 
 @attrs.frozen(kw_only=True)

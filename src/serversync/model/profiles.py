@@ -69,6 +69,9 @@ class EmailServerProfile:
     timeout_mailbox_connection: bool = True
     timeout_mailbox_connection_after: timedelta | None = None
     move_undelivered_emails: bool = False
+    sent_folder: str | None = None
+    """Where a copy of each email sent through SMTP is stored on the incoming IMAP server
+    (``"Sent"``); ``None`` stores none. Exchange keeps its own copy in Sent Items."""
     send_email_alert: bool = False
     owner_email_address: str | None = None
     state: RecordState = RecordState.ACTIVE

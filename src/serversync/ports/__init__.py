@@ -25,6 +25,7 @@ from serversync.ports.transports import (
     IncomingMailTransport,
     OutgoingMailSession,
     OutgoingMailTransport,
+    SentFolderSession,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "RelevanceRule",
     "Repositories",
     "SendAsPolicy",
+    "SentFolderSession",
     "SyncObserver",
     "Track",
     "TrackingFolderRepository",

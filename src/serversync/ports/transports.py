@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from serversync.model import (
     Checkpoint,
@@ -31,6 +31,7 @@ __all__ = [
     "IncomingMailTransport",
     "OutgoingMailSession",
     "OutgoingMailTransport",
+    "SentFolderSession",
 ]
 
 
@@ -61,6 +62,21 @@ class IncomingMailSession(Protocol):
 
     async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:
         """Tag processed messages on the server (a keyword, category or folder move)."""
+        ...
+
+
+@runtime_checkable
+class SentFolderSession(Protocol):
+    """An incoming session that can also store copies of sent mail (IMAP ``APPEND``).
+
+    Offered by the IMAP and in-memory transports; the engine uses it when a profile names a
+    :attr:`~serversync.model.EmailServerProfile.sent_folder`.
+    """
+
+    async def append_sent(self, folder: str, data: bytes) -> None:
+        """Store ``data``, a message this mailbox sent, in the folder named ``folder``
+        (created when missing), flagged as read and tagged as processed so that it is
+        never taken for new mail."""
         ...
 
 

@@ -401,6 +401,14 @@ class ImapClient:
         """LIST ``reference`` ``pattern`` (both already quoted)."""
         return _reply(await self._protocol.simple_command("LIST", reference, pattern))
 
+    async def append(self, mailbox: str, flags: str, data: bytes) -> Reply:
+        """APPEND ``data`` to ``mailbox`` (already quoted) with ``flags`` (a parenthesized list)."""
+        return _reply(await self._protocol.append(data, mailbox, flags))
+
+    async def create(self, mailbox: str) -> Reply:
+        """CREATE ``mailbox`` (already quoted)."""
+        return _reply(await self._protocol.simple_command("CREATE", mailbox))
+
     async def logout(self) -> Reply:
         """LOGOUT."""
         return _reply(await self._protocol.logout())

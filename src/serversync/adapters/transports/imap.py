@@ -655,6 +655,35 @@ class _ImapSession(IncomingMailSession):
             f"message {uid} is no longer in folder {ref.folder!r}", mailbox_id=self._mailbox_id
         )
 
+    # -- copies of sent mail ----------------------------------------------------------------
+
+    async def append_sent(self, folder: str, data: bytes) -> None:
+        name = _mailbox_argument(folder)
+        flags = f"(\\Seen {TRACKED_KEYWORD})"
+        reply = await self._append(name, flags, data)
+        code = response_code(reply.text) if not reply.ok else None
+        if code is not None and code[0] == "TRYCREATE":
+            # RFC 3501 6.3.11: the folder does not exist but could be created.
+            created = await self._run(
+                "CREATE",
+                functools.partial(self._client.create, name),
+                limit=self._timeouts.command,
+            )
+            if not created.ok:
+                raise self._refused("CREATE", created, kind="folder", what=f"creating {folder!r}")
+            reply = await self._append(name, flags, data)
+        if not reply.ok:
+            raise self._refused(
+                "APPEND", reply, kind="folder", what=f"storing a sent copy in {folder!r}"
+            )
+
+    async def _append(self, name: str, flags: str, data: bytes) -> Reply:
+        return await self._run(
+            "APPEND",
+            functools.partial(self._client.append, name, flags, data),
+            limit=self._timeouts.fetch,
+        )
+
     # -- marking ----------------------------------------------------------------------------
 
     async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:

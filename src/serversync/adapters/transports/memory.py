@@ -58,6 +58,8 @@ __all__ = [
 
 TRACKED_KEYWORD = "$ServerSyncTracked"
 UNDELIVERABLE_KEYWORD = "$ServerSyncUndeliverable"
+SEEN_FLAG = "\\Seen"
+"""The flag copies of sent mail carry (they were never unread)."""
 UNDELIVERABLE_FOLDER = "Undeliverable"
 """The folder (under the Inbox) messages tagged Undeliverable move to when the profile's
 ``move_undelivered_emails`` asks and the mailbox names no ``undeliverable_folder``."""
@@ -382,6 +384,20 @@ class _IncomingSession(IncomingMailSession):
                 if mark is RemoteMark.UNDELIVERABLE and self._undeliverable_folder is not None:
                     server.move(self._address, uid, ref.folder, self._undeliverable())
         server._check("mark", FaultPoint.AFTER)
+
+    async def append_sent(self, folder: str, data: bytes) -> None:
+        server = self._server
+        server._check("append", FaultPoint.BEFORE)
+        try:
+            folder_id = server.folder_id(self._address, folder)
+        except KeyError:
+            folder_id = server.create_folder(self._address, folder, parent=None)
+        uid = server.deliver(self._address, data, folder=folder_id)
+        box = server._folder(self._address, folder_id)
+        box.messages[uid] = attrs.evolve(
+            box.messages[uid], keywords=frozenset({SEEN_FLAG, TRACKED_KEYWORD})
+        )
+        server._check("append", FaultPoint.AFTER)
 
     def _undeliverable(self) -> str:
         """The Undeliverable folder's id, created under the Inbox on first use."""
