@@ -73,6 +73,8 @@ def _configure(cli: Cli, dovecot: Dovecot, smtp: SmtpServer, user: DovecotUser) 
         "starttls",
         "--ca-file",
         str(dovecot.pki.ca_file),
+        "--sent-folder",
+        "Sent",
     )
     cli(
         "mailbox",
@@ -100,6 +102,7 @@ def test_an_operator_configures_tests_runs_and_inspects_a_mailbox(
     assert f"127.0.0.1:{dovecot.imaps_port} (implicit)" in listed
     shown = cli("profile", "show", "office")
     assert "max_concurrent_connections" in shown
+    assert re.search(r"sent_folder\s+.\s*Sent", shown), shown
 
     refused = cli("mailbox", "test", user.address, expect=1)
     assert "not approved" in refused, "the address must be approved before it can sync"

@@ -138,6 +138,9 @@ def profile() -> None:
     help="Whose credentials connect: each mailbox's, the profile's, or none.",
 )
 @click.option("--max-connections", type=click.IntRange(1, 300), default=10)
+@click.option(
+    "--sent-folder", metavar="FOLDER", help="IMAP folder that keeps a copy of each sent email."
+)
 @_secret_options
 @click.pass_context
 def profile_add(
@@ -153,6 +156,7 @@ def profile_add(
     no_verify: bool,
     source: str,
     max_connections: int,
+    sent_folder: str | None,
     username: str | None,
     password_env: str | None,
     password_file: str | None,
@@ -171,6 +175,7 @@ def profile_add(
         incoming_credential_source=_SOURCES[source],
         outgoing_credential_source=_SOURCES[source],
         max_concurrent_connections=max_connections,
+        sent_folder=sent_folder,
     )
     reference = _secret(username, password_env, password_file, oauth2)
     if source == "profile" and reference is None:
