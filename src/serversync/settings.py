@@ -318,6 +318,9 @@ class OrganizationSettings:
         IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL
     )
     tracking_tokens: TrackingTokenSettings = attrs.Factory(TrackingTokenSettings)
+    auto_create_contact_on_promote: bool = True
+    """OrgDB ``AutoCreateContactOnPromote``: off, no user's "Automatically create records"
+    option creates contacts or leads."""
     smart_matching: SmartMatchingSettings = attrs.Factory(SmartMatchingSettings)
     ignore_conversation_index_and_in_reply_to: bool = False
     do_not_correlate_forwarded_emails_as_replies: bool = False

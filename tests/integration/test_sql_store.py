@@ -24,6 +24,7 @@ from serversync.model import (
     EmailStatus,
     MessageId,
     RecordRef,
+    SenderRecordRequest,
 )
 from serversync.sql import SqlDirectory, SqlStorage, schema_head
 from serversync.testing import a_mailbox, a_pending_email
@@ -172,3 +173,24 @@ async def test_the_directory_resolves_addresses_without_case(stores: list[SqlSto
     assert found == {"ann@example.test": (contact, attrs.evolve(account, name="Renamed"))}
     assert await directory.get_record(contact.ref) == contact
     assert await directory.get_record(RecordRef("contact", "missing")) is None
+
+
+async def test_records_for_an_unknown_sender_are_created_once_across_stores(
+    stores: list[SqlStorage],
+) -> None:
+    owner = RecordRef("systemuser", "u1")
+    request = SenderRecordRequest(
+        entity="contact", email_address="Pat@Unknown.example", name="Pat", owner=owner
+    )
+    created = await asyncio.gather(
+        *(SqlDirectory(store).create_sender_record(request) for store in stores)
+    )
+    assert len({record.ref for record in created}) == 1, "every store answers the same record"
+    (record,) = (await SqlDirectory(stores[0]).find_by_addresses(["pat@unknown.example"]))[
+        "pat@unknown.example"
+    ]
+    assert record == created[0]
+    assert (record.name, record.owner, record.ref.entity) == ("Pat", owner, "contact")
+    # An existing record answers for its address: no lead is added next to the contact.
+    lead = attrs.evolve(request, entity="lead")
+    assert await SqlDirectory(stores[1]).create_sender_record(lead) == record

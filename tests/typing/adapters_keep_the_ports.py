@@ -8,7 +8,7 @@ compare each one with its port structurally instead.
 from __future__ import annotations
 
 from serversync import MappingCredentials, ReferencedCredentials
-from serversync.ports import CredentialProvider, RecordDirectory, Repositories
+from serversync.ports import CredentialProvider, RecordCreator, RecordDirectory, Repositories
 from serversync.sql import SqlCredentials, SqlDirectory, SqlStorage
 from serversync.testing import InMemoryDirectory, InMemoryStorage
 
@@ -26,6 +26,14 @@ def in_memory_directory(adapter: InMemoryDirectory) -> RecordDirectory:
 
 
 def sql_directory(adapter: SqlDirectory) -> RecordDirectory:
+    return adapter
+
+
+def in_memory_record_creator(adapter: InMemoryDirectory) -> RecordCreator:
+    return adapter
+
+
+def sql_record_creator(adapter: SqlDirectory) -> RecordCreator:
     return adapter
 
 

@@ -45,9 +45,10 @@ from serversync.model import (
     Workload,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import IncomingMailSession
+from serversync.ports import IncomingMailSession, RecordCreator
 from serversync.ports.relevance import Reject, RelevanceFacts, Track
 from serversync.relevance import Decision, decide, tracked_folders
+from serversync.relevance.auto_create import sender_record_to_create
 from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
@@ -480,6 +481,7 @@ class IncomingPipeline:
         assert isinstance(verdict, Track), "only a Track verdict is stored"
         assert facts is not None
         assert message_id is not None
+        facts = await self._with_sender_record(parsed.headers, verdict, facts, message_id)
         activity = build_incoming_activity(
             activity_id=ActivityId(str(uuid.uuid4())),
             message_id=message_id,
@@ -602,6 +604,33 @@ class IncomingPipeline:
                 ctx.repositories.ensure_queue_item(owner, outcome.activity_id),
                 "adding a queue item",
             )
+
+    async def _with_sender_record(
+        self,
+        headers: ParsedHeaders,
+        verdict: Track,
+        facts: RelevanceFacts,
+        message_id: MessageId,
+    ) -> RelevanceFacts:
+        """Create the contact or lead the accepting user's option asks for (G7), so that the
+        email's sender resolves to it; the facts unchanged when none is due."""
+        ctx = self._ctx
+        creator = ctx.directory
+        if not isinstance(creator, RecordCreator):
+            return facts
+        request = sender_record_to_create(headers, verdict, facts, message_id=message_id)
+        if request is None:
+            return facts
+        record = await ctx.storage(
+            creator.create_sender_record(request), "creating a record for an unknown sender"
+        )
+        logger.info(
+            "mailbox %s: created %s for the unknown sender of %s",
+            self._mailbox.id,
+            record.ref,
+            message_id,
+        )
+        return attrs.evolve(facts, records={**facts.records, request.email_address: (record,)})
 
     async def _facts(
         self,

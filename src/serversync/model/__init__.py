@@ -30,7 +30,7 @@ from serversync.model.checkpoints import (
     Pop3Checkpoint,
 )
 from serversync.model.credentials import CredentialKind, Credentials, Secret, SecretReference
-from serversync.model.directory import CrmRecord
+from serversync.model.directory import CrmRecord, SenderRecordRequest
 from serversync.model.exchange import ExchangeSyncIdMapping
 from serversync.model.health import MailboxHealth
 from serversync.model.ids import (
@@ -181,6 +181,7 @@ __all__ = [
     "SendRetry",
     "SendSucceeded",
     "SendUncertain",
+    "SenderRecordRequest",
     "ServerEndpoint",
     "ServerType",
     "SkipReason",

@@ -10,7 +10,7 @@ from serversync.model.ids import MailboxId, RecordRef
 from serversync.model.messages import normalize_address
 from serversync.model.options import EmailApprovalStatus, IncomingFilteringMethod
 
-__all__ = ["CrmRecord"]
+__all__ = ["CrmRecord", "SenderRecordRequest"]
 
 
 @attrs.frozen(kw_only=True)
@@ -19,7 +19,10 @@ class CrmRecord:
 
     For users and queues, ``incoming_filtering_method`` is the "Track"/"Convert incoming
     email to activities" option, ``mailbox_id`` their mailbox and ``approval`` the status of
-    their primary email address.
+    their primary email address. For users, ``auto_create_record_type`` is the personal option
+    "Automatically create records in Dynamics 365" (``usersettings.autocreatecontactonpromote``):
+    ``"contact"`` or ``"lead"`` to create one for an unknown sender of mail they track,
+    ``None`` to create nothing.
     """
 
     ref: RecordRef
@@ -31,3 +34,19 @@ class CrmRecord:
     incoming_filtering_method: IncomingFilteringMethod | None = None
     mailbox_id: MailboxId | None = None
     approval: EmailApprovalStatus = EmailApprovalStatus.EMPTY
+    auto_create_record_type: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SenderRecordRequest:
+    """A contact or lead to create for the unknown sender of a tracked email.
+
+    ``entity`` is ``"contact"`` or ``"lead"``; ``name`` is the sender's display name (may be
+    empty); ``owner`` is the user whose option asked for it; ``message_id`` is the email's.
+    """
+
+    entity: str
+    email_address: str = attrs.field(converter=normalize_address)
+    name: str = ""
+    owner: RecordRef
+    message_id: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any, final
@@ -74,10 +75,15 @@ class InMemoryWorld:
         *,
         filtering: IncomingFilteringMethod = IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL,
         password: str = "secret",
+        user_fields: Mapping[str, Any] | None = None,
         **mailbox_overrides: Any,
     ) -> Mailbox:
-        """A CRM user with a mail account and a mailbox; returns the mailbox."""
-        return self._add_mailbox(a_user(address, filtering=filtering), password, mailbox_overrides)
+        """A CRM user with a mail account and a mailbox; returns the mailbox.
+
+        ``user_fields`` set other fields of the user's :class:`CrmRecord`.
+        """
+        user = a_user(address, filtering=filtering, **dict(user_fields or {}))
+        return self._add_mailbox(user, password, mailbox_overrides)
 
     def add_queue(
         self,

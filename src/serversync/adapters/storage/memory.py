@@ -18,6 +18,7 @@ import attrs
 from serversync.adapters._faults import FaultPlan, FaultPoint
 from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
+from serversync.adapters.storage._sender_records import sender_record
 from serversync.errors import LeaseLostError, StorageConflictError
 from serversync.model import (
     ActivityId,
@@ -44,6 +45,7 @@ from serversync.model import (
     QueueItemId,
     RecordRef,
     SendClaim,
+    SenderRecordRequest,
     SendOutcome,
     TestStatus,
     TrackingNumbers,
@@ -51,7 +53,7 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import RecordDirectory, Repositories
+from serversync.ports import RecordCreator, RecordDirectory, Repositories
 
 __all__ = ["InMemoryDirectory", "InMemoryStorage"]
 
@@ -497,7 +499,7 @@ def _newest_first(activity: EmailActivity) -> float:
 
 
 @final
-@documented_by(RecordDirectory)
+@documented_by(RecordDirectory, RecordCreator)
 class InMemoryDirectory:
     """A :class:`~serversync.ports.RecordDirectory` over a list of records."""
 
@@ -526,3 +528,11 @@ class InMemoryDirectory:
 
     async def get_record(self, ref: RecordRef) -> CrmRecord | None:
         return self._by_ref.get(ref)
+
+    async def create_sender_record(self, request: SenderRecordRequest) -> CrmRecord:
+        existing = self._by_address.get(request.email_address)
+        if existing:
+            return existing[0]
+        record = sender_record(request)
+        self.add(record)
+        return record

@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from serversync.adapters._ports_docs import documented_by
-from serversync.model import CrmRecord, RecordRef
+from serversync.adapters.storage._sender_records import sender_record
+from serversync.model import CrmRecord, RecordRef, SenderRecordRequest
 from serversync.model.messages import normalize_address
-from serversync.ports import RecordDirectory
+from serversync.ports import RecordCreator, RecordDirectory
 
 from ._codec import dump, load, storable
 from ._rows import next_value, retrying, upsert
@@ -22,9 +23,10 @@ __all__ = ["SqlDirectory"]
 
 
 @final
-@documented_by(RecordDirectory)
+@documented_by(RecordDirectory, RecordCreator)
 class SqlDirectory:
-    """:class:`~serversync.ports.RecordDirectory` over the ``serversync_records`` table.
+    """:class:`~serversync.ports.RecordDirectory` (and
+    :class:`~serversync.ports.RecordCreator`) over the ``serversync_records`` table.
 
     Hosts whose CRM records live elsewhere implement the port on their own tables instead.
     """
@@ -38,16 +40,31 @@ class SqlDirectory:
 
     async def add(self, record: CrmRecord) -> None:
         """Store or replace a record; its address resolves to it from now on."""
+        await retrying(self._engine, lambda c: self._write(c, record))
 
-        async def write(c: AsyncConnection) -> None:
-            values = {
-                "address": record.email_address,
-                "seq": await next_value(c, ORDER_COUNTER),
-                "data": dump(record),
-            }
-            await upsert(c, records, {"ref": str(record.ref)}, values)
+    async def _write(self, c: AsyncConnection, record: CrmRecord) -> None:
+        values = {
+            "address": record.email_address,
+            "seq": await next_value(c, ORDER_COUNTER),
+            "data": dump(record),
+        }
+        await upsert(c, records, {"ref": str(record.ref)}, values)
 
-        await retrying(self._engine, write)
+    async def create_sender_record(self, request: SenderRecordRequest) -> CrmRecord:
+        async def write(c: AsyncConnection) -> CrmRecord:
+            text = await c.scalar(
+                select(records.c.data)
+                .where(records.c.address == request.email_address)
+                .order_by(records.c.seq)
+                .limit(1)
+            )
+            if text is not None:
+                return load(text, CrmRecord)
+            record = sender_record(request)
+            await self._write(c, record)
+            return record
+
+        return await retrying(self._engine, write)
 
     async def list_records(self) -> Sequence[CrmRecord]:
         """Every record, in the order they were added."""
