@@ -173,10 +173,16 @@ class ActRecord:
 
 @attrs.frozen(kw_only=True)
 class ExchangeItemKey:
-    """An Exchange item id with the change key of the version last read or written."""
+    """An Exchange item id with the change key of the version last read or written.
+
+    With ``original_start`` the key names an occurrence of the recurring master ``item_id``:
+    the one that starts (or started, before it was moved) at that time. Updating it turns
+    the occurrence into an exception, whose own key comes back.
+    """
 
     item_id: str
     change_key: str
+    original_start: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)

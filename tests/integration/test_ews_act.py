@@ -1,0 +1,503 @@
+"""Appointments, contacts and tasks over EWS against the EWS test server, unmodified
+exchangelib in between: each entity created, read, updated and deleted; change keys guarding
+updates; SyncFolderItems paging, deletions and resets; recurring series with a moved
+occurrence; time zones across DST; throttling and refused credentials."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from serversync.adapters.transports import EwsActTransport, EwsTransport
+from serversync.adapters.transports._ews_act_fields import (
+    APPOINTMENT_FIELDS,
+    CONTACT_FIELDS,
+    TASK_FIELDS,
+    occurrence_index,
+)
+from serversync.errors import (
+    AuthenticationError,
+    ErrorScope,
+    PermanentError,
+    ServerBusyError,
+    StorageConflictError,
+)
+from serversync.model import (
+    Credentials,
+    EmailServerProfile,
+    Secret,
+    ServerEndpoint,
+    ServerType,
+    TlsMode,
+)
+from serversync.model.act import (
+    ActEntity,
+    Attendee,
+    ExchangeItem,
+    ExchangeItemKey,
+    Recurrence,
+    RecurrenceKind,
+)
+from serversync.ports.act import ExchangeItemsSession, ExchangeItemsTransport
+from serversync.settings import Timeouts
+from serversync.testing import a_mailbox, a_profile
+from serversync.testing.ews import Delay, EwsTestServer, HttpError, ServerBusy
+
+pytestmark = pytest.mark.integration
+
+ALICE = "alice@contoso.example"
+SERVICE = "svc-crm@contoso.example"
+PASSWORD = "correct horse"
+BERLIN = ZoneInfo("Europe/Berlin")
+FAST = Timeouts(
+    connect=timedelta(seconds=5),
+    command=timedelta(seconds=5),
+    fetch=timedelta(seconds=5),
+    send=timedelta(seconds=5),
+    close=timedelta(seconds=2),
+)
+Open = Callable[..., AbstractAsyncContextManager[ExchangeItemsSession]]
+
+
+def _is_the_port(transport: EwsActTransport) -> ExchangeItemsTransport:
+    return transport  # mypy compares the adapter with its port structurally
+
+
+@pytest.fixture
+async def ews() -> AsyncIterator[EwsTestServer]:
+    async with EwsTestServer() as server:
+        server.add_mailbox(ALICE, password=PASSWORD, display_name="Alice Contoso")
+        yield server
+
+
+def profile_for(server: EwsTestServer, **overrides: Any) -> EmailServerProfile:
+    endpoint = ServerEndpoint(host=server.url, tls=TlsMode.NONE)
+    return a_profile(server_type=ServerType.EXCHANGE_SERVER, incoming=endpoint, **overrides)
+
+
+@pytest.fixture
+def open_session(ews: EwsTestServer) -> Open:
+    transport = EwsTransport(timeouts=FAST).act
+
+    def open_(
+        user: str = ALICE, secret: str = PASSWORD, **profile: Any
+    ) -> AbstractAsyncContextManager[ExchangeItemsSession]:
+        return transport.open(
+            a_mailbox(ALICE),
+            profile_for(ews, **profile),
+            Credentials(username=user, secret=Secret(secret)),
+        )
+
+    return open_
+
+
+def meeting(start: datetime, **fields: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "subject": "Contract review",
+        "body": "Agenda: terms",
+        "location": "Room 1",
+        "start": start,
+        "end": start + timedelta(hours=1),
+        "time_zone": "Europe/Berlin",
+        "importance": "high",
+        "show_time_as": "busy",
+        "attendees": (
+            Attendee(address="carol@fabrikam.example"),
+            Attendee(address="dave@fabrikam.example", optional=True),
+        ),
+    }
+    values.update(fields)
+    return values
+
+
+async def read_one(session: ExchangeItemsSession, entity: ActEntity, item_id: str) -> ExchangeItem:
+    [item] = await session.get_items(entity, [item_id])
+    return item
+
+
+async def sync_all(
+    session: ExchangeItemsSession, entity: ActEntity, state: str | None, *, limit: int = 100
+) -> tuple[list[ExchangeItem], list[str], str, int]:
+    """Every page after ``state``: changed items, deleted ids, the last state, the pages."""
+    changed: list[ExchangeItem] = []
+    deleted: list[str] = []
+    pages = 0
+    while True:
+        page = await session.sync_items(entity, state, limit=limit)
+        pages += 1
+        changed += page.changed
+        deleted += page.deleted
+        state = page.state
+        if not page.more:
+            return changed, deleted, state, pages
+
+
+# -- each entity --------------------------------------------------------------------------------
+
+
+async def test_an_appointment_is_created_read_updated_and_deleted(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    start = datetime(2026, 3, 10, 9, 0, tzinfo=BERLIN)
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.APPOINTMENT, meeting(start))
+        stored = ews.item(key.item_id)
+        assert stored is not None
+        assert stored.properties["Start"] == "2026-03-10T08:00:00Z"
+        # A CRM meeting is saved, not sent: the host invites the attendees.
+        assert not ews.outbox
+
+        item = await read_one(session, ActEntity.APPOINTMENT, key.item_id)
+        assert item.key == key
+        assert item.organizer == ALICE
+        assert item.series_id is None
+        fields = item.fields
+        assert set(fields) == set(APPOINTMENT_FIELDS)
+        assert fields["subject"] == "Contract review"
+        assert fields["body"] == "Agenda: terms"
+        assert fields["location"] == "Room 1"
+        assert fields["start"] == start
+        assert fields["end"] == start + timedelta(hours=1)
+        assert fields["start"].tzinfo == BERLIN  # type: ignore[union-attr]
+        assert fields["time_zone"] == "Europe/Berlin"
+        assert fields["importance"] == "high"
+        assert fields["show_time_as"] == "busy"
+        assert fields["is_all_day"] is False
+        assert fields["recurrence"] is None
+        assert fields["attendees"] == (
+            Attendee(address="carol@fabrikam.example"),
+            Attendee(address="dave@fabrikam.example", optional=True),
+        )
+
+        later = start + timedelta(days=1)
+        new_key = await session.update_item(
+            ActEntity.APPOINTMENT,
+            key,
+            {"subject": "Contract signing", "start": later, "end": later + timedelta(hours=2)},
+        )
+        assert new_key.item_id == key.item_id
+        assert new_key.change_key != key.change_key
+        assert not ews.outbox
+        item = await read_one(session, ActEntity.APPOINTMENT, key.item_id)
+        assert item.key == new_key
+        assert item.fields["subject"] == "Contract signing"
+        assert item.fields["start"] == later
+        assert item.fields["end"] == later + timedelta(hours=2)
+        assert item.fields["location"] == "Room 1"
+
+        await session.delete_item(ActEntity.APPOINTMENT, key.item_id)
+        assert await session.get_items(ActEntity.APPOINTMENT, [key.item_id]) == []
+        assert [i.subject for i in ews.items(ALICE, "deleteditems")] == ["Contract signing"]
+        assert not ews.outbox
+        # Deleting what is gone is no error.
+        await session.delete_item(ActEntity.APPOINTMENT, key.item_id)
+
+
+async def test_an_all_day_appointment_keeps_its_midnights(open_session: Open) -> None:
+    start = datetime(2026, 7, 1, tzinfo=BERLIN)
+    fields = meeting(start, end=start + timedelta(days=2), is_all_day=True, attendees=())
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.APPOINTMENT, fields)
+        item = await read_one(session, ActEntity.APPOINTMENT, key.item_id)
+    assert item.fields["is_all_day"] is True
+    assert item.fields["start"] == start
+    assert item.fields["end"] == start + timedelta(days=2)
+    assert item.fields["attendees"] == ()
+
+
+async def test_deleting_a_meeting_can_send_cancellations(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    start = datetime(2026, 4, 2, 10, 0, tzinfo=BERLIN)
+    async with open_session() as session:
+        quiet = await session.create_item(ActEntity.APPOINTMENT, meeting(start))
+        loud = await session.create_item(ActEntity.APPOINTMENT, meeting(start))
+        await session.delete_item(ActEntity.APPOINTMENT, quiet.item_id)
+        assert not ews.outbox
+        await session.delete_item(ActEntity.APPOINTMENT, loud.item_id, send_cancellations=True)
+    sent: list[tuple[str, str]] = [(m.kind, r) for m in ews.outbox for r in m.recipients]
+    kinds = sorted(sent)
+    assert kinds == [
+        ("MeetingCancellation", "carol@fabrikam.example"),
+        ("MeetingCancellation", "dave@fabrikam.example"),
+    ]
+
+
+async def test_a_contact_is_created_read_updated_and_deleted(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    fields: dict[str, Any] = {
+        "first_name": "Dana",
+        "last_name": "Scully",
+        "middle_name": "Katherine",
+        "company": "Fabrikam",
+        "job_title": "Agent",
+        "email1": "dana@fabrikam.example",
+        "email2": "dks@home.example",
+        "business_phone": "+1 555 0100",
+        "mobile_phone": "+1 555 0142",
+        "business_street": "1 Main St",
+        "business_city": "Springfield",
+        "business_state": "VA",
+        "business_postal_code": "22150",
+        "business_country": "USA",
+        "notes": "Met at the conference",
+    }
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.CONTACT, fields)
+        stored = ews.item(key.item_id)
+        assert stored is not None
+        assert stored.properties["DisplayName"] == "Dana Scully"
+        assert stored.folder_id == ews.folder(ALICE, "contacts").id
+
+        item = await read_one(session, ActEntity.CONTACT, key.item_id)
+        assert set(item.fields) == set(CONTACT_FIELDS)
+        assert {k: v for k, v in item.fields.items() if v is not None} == fields
+        assert item.organizer is None
+
+        changes: dict[str, Any] = {
+            "email2": None,
+            "email3": "dana@fbi.example",
+            "mobile_phone": "+1 555 0199",
+            "business_city": "Arlington",
+            "job_title": None,
+        }
+        new_key = await session.update_item(ActEntity.CONTACT, key, changes)
+        item = await read_one(session, ActEntity.CONTACT, key.item_id)
+        assert item.key == new_key
+        expected = {**fields, **changes}
+        assert {k: v for k, v in item.fields.items() if v is not None} == {
+            k: v for k, v in expected.items() if v is not None
+        }
+
+        await session.delete_item(ActEntity.CONTACT, key.item_id)
+        assert await session.get_items(ActEntity.CONTACT, [key.item_id]) == []
+
+
+async def test_a_task_is_created_read_updated_and_deleted(open_session: Open) -> None:
+    fields: dict[str, Any] = {
+        "subject": "Send the offer",
+        "body": "Prices as agreed",
+        "start": date(2026, 6, 1),
+        "due": date(2026, 6, 5),
+        "status": "in_progress",
+        "priority": "low",
+        "percent_complete": 40,
+    }
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.TASK, fields)
+        item = await read_one(session, ActEntity.TASK, key.item_id)
+        assert set(item.fields) == set(TASK_FIELDS)
+        assert item.fields == fields
+
+        new_key = await session.update_item(ActEntity.TASK, key, {"status": "completed"})
+        item = await read_one(session, ActEntity.TASK, key.item_id)
+        assert item.key == new_key
+        # Exchange completes the percentage with the status.
+        assert (item.fields["status"], item.fields["percent_complete"]) == ("completed", 100)
+
+        await session.delete_item(ActEntity.TASK, key.item_id)
+        assert await session.get_items(ActEntity.TASK, [key.item_id]) == []
+
+
+async def test_an_unknown_field_or_a_bad_value_fails_that_item(open_session: Open) -> None:
+    async with open_session() as session:
+        for entity, fields in [
+            (ActEntity.CONTACT, {"first_name": "A", "nickname": "B"}),
+            (ActEntity.TASK, {"subject": "T", "status": "someday"}),
+            (ActEntity.APPOINTMENT, meeting(datetime(2026, 1, 5, 9, tzinfo=UTC), time_zone="Mars")),
+        ]:
+            with pytest.raises(PermanentError) as caught:
+                await session.create_item(entity, fields)
+            assert caught.value.scope is ErrorScope.ITEM
+        # The session goes on.
+        await session.create_item(ActEntity.TASK, {"subject": "fine"})
+
+
+# -- change keys --------------------------------------------------------------------------------
+
+
+async def test_a_stale_change_key_is_a_storage_conflict(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.CONTACT, {"first_name": "Fox"})
+        # Someone edits the contact in Outlook meanwhile.
+        fresh = await session.update_item(ActEntity.CONTACT, key, {"last_name": "Mulder"})
+        with pytest.raises(StorageConflictError):
+            await session.update_item(ActEntity.CONTACT, key, {"job_title": "Agent"})
+        item = await read_one(session, ActEntity.CONTACT, key.item_id)
+        assert item.key == fresh
+        assert item.fields["job_title"] is None
+        # With the change key read again the write goes through.
+        await session.update_item(ActEntity.CONTACT, fresh, {"job_title": "Agent"})
+
+
+async def test_a_change_between_read_and_write_is_refused_by_exchange(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    # Outlook saves the task after the adapter read it (the change key matched) and before
+    # its UpdateItem arrives: Exchange refuses the write (NeverOverwrite).
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.TASK, {"subject": "Call back"})
+        reads = ews.operations().count("GetItem")
+        ews.inject(Delay(1.0), operation="UpdateItem")
+        update = asyncio.create_task(
+            session.update_item(ActEntity.TASK, key, {"subject": "Call back today"})
+        )
+        for _ in range(500):
+            if ews.operations().count("GetItem") > reads:
+                break
+            await asyncio.sleep(0.01)
+        ews.set_properties(key.item_id, Subject="Edited in Outlook")
+        with pytest.raises(StorageConflictError):
+            await update
+        item = await read_one(session, ActEntity.TASK, key.item_id)
+        assert item.fields["subject"] == "Edited in Outlook"
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+
+async def test_sync_pages_through_the_folder_and_reports_deletions(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    async with open_session() as session:
+        keys = [
+            await session.create_item(ActEntity.CONTACT, {"first_name": f"Contact {n}"})
+            for n in range(5)
+        ]
+        first = await session.sync_items(ActEntity.CONTACT, None, limit=2)
+        assert first.more
+        assert not first.reset
+        assert len(first.changed) == 2
+        changed, deleted, state, pages = await sync_all(
+            session, ActEntity.CONTACT, first.state, limit=2
+        )
+        assert pages == 2
+        assert [i.key for i in (*first.changed, *changed)] == keys
+        assert deleted == []
+
+        quiet = await session.sync_items(ActEntity.CONTACT, state, limit=2)
+        assert (quiet.changed, quiet.deleted, quiet.more) == ((), (), False)
+
+        await session.update_item(ActEntity.CONTACT, keys[1], {"last_name": "Changed"})
+        await session.delete_item(ActEntity.CONTACT, keys[3].item_id)
+        ews.delete_item(keys[4].item_id)  # deleted in Outlook, for good
+        after = await session.sync_items(ActEntity.CONTACT, quiet.state, limit=10)
+        assert [(i.key.item_id, i.fields["last_name"]) for i in after.changed] == [
+            (keys[1].item_id, "Changed")
+        ]
+        assert sorted(after.deleted) == sorted([keys[3].item_id, keys[4].item_id])
+        assert not after.more
+
+
+async def test_an_unknown_sync_state_lists_the_folder_again(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.TASK, {"subject": "Kept"})
+        done = await session.sync_items(ActEntity.TASK, None, limit=10)
+        ews.reset_sync_states(ALICE)
+        again = await session.sync_items(ActEntity.TASK, done.state, limit=10)
+        assert again.reset
+        assert [i.key for i in again.changed] == [key]
+        garbage = await session.sync_items(ActEntity.TASK, "bm90IGEgc3RhdGU=", limit=10)
+        assert garbage.reset
+        assert [i.key for i in garbage.changed] == [key]
+
+
+async def test_each_entity_syncs_its_own_folder(open_session: Open) -> None:
+    start = datetime(2026, 2, 2, 9, tzinfo=BERLIN)
+    async with open_session() as session:
+        created: dict[ActEntity, ExchangeItemKey] = {
+            ActEntity.APPOINTMENT: await session.create_item(ActEntity.APPOINTMENT, meeting(start)),
+            ActEntity.CONTACT: await session.create_item(ActEntity.CONTACT, {"first_name": "C"}),
+            ActEntity.TASK: await session.create_item(ActEntity.TASK, {"subject": "T"}),
+        }
+        for entity, key in created.items():
+            page = await session.sync_items(entity, None, limit=10)
+            assert [i.key for i in page.changed] == [key]
+            assert all(i.entity is entity for i in page.changed)
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+async def test_throttling_is_server_busy_with_retry_after(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    async with open_session() as session:
+        ews.inject(ServerBusy(back_off_ms=30_000), operation="SyncFolderItems")
+        with pytest.raises(ServerBusyError) as caught:
+            await session.sync_items(ActEntity.CONTACT, None, limit=10)
+        assert caught.value.retry_after == timedelta(seconds=30)
+        # Backing off and coming back completes.
+        page = await session.sync_items(ActEntity.CONTACT, None, limit=10)
+        assert page.changed == ()
+
+
+async def test_refused_credentials_are_an_authentication_error(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    with pytest.raises(AuthenticationError):
+        async with open_session(secret="wrong"):
+            pass
+    ews.inject(HttpError(401), operation="CreateItem")
+    async with open_session() as session:
+        with pytest.raises(AuthenticationError):
+            await session.create_item(ActEntity.TASK, {"subject": "T"})
+
+
+async def test_impersonation_follows_the_incoming_setting(
+    ews: EwsTestServer, open_session: Open
+) -> None:
+    ews.add_user(SERVICE, password=PASSWORD)
+    ews.allow_impersonation(SERVICE)
+    async with open_session(SERVICE, incoming_use_impersonation=True) as session:
+        key = await session.create_item(ActEntity.TASK, {"subject": "For Alice"})
+    assert [i.id for i in ews.items(ALICE, "tasks")] == [key.item_id]
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+def test_occurrence_indexes_count_pattern_dates_in_the_series_time_zone() -> None:
+    weekly = Recurrence(
+        kind=RecurrenceKind.WEEKLY,
+        weekdays=(1, 3),
+        start_date=date(2026, 3, 18),  # a Wednesday
+        count=6,
+        time_zone="Europe/Berlin",
+    )
+    assert occurrence_index(weekly, datetime(2026, 3, 18, 9, tzinfo=BERLIN)) == 1
+    assert occurrence_index(weekly, datetime(2026, 3, 23, 9, tzinfo=BERLIN)) == 2
+    # 00:30 Berlin on Wednesday 1 April is still Tuesday in UTC.
+    assert occurrence_index(weekly, datetime(2026, 3, 31, 22, 30, tzinfo=UTC)) == 5
+    assert occurrence_index(weekly, datetime(2026, 3, 24, 9, tzinfo=BERLIN)) is None
+    assert occurrence_index(weekly, datetime(2026, 4, 6, 9, tzinfo=BERLIN)) == 6
+    assert occurrence_index(weekly, datetime(2026, 4, 8, 9, tzinfo=BERLIN)) is None
+    monthly = Recurrence(
+        kind=RecurrenceKind.ABSOLUTE_MONTHLY, day_of_month=31, start_date=date(2026, 1, 31)
+    )
+    assert occurrence_index(monthly, datetime(2026, 2, 28, 9, tzinfo=UTC)) == 2
+    assert occurrence_index(monthly, datetime(2026, 4, 30, 9, tzinfo=UTC)) == 4
+    yearly = Recurrence(
+        kind=RecurrenceKind.ABSOLUTE_YEARLY,
+        day_of_month=29,
+        month=2,
+        start_date=date(2024, 2, 29),
+        end_date=date(2030, 1, 1),
+    )
+    assert occurrence_index(yearly, datetime(2025, 2, 28, 9, tzinfo=UTC)) == 2
+    assert occurrence_index(yearly, datetime(2028, 2, 29, 9, tzinfo=UTC)) == 5
+    assert occurrence_index(yearly, datetime(2030, 2, 28, 9, tzinfo=UTC)) is None
+    daily = Recurrence(kind=RecurrenceKind.DAILY, interval=2, start_date=date(2026, 1, 1))
+    assert occurrence_index(daily, datetime(2026, 1, 5, 9, tzinfo=UTC)) == 3
+    assert occurrence_index(daily, datetime(2026, 1, 6, 9, tzinfo=UTC)) is None
