@@ -6,13 +6,23 @@ occurrence; time zones across DST; throttling and refused credentials."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from exchangelib import (  # type: ignore[import-untyped]
+    DELEGATE,
+    Account,
+    Configuration,
+    close_connections,
+)
+from exchangelib import Credentials as ExchangelibCredentials
+from exchangelib.protocol import FailFast  # type: ignore[import-untyped]
+from exchangelib.transport import BASIC  # type: ignore[import-untyped]
+from exchangelib.version import EXCHANGE_2016, Version  # type: ignore[import-untyped]
 
 from serversync.adapters.transports import EwsActTransport, EwsTransport
 from serversync.adapters.transports._ews_act_fields import (
@@ -55,6 +65,7 @@ ALICE = "alice@contoso.example"
 SERVICE = "svc-crm@contoso.example"
 PASSWORD = "correct horse"
 BERLIN = ZoneInfo("Europe/Berlin")
+TYPES = "http://schemas.microsoft.com/exchange/services/2006/types"
 FAST = Timeouts(
     connect=timedelta(seconds=5),
     command=timedelta(seconds=5),
@@ -425,6 +436,201 @@ async def test_each_entity_syncs_its_own_folder(open_session: Open) -> None:
             page = await session.sync_items(entity, None, limit=10)
             assert [i.key for i in page.changed] == [key]
             assert all(i.entity is entity for i in page.changed)
+
+
+# -- recurring series and time zones -----------------------------------------------------------
+
+
+@pytest.fixture
+def outlook(ews: EwsTestServer) -> Iterator[Any]:
+    """An exchangelib account on Alice's mailbox: another client (Outlook) changing it."""
+    config = Configuration(
+        service_endpoint=ews.url,
+        credentials=ExchangelibCredentials(ALICE, PASSWORD),
+        auth_type=BASIC,
+        version=Version(build=EXCHANGE_2016),
+        retry_policy=FailFast(),
+    )
+    try:
+        yield Account(ALICE, config=config, autodiscover=False, access_type=DELEGATE)
+    finally:
+        close_connections()
+
+
+def _series_by_id(items: Sequence[ExchangeItem]) -> dict[str, ExchangeItem]:
+    return {i.key.item_id: i for i in items}
+
+
+async def test_a_recurring_meeting_with_one_moved_occurrence_round_trips(
+    ews: EwsTestServer, open_session: Open, outlook: Any
+) -> None:
+    first = datetime(2026, 5, 4, 10, 0, tzinfo=BERLIN)  # a Monday
+    weekly = Recurrence(
+        kind=RecurrenceKind.WEEKLY,
+        weekdays=(1,),
+        start_date=first.date(),
+        count=5,
+        time_zone="Europe/Berlin",
+    )
+    async with open_session() as session:
+        key = await session.create_item(
+            ActEntity.APPOINTMENT, meeting(first, subject="Weekly sync", recurrence=weekly)
+        )
+        page = await session.sync_items(ActEntity.APPOINTMENT, None, limit=10)
+        [master] = page.changed
+        assert master.key == key
+        assert master.fields["recurrence"] == weekly
+        assert master.fields["start"] == first
+        assert master.series_id is None
+
+        # In Outlook, the third meeting moves two hours later.
+        third = first + timedelta(weeks=2)
+        occurrence = outlook.calendar.get(id=key.item_id).occurrence(3)
+        occurrence.refresh()
+        assert occurrence.start == third
+        occurrence.start += timedelta(hours=2)
+        occurrence.end += timedelta(hours=2)
+        occurrence.save(update_fields=["start", "end"])
+
+        page = await session.sync_items(ActEntity.APPOINTMENT, page.state, limit=10)
+        found = _series_by_id(page.changed)
+        assert set(found) == {key.item_id, occurrence.id}
+        assert found[key.item_id].fields["recurrence"] == weekly
+        moved = found[occurrence.id]
+        assert moved.series_id == key.item_id
+        assert moved.original_start == third
+        assert moved.fields["start"] == third + timedelta(hours=2)
+        assert moved.fields["subject"] == "Weekly sync"
+        assert moved.fields["recurrence"] is None
+
+        # Read on its own, the exception still names its series.
+        [alone] = await session.get_items(ActEntity.APPOINTMENT, [occurrence.id])
+        assert (alone.series_id, alone.original_start) == (key.item_id, third)
+
+        # The CRM moves it back to the afternoon, by the exception's own key.
+        afternoon = third + timedelta(hours=5)
+        back = await session.update_item(
+            ActEntity.APPOINTMENT,
+            moved.key,
+            {"start": afternoon, "end": afternoon + timedelta(hours=1)},
+        )
+        assert back.item_id == occurrence.id
+
+        # ... and renames the fourth, which Exchange has not seen as an exception yet.
+        fourth = first + timedelta(weeks=3)
+        master_now = (await session.get_items(ActEntity.APPOINTMENT, [key.item_id]))[0]
+        renamed = await session.update_item(
+            ActEntity.APPOINTMENT,
+            ExchangeItemKey(
+                item_id=key.item_id,
+                change_key=master_now.key.change_key,
+                original_start=fourth,
+            ),
+            {"subject": "Weekly sync (board)"},
+        )
+        assert renamed.item_id not in (key.item_id, occurrence.id)
+
+        page = await session.sync_items(ActEntity.APPOINTMENT, page.state, limit=10)
+        found = _series_by_id(page.changed)
+        assert set(found) == {key.item_id, occurrence.id, renamed.item_id}
+        assert found[occurrence.id].fields["start"] == afternoon
+        assert found[renamed.item_id].original_start == fourth
+        assert found[renamed.item_id].fields["start"] == fourth
+        assert found[renamed.item_id].fields["subject"] == "Weekly sync (board)"
+        assert found[key.item_id].fields["subject"] == "Weekly sync"
+
+    # Outlook sees the same series: two exceptions, the rest as the pattern says.
+    series = outlook.calendar.get(id=key.item_id)
+    assert sorted((o.original_start, o.start) for o in series.modified_occurrences) == [
+        (third, afternoon),
+        (fourth, fourth),
+    ]
+    fifth = series.occurrence(5)
+    fifth.refresh()
+    assert (fifth.type, fifth.start) == ("Occurrence", first + timedelta(weeks=4))
+
+
+async def test_an_occurrence_the_series_lacks_fails_that_item(open_session: Open) -> None:
+    first = datetime(2026, 5, 4, 10, 0, tzinfo=BERLIN)
+    daily = Recurrence(kind=RecurrenceKind.DAILY, start_date=first.date(), count=3)
+    async with open_session() as session:
+        key = await session.create_item(
+            ActEntity.APPOINTMENT, meeting(first, recurrence=daily, time_zone="UTC")
+        )
+        for original in (first + timedelta(days=3), first + timedelta(hours=1)):
+            missing = ExchangeItemKey(item_id=key.item_id, change_key="", original_start=original)
+            with pytest.raises(PermanentError) as caught:
+                await session.update_item(ActEntity.APPOINTMENT, missing, {"subject": "x"})
+            assert caught.value.scope is ErrorScope.ITEM
+
+
+async def test_a_weekly_series_keeps_its_local_time_across_dst(
+    ews: EwsTestServer, open_session: Open, outlook: Any
+) -> None:
+    # Europe/Berlin moves from UTC+1 to UTC+2 on Sunday 29 March 2026.
+    first = datetime(2026, 3, 16, 9, 0, tzinfo=BERLIN)
+    weekly = Recurrence(
+        kind=RecurrenceKind.WEEKLY,
+        weekdays=(1,),
+        start_date=first.date(),
+        count=4,
+        time_zone="Europe/Berlin",
+    )
+    async with open_session() as session:
+        key = await session.create_item(
+            ActEntity.APPOINTMENT, meeting(first, subject="Planning", recurrence=weekly)
+        )
+        stored = ews.item(key.item_id)
+        assert stored is not None
+        assert stored.properties["Start"] == "2026-03-16T08:00:00Z"
+        zone = stored.element().find(f"{{{TYPES}}}StartTimeZone")
+        assert zone is not None
+        assert zone.get("Id") == "W. Europe Standard Time"
+
+        series = outlook.calendar.get(id=key.item_id)
+        starts = []
+        for index in range(1, 5):
+            occurrence = series.occurrence(index)
+            occurrence.refresh()
+            # EWSDateTime.astimezone() takes only exchangelib's own time zones.
+            utc = datetime.fromtimestamp(occurrence.start.timestamp(), UTC)
+            starts.append(utc.strftime("%m-%d %H:%M"))
+        assert starts == ["03-16 08:00", "03-23 08:00", "03-30 07:00", "04-06 07:00"]
+
+        # The CRM changes the first meeting after the change by its local start time.
+        after = datetime(2026, 3, 30, 9, 0, tzinfo=BERLIN)
+        exception = await session.update_item(
+            ActEntity.APPOINTMENT,
+            ExchangeItemKey(item_id=key.item_id, change_key="", original_start=after),
+            {"location": "Room 2"},
+        )
+        [read] = await session.get_items(ActEntity.APPOINTMENT, [exception.item_id])
+    assert read.original_start == after
+    assert read.fields["start"] == after
+    assert read.fields["start"].hour == 9  # type: ignore[union-attr]
+    assert read.fields["time_zone"] == "Europe/Berlin"
+    assert read.fields["location"] == "Room 2"
+
+
+async def test_time_zones_come_back_as_the_windows_zone_s_iana_name(open_session: Open) -> None:
+    vienna = ZoneInfo("Europe/Vienna")
+    start = datetime(2026, 8, 3, 14, 0, tzinfo=vienna)
+    async with open_session() as session:
+        key = await session.create_item(
+            ActEntity.APPOINTMENT, meeting(start, time_zone="Europe/Vienna")
+        )
+        new_york = await session.create_item(
+            ActEntity.APPOINTMENT,
+            meeting(datetime(2026, 8, 3, 9, tzinfo=UTC), time_zone="America/New_York"),
+        )
+        [vienna_item, ny_item] = await session.get_items(
+            ActEntity.APPOINTMENT, [key.item_id, new_york.item_id]
+        )
+    # Exchange keeps the Windows zone (W. Europe Standard Time): the same rules, CLDR's name.
+    assert vienna_item.fields["time_zone"] == "Europe/Berlin"
+    assert vienna_item.fields["start"] == start
+    assert ny_item.fields["time_zone"] == "America/New_York"
+    assert ny_item.fields["start"].hour == 5  # type: ignore[union-attr]
 
 
 # -- errors -----------------------------------------------------------------------------------
