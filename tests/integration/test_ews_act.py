@@ -550,6 +550,41 @@ async def test_a_recurring_meeting_with_one_moved_occurrence_round_trips(
     assert (fifth.type, fifth.start) == ("Occurrence", first + timedelta(weeks=4))
 
 
+async def test_deleted_occurrences_are_listed_on_the_master(
+    open_session: Open, outlook: Any
+) -> None:
+    first = datetime(2026, 9, 1, 8, 30, tzinfo=BERLIN)
+    monthly = Recurrence(
+        kind=RecurrenceKind.ABSOLUTE_MONTHLY,
+        day_of_month=1,
+        start_date=first.date(),
+        end_date=date(2026, 12, 31),
+        time_zone="Europe/Berlin",
+    )
+    october = first.replace(month=10)
+    november = first.replace(month=11)
+    async with open_session() as session:
+        key = await session.create_item(
+            ActEntity.APPOINTMENT, meeting(first, subject="Monthly report", recurrence=monthly)
+        )
+        exception = await session.update_item(
+            ActEntity.APPOINTMENT,
+            ExchangeItemKey(item_id=key.item_id, change_key="", original_start=october),
+            {"subject": "Monthly report (Q3)"},
+        )
+        state = (await session.sync_items(ActEntity.APPOINTMENT, None, limit=10)).state
+        # The CRM deletes the changed October meeting; Outlook deletes November's.
+        await session.delete_item(ActEntity.APPOINTMENT, exception.item_id)
+        gone = outlook.calendar.get(id=key.item_id).occurrence(3)
+        gone.refresh()
+        gone.delete()
+        page = await session.sync_items(ActEntity.APPOINTMENT, state, limit=10)
+    [master] = page.changed
+    assert master.key.item_id == key.item_id
+    assert master.deleted_occurrences == (october, november)
+    assert master.fields["recurrence"] == monthly
+
+
 async def test_an_occurrence_the_series_lacks_fails_that_item(open_session: Open) -> None:
     first = datetime(2026, 5, 4, 10, 0, tzinfo=BERLIN)
     daily = Recurrence(kind=RecurrenceKind.DAILY, start_date=first.date(), count=3)

@@ -190,8 +190,9 @@ class ExchangeItem:
     """A calendar item, contact or task in a user's Exchange mailbox.
 
     ``organizer`` is a calendar item's organizer address; a recurring master carries
-    ``fields["recurrence"]``, and an exception is an item of its own with ``series_id`` (the
-    master's item id) and ``original_start``.
+    ``fields["recurrence"]`` and the original starts of the occurrences deleted from the
+    series (``deleted_occurrences``), and an exception is an item of its own with
+    ``series_id`` (the master's item id) and ``original_start``.
     """
 
     entity: ActEntity
@@ -201,6 +202,7 @@ class ExchangeItem:
     organizer: str | None = None
     series_id: str | None = None
     original_start: datetime | None = None
+    deleted_occurrences: tuple[datetime, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

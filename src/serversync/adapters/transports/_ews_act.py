@@ -180,6 +180,11 @@ class EwsActSession:
         original = _utc(item.original_start) if series_id is not None else None
         if series_id is not None:
             fields["recurrence"] = None
+        deleted = tuple(
+            when
+            for when in (_utc(o.start) for o in getattr(item, "deleted_occurrences", None) or ())
+            if when is not None
+        )
         return ExchangeItem(
             entity=entity,
             key=ExchangeItemKey(item_id=item.id, change_key=item.changekey),
@@ -188,6 +193,7 @@ class EwsActSession:
             organizer=organizer if isinstance(organizer, str) else None,
             series_id=series_id,
             original_start=original,
+            deleted_occurrences=deleted,
         )
 
     def _sync_in_thread(self, entity: ActEntity, state: str | None, limit: int) -> Any:

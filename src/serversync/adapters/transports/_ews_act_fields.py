@@ -181,6 +181,7 @@ _RECURRENCE_FIELDS: Final = (
     "recurrence",
     "original_start",
     "modified_occurrences",
+    "deleted_occurrences",
     "_start_timezone",
     "_end_timezone",
 )
@@ -225,6 +226,7 @@ _ONLY_FIELDS: Final[Mapping[ActEntity, tuple[str, ...]]] = {
     ),
 }
 _WEEKDAYS: Final = range(1, 8)
+_NAMING: Final = frozenset({"first_name", "last_name", "company", "email1"})
 
 
 class FieldError(ValueError):
@@ -371,7 +373,7 @@ def _pattern_dates(recurrence: Recurrence) -> Any:
     while True:
         assert recurrence.day_of_month is not None
         # A day the month lacks (the 31st in April) falls on its last day, as in Exchange.
-        for day_of_month in range(recurrence.day_of_month, 27, -1):
+        for day_of_month in range(recurrence.day_of_month, 0, -1):
             try:
                 day = date(year, month, day_of_month)
             except ValueError:
@@ -628,8 +630,9 @@ def _write_contact(item: Any, fields: FieldValues) -> list[str]:
             del addresses["Business"]
         item.physical_addresses = [addresses[k] for k in sorted(addresses)] or None
         changed.append("physical_addresses")
-    if changed:
-        # Exchange requires a display name; Outlook's default is "First Last".
+    if not item.display_name or _NAMING.intersection(fields):
+        # Exchange requires a display name; Outlook's default is "First Last". One set in
+        # Outlook stays until a field it is made of changes.
         emails = _by_label(item.email_addresses)
         first = emails.get("EmailAddress1")
         item.display_name = (

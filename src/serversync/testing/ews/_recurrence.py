@@ -113,7 +113,7 @@ def _pattern_dates(pattern: ET.Element, first: date) -> Iterator[date]:
         month = first.month if monthly else _MONTHS.index(month_name) + 1
         while True:
             # A day the month lacks (the 31st in April) is its last day.
-            for candidate in range(day_of_month, 27, -1):
+            for candidate in range(day_of_month, 0, -1):
                 try:
                     day = date(year, month, candidate)
                 except ValueError:
