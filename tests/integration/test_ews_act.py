@@ -28,6 +28,7 @@ from serversync.adapters.transports import EwsActTransport, EwsTransport
 from serversync.adapters.transports._ews_act_fields import (
     APPOINTMENT_FIELDS,
     CONTACT_FIELDS,
+    FIELDS,
     TASK_FIELDS,
     occurrence_index,
 )
@@ -51,6 +52,7 @@ from serversync.model.act import (
     Attendee,
     ExchangeItem,
     ExchangeItemKey,
+    FieldValues,
     Recurrence,
     RecurrenceKind,
 )
@@ -329,6 +331,79 @@ async def test_an_unknown_field_or_a_bad_value_fails_that_item(open_session: Ope
             assert caught.value.scope is ErrorScope.ITEM
         # The session goes on.
         await session.create_item(ActEntity.TASK, {"subject": "fine"})
+
+
+# -- the port's promises, entity by entity ------------------------------------------------------
+
+
+async def check_items_session(
+    session: ExchangeItemsSession, entity: ActEntity, fields: FieldValues, changes: FieldValues
+) -> None:
+    """What :class:`ExchangeItemsSession` promises for one entity, through one session."""
+    start = await session.sync_items(entity, None, limit=100)
+    assert not start.more
+    # A deleted item's id: get_items leaves it out, delete_item does nothing.
+    gone = await session.create_item(entity, fields)
+    await session.delete_item(entity, gone.item_id)
+    state = (await session.sync_items(entity, start.state, limit=100)).state
+
+    key = await session.create_item(entity, fields)
+    page = await session.sync_items(entity, state, limit=100)
+    [created] = page.changed
+    assert (created.entity, created.key, page.deleted, page.reset) == (entity, key, (), False)
+    assert {name: created.fields[name] for name in fields} == dict(fields)
+    assert set(created.fields) == set(FIELDS[entity])
+    assert [i.key for i in await session.get_items(entity, [gone.item_id, key.item_id])] == [key]
+
+    new_key = await session.update_item(entity, key, changes)
+    assert new_key.item_id == key.item_id
+    assert new_key.change_key != key.change_key
+    with pytest.raises(StorageConflictError):
+        await session.update_item(entity, key, changes)
+    page = await session.sync_items(entity, page.state, limit=100)
+    [updated] = page.changed
+    assert updated.key == new_key
+    assert {name: updated.fields[name] for name in changes} == dict(changes)
+    assert updated.last_modified >= created.last_modified
+
+    await session.delete_item(entity, key.item_id)
+    await session.delete_item(entity, key.item_id)
+    await session.delete_item(entity, gone.item_id)
+    page = await session.sync_items(entity, page.state, limit=100)
+    assert (page.changed, page.deleted, page.more) == ((), (key.item_id,), False)
+    assert await session.get_items(entity, [key.item_id]) == []
+
+
+@pytest.mark.parametrize(
+    ("entity", "fields", "changes"),
+    [
+        (
+            ActEntity.APPOINTMENT,
+            meeting(datetime(2026, 10, 5, 14, 0, tzinfo=BERLIN)),
+            {
+                "location": "Room 9",
+                "attendees": (Attendee(address="erin@fabrikam.example", optional=True),),
+                "show_time_as": "tentative",
+            },
+        ),
+        (
+            ActEntity.CONTACT,
+            {"first_name": "Walter", "last_name": "Skinner", "email1": "ws@fbi.example"},
+            {"email1": "walter@fbi.example", "home_phone": "+1 555 0111"},
+        ),
+        (
+            ActEntity.TASK,
+            {"subject": "Renew the contract", "due": date(2026, 12, 1), "priority": "high"},
+            {"due": date(2026, 12, 15), "percent_complete": 50},
+        ),
+    ],
+    ids=["appointment", "contact", "task"],
+)
+async def test_the_session_keeps_the_port_s_promises(
+    open_session: Open, entity: ActEntity, fields: FieldValues, changes: FieldValues
+) -> None:
+    async with open_session() as session:
+        await check_items_session(session, entity, fields, changes)
 
 
 # -- change keys --------------------------------------------------------------------------------
