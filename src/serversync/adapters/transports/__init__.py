@@ -8,6 +8,7 @@ from serversync.adapters.transports.smtp import SmtpTransport
 
 if TYPE_CHECKING:
     from serversync.adapters.transports.ews import (
+        ACT_FIELDS,
         EXCHANGE_SERVER_TYPES,
         TRACKED_CATEGORY,
         UNDELIVERABLE_CATEGORY,
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     )
 
 __all__: list[str] = [
+    "ACT_FIELDS",
     "EXCHANGE_SERVER_TYPES",
     "TRACKED_CATEGORY",
     "UNDELIVERABLE_CATEGORY",
@@ -38,6 +40,7 @@ __all__: list[str] = [
 
 _EWS_NAMES = frozenset(
     {
+        "ACT_FIELDS",
         "EXCHANGE_SERVER_TYPES",
         "TRACKED_CATEGORY",
         "UNDELIVERABLE_CATEGORY",

@@ -40,6 +40,7 @@ from typing import Final, final
 
 from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.transports._ews_act import EwsActSession, open_act_session
+from serversync.adapters.transports._ews_act_fields import FIELDS
 from serversync.adapters.transports._ews_connection import (
     EwsConnection,
     EwsLogin,
@@ -69,6 +70,7 @@ from serversync.ports.act import ExchangeItemsSession, ExchangeItemsTransport
 from serversync.settings import Timeouts
 
 __all__ = [
+    "ACT_FIELDS",
     "EXCHANGE_SERVER_TYPES",
     "TRACKED_CATEGORY",
     "UNDELIVERABLE_CATEGORY",
@@ -87,6 +89,9 @@ EXCHANGE_SERVER_TYPES: Final = (
     ServerType.EXCHANGE_ONLINE_HYBRID,
 )
 """The server types the EWS transports serve."""
+ACT_FIELDS: Final = FIELDS
+"""The fields :class:`EwsActTransport` reads and writes, per entity (``subject``,
+``start``, ``email1``...)."""
 TRACKED_CATEGORY: Final = "ServerSync Tracked"
 """The category given to a message once it is stored (or found to be a duplicate)."""
 UNDELIVERABLE_CATEGORY: Final = "ServerSync Undeliverable"
