@@ -17,6 +17,8 @@ from exchangelib import (  # type: ignore[import-untyped]
     DELEGATE,
     Account,
     Configuration,
+    Contact,
+    HTMLBody,
     close_connections,
 )
 from exchangelib import Credentials as ExchangelibCredentials
@@ -652,6 +654,58 @@ async def test_deleted_occurrences_are_listed_on_the_master(
     assert master.key.item_id == key.item_id
     assert master.deleted_occurrences == (october, november)
     assert master.fields["recurrence"] == monthly
+
+
+async def test_writing_a_series_again_keeps_its_exceptions(
+    open_session: Open, outlook: Any
+) -> None:
+    first = datetime(2026, 5, 4, 10, 0, tzinfo=BERLIN)
+    daily = Recurrence(
+        kind=RecurrenceKind.DAILY, start_date=first.date(), count=3, time_zone="Europe/Berlin"
+    )
+    fields = meeting(first, recurrence=daily)
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.APPOINTMENT, fields)
+        second = first + timedelta(days=1)
+        exception = await session.update_item(
+            ActEntity.APPOINTMENT,
+            ExchangeItemKey(item_id=key.item_id, change_key="", original_start=second),
+            {"location": "Room 7"},
+        )
+        [master] = await session.get_items(ActEntity.APPOINTMENT, [key.item_id])
+        # The CRM writes back every field it has: nothing changed, nothing is written.
+        same = await session.update_item(ActEntity.APPOINTMENT, master.key, fields)
+        assert same == master.key
+        # A real change writes only itself; the pattern is not set again.
+        renamed = await session.update_item(
+            ActEntity.APPOINTMENT, same, {**fields, "subject": "New"}
+        )
+        items = await session.get_items(ActEntity.APPOINTMENT, [key.item_id, exception.item_id])
+        assert [i.key.item_id for i in items] == [renamed.item_id, exception.item_id]
+        assert items[0].fields["subject"] == "New"
+        # An occurrence has no pattern of its own.
+        with pytest.raises(PermanentError):
+            await session.update_item(ActEntity.APPOINTMENT, items[1].key, {"recurrence": daily})
+        await session.update_item(
+            ActEntity.APPOINTMENT, items[1].key, {"recurrence": None, "location": "Room 8"}
+        )
+    assert [o.id for o in outlook.calendar.get(id=key.item_id).modified_occurrences] == [
+        exception.item_id
+    ]
+
+
+async def test_an_html_body_from_outlook_is_read_as_text(open_session: Open, outlook: Any) -> None:
+    contact = Contact(
+        account=outlook,
+        folder=outlook.contacts,
+        display_name="Monica Reyes",
+        given_name="Monica",
+        body=HTMLBody("<html><body><p>Prefers <b>email</b>.</p></body></html>"),
+    )
+    contact.save()
+    async with open_session() as session:
+        [item] = await session.get_items(ActEntity.CONTACT, [contact.id])
+    assert item.fields["notes"] == "Prefers email."
 
 
 async def test_an_occurrence_the_series_lacks_fails_that_item(open_session: Open) -> None:

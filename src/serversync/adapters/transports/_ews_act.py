@@ -72,6 +72,7 @@ _FOLDER_KINDS: Final = {
 }
 _FOLDER_FIELDS: Final = ("name", "folder_class")
 _EXCEPTION: Final = "Exception"
+_OCCURRENCE_TYPES: Final = frozenset({"Occurrence", _EXCEPTION})
 _MASTER: Final = "RecurringMaster"
 
 
@@ -255,11 +256,14 @@ class EwsActSession:
         try:
             return apply_fields(entity, item, fields)
         except FieldError as exc:
-            raise PermanentError(
-                f"cannot write the {entity} to Exchange: {exc}",
-                mailbox_id=self._connection.mailbox_id,
-                scope=ErrorScope.ITEM,
-            ) from exc
+            raise self._refuse(entity, str(exc)) from exc
+
+    def _refuse(self, entity: ActEntity, why: str) -> PermanentError:
+        return PermanentError(
+            f"cannot write the {entity} to Exchange: {why}",
+            mailbox_id=self._connection.mailbox_id,
+            scope=ErrorScope.ITEM,
+        )
 
     def _conflict(self, key: ExchangeItemKey, why: str) -> StorageConflictError:
         return StorageConflictError(
@@ -279,6 +283,14 @@ class EwsActSession:
                 raise ErrorItemNotFound("The specified object was not found in the store.")
             if item.changekey != key.change_key:
                 raise self._conflict(key, "its change key is not the one given")
+        current = read_fields(entity, item)
+        if entity is ActEntity.APPOINTMENT and item.type in _OCCURRENCE_TYPES:
+            if changes.get("recurrence") is not None:
+                raise self._refuse(entity, "an occurrence of a series has no recurrence")
+            current["recurrence"] = None
+        # Unchanged values are not written: setting a series' pattern again would make
+        # Exchange drop its exceptions.
+        changes = {k: v for k, v in changes.items() if k not in current or current[k] != v}
         changed = self._apply(entity, item, changes)
         if not changed:
             return ExchangeItemKey(item_id=item.id, change_key=item.changekey)

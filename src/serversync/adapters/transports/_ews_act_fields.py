@@ -34,7 +34,7 @@ from exchangelib.indexed_properties import (  # type: ignore[import-untyped]
     PhoneNumber,
     PhysicalAddress,
 )
-from exchangelib.properties import Body  # type: ignore[import-untyped]
+from exchangelib.properties import Body, HTMLBody  # type: ignore[import-untyped]
 from exchangelib.properties import Mailbox as EwsMailbox
 from exchangelib.recurrence import (  # type: ignore[import-untyped]
     AbsoluteMonthlyPattern,
@@ -47,6 +47,7 @@ from exchangelib.recurrence import (  # type: ignore[import-untyped]
 )
 from exchangelib.recurrence import Recurrence as EwsRecurrence
 
+from serversync.mime.compose import html_to_text
 from serversync.model.act import (
     ActEntity,
     Attendee,
@@ -404,7 +405,14 @@ def occurrence_index(recurrence: Recurrence, original_start: datetime) -> int | 
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return str(value) or None if value is not None else None
+
+
+def _body(value: Any) -> str | None:
+    # Outlook writes HTML bodies; the CRM field is text.
+    if isinstance(value, HTMLBody):
+        return html_to_text(str(value)).strip() or None
+    return _text(value)
 
 
 def _by_label(entries: Any) -> dict[str, Any]:
@@ -431,7 +439,7 @@ def _read_appointment(item: Any) -> dict[str, FieldValue]:
     zone = iana_name(item._start_timezone) if item._start_timezone is not None else "UTC"
     values: dict[str, FieldValue] = {
         "subject": _text(item.subject),
-        "body": _text(item.body),
+        "body": _body(item.body),
         "location": _text(item.location),
         "is_all_day": bool(item.is_all_day),
         "time_zone": zone,
@@ -470,7 +478,7 @@ def _read_contact(item: Any) -> dict[str, FieldValue]:
     business = _by_label(item.physical_addresses).get("Business")
     for name, part in _ADDRESS_PARTS.items():
         values[name] = _text(getattr(business, part)) if business is not None else None
-    values["notes"] = _text(item.body)
+    values["notes"] = _body(item.body)
     return values
 
 
@@ -478,7 +486,7 @@ def _read_task(item: Any) -> dict[str, FieldValue]:
     percent = item.percent_complete
     return {
         "subject": _text(item.subject),
-        "body": _text(item.body),
+        "body": _body(item.body),
         "start": _plain_date(item.start_date),
         "due": _plain_date(item.due_date),
         "status": _reverse(TASK_STATUS, item.status),
