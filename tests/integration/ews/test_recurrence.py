@@ -178,3 +178,35 @@ def test_a_new_pattern_drops_the_exceptions(ews: EwsTestServer, connect: Connect
     assert master.modified_occurrences is None
     assert ews.item(first.id) is None
     assert ews.items(ALICE, "calendar")[0].id == series.id
+
+
+def test_a_calendar_view_expands_series(ews: EwsTestServer, connect: Connect) -> None:
+    account = connect()
+    start = EWSDateTime(2026, 6, 1, 10, 0, tzinfo=BERLIN)
+    single = CalendarItem(
+        account=account,
+        folder=account.calendar,
+        subject="Single",
+        start=start + timedelta(days=2, hours=3),
+        end=start + timedelta(days=2, hours=4),
+    )
+    single.save()
+    daily = Recurrence(pattern=DailyPattern(interval=1), start=start.date(), number=10)
+    series = _series(account, start, daily, subject="Daily")
+    moved = series.occurrence(4)
+    moved.refresh()
+    moved.start += timedelta(days=-2, hours=5)  # from day 4 into day 2
+    moved.end += timedelta(days=-2, hours=5)
+    moved.save(update_fields=["start", "end"])
+    dropped = series.occurrence(3)
+    dropped.refresh()
+    dropped.delete()
+
+    window = account.calendar.view(start=start + timedelta(days=1), end=start + timedelta(days=4))
+    seen = [(i.subject, i.type, i.start - start) for i in window]
+    assert seen == [
+        ("Daily", "Occurrence", timedelta(days=1)),
+        ("Daily", "Exception", timedelta(days=1, hours=5)),
+        ("Single", "Single", timedelta(days=2, hours=3)),
+    ]
+    assert moved.id in [i.id for i in window]

@@ -22,7 +22,7 @@ from exchangelib.winzone import MS_TIMEZONE_TO_IANA_MAP  # type: ignore[import-u
 
 from serversync.testing.ews._xml import EwsError, T, local_name, parse_datetime, qname, text_of
 
-__all__ = ["Occurrence", "occurrence", "series_zone"]
+__all__ = ["Occurrence", "occurrence", "occurrences", "series_zone"]
 
 _WEEKDAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS: Final = (
@@ -145,18 +145,24 @@ def _dates(recurrence: ET.Element) -> Iterator[date]:
         yield day
 
 
-def occurrence(props: dict[str, ET.Element], index: int) -> Occurrence | None:
-    """Occurrence ``index`` (1-based) of the series with ``props``, or None when the series
-    has fewer."""
+def occurrences(props: dict[str, ET.Element]) -> Iterator[tuple[int, Occurrence]]:
+    """The occurrences of the series with ``props``, with their 1-based indexes, in order
+    (deleted ones included)."""
     recurrence = props.get("Recurrence")
     start = parse_datetime(text_of(props.get("Start")))
     end = parse_datetime(text_of(props.get("End")))
-    if recurrence is None or start is None or end is None or index < 1:
-        return None
+    if recurrence is None or start is None or end is None:
+        return
     zone = series_zone(props)
     local = start.astimezone(zone)
-    for n, day in enumerate(_dates(recurrence), start=1):
-        if n == index:
-            begins = datetime.combine(day, local.time(), tzinfo=zone).astimezone(UTC)
-            return begins, begins + (end - start)
-    return None
+    for index, day in enumerate(_dates(recurrence), start=1):
+        begins = datetime.combine(day, local.time(), tzinfo=zone).astimezone(UTC)
+        yield index, (begins, begins + (end - start))
+
+
+def occurrence(props: dict[str, ET.Element], index: int) -> Occurrence | None:
+    """Occurrence ``index`` (1-based) of the series with ``props``, or None when the series
+    has fewer."""
+    if index < 1:
+        return None
+    return next((when for n, when in occurrences(props) if n == index), None)
