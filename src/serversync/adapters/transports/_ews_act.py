@@ -197,7 +197,9 @@ class EwsActSession:
             deleted_occurrences=deleted,
         )
 
-    def _sync_in_thread(self, entity: ActEntity, state: str | None, limit: int) -> Any:
+    def _sync_in_thread(
+        self, entity: ActEntity, state: str | None, limit: int
+    ) -> ExchangeItemChanges:
         folder = self._folder(entity)
         reset = False
         try:
@@ -265,11 +267,13 @@ class EwsActSession:
             scope=ErrorScope.ITEM,
         )
 
-    def _conflict(self, key: ExchangeItemKey, why: str) -> StorageConflictError:
+    def _conflict(
+        self, key: ExchangeItemKey, why: str, code: str | None = None
+    ) -> StorageConflictError:
         return StorageConflictError(
             f"the Exchange item {key.item_id} changed since it was read ({why})",
             mailbox_id=self._connection.mailbox_id,
-            server_code="ErrorIrresolvableConflict",
+            server_code=code,
         )
 
     def _update_in_thread(
@@ -301,7 +305,8 @@ class EwsActSession:
                 send_meeting_invitations=SEND_TO_NONE,
             )
         except (ErrorIrresolvableConflict, ErrorInvalidChangeKey) as exc:
-            raise self._conflict(key, type(exc).__name__) from exc
+            code = type(exc).__name__
+            raise self._conflict(key, "Exchange refused the change key", code) from exc
         return ExchangeItemKey(item_id=item.id, change_key=item.changekey)
 
     def _occurrence(self, entity: ActEntity, key: ExchangeItemKey) -> Any:
@@ -353,12 +358,11 @@ class EwsActSession:
     async def sync_items(
         self, entity: ActEntity, state: str | None, *, limit: int
     ) -> ExchangeItemChanges:
-        result: ExchangeItemChanges = await self._connection.call(
+        return await self._connection.call(
             f"syncing the {entity} folder",
             lambda: self._sync_in_thread(entity, state, limit),
             limit=self._timeouts.fetch,
         )
-        return result
 
     async def get_items(self, entity: ActEntity, item_ids: Sequence[str]) -> Sequence[ExchangeItem]:
         if not item_ids:
