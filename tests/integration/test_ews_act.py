@@ -438,8 +438,9 @@ async def test_a_change_between_read_and_write_is_refused_by_exchange(
                 break
             await asyncio.sleep(0.01)
         ews.set_properties(key.item_id, Subject="Edited in Outlook")
-        with pytest.raises(StorageConflictError):
+        with pytest.raises(StorageConflictError) as caught:
             await update
+        assert caught.value.server_code == "ErrorIrresolvableConflict"
         item = await read_one(session, ActEntity.TASK, key.item_id)
         assert item.fields["subject"] == "Edited in Outlook"
 
