@@ -709,6 +709,28 @@ async def test_an_html_body_from_outlook_is_read_as_text(open_session: Open, out
     assert item.fields["notes"] == "Prefers email."
 
 
+async def test_an_occurrence_is_deleted_through_its_own_key(open_session: Open) -> None:
+    first = datetime(2026, 11, 2, 16, 0, tzinfo=BERLIN)
+    daily = Recurrence(
+        kind=RecurrenceKind.DAILY, start_date=first.date(), count=3, time_zone="Europe/Berlin"
+    )
+    async with open_session() as session:
+        key = await session.create_item(ActEntity.APPOINTMENT, meeting(first, recurrence=daily))
+        second = first + timedelta(days=1)
+        # No changes: the occurrence's own key, and the occurrence stays as it is.
+        own = await session.update_item(
+            ActEntity.APPOINTMENT,
+            ExchangeItemKey(item_id=key.item_id, change_key="", original_start=second),
+            {},
+        )
+        assert own.item_id != key.item_id
+        [master] = await session.get_items(ActEntity.APPOINTMENT, [key.item_id])
+        assert master.key == key
+        await session.delete_item(ActEntity.APPOINTMENT, own.item_id, send_cancellations=True)
+        [master] = await session.get_items(ActEntity.APPOINTMENT, [key.item_id])
+    assert master.deleted_occurrences == (second,)
+
+
 async def test_an_occurrence_the_series_lacks_fails_that_item(open_session: Open) -> None:
     first = datetime(2026, 5, 4, 10, 0, tzinfo=BERLIN)
     daily = Recurrence(kind=RecurrenceKind.DAILY, start_date=first.date(), count=3)
