@@ -173,10 +173,16 @@ class ActRecord:
 
 @attrs.frozen(kw_only=True)
 class ExchangeItemKey:
-    """An Exchange item id with the change key of the version last read or written."""
+    """An Exchange item id with the change key of the version last read or written.
+
+    With ``original_start`` the key names an occurrence of the recurring master ``item_id``:
+    the one that starts (or started, before it was moved) at that time. Updating it turns
+    the occurrence into an exception, whose own key comes back.
+    """
 
     item_id: str
     change_key: str
+    original_start: datetime | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -184,8 +190,9 @@ class ExchangeItem:
     """A calendar item, contact or task in a user's Exchange mailbox.
 
     ``organizer`` is a calendar item's organizer address; a recurring master carries
-    ``fields["recurrence"]``, and an exception is an item of its own with ``series_id`` (the
-    master's item id) and ``original_start``.
+    ``fields["recurrence"]`` and the original starts of the occurrences deleted from the
+    series (``deleted_occurrences``), and an exception is an item of its own with
+    ``series_id`` (the master's item id) and ``original_start``.
     """
 
     entity: ActEntity
@@ -195,6 +202,7 @@ class ExchangeItem:
     organizer: str | None = None
     series_id: str | None = None
     original_start: datetime | None = None
+    deleted_occurrences: tuple[datetime, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

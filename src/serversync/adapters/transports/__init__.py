@@ -8,10 +8,12 @@ from serversync.adapters.transports.smtp import SmtpTransport
 
 if TYPE_CHECKING:
     from serversync.adapters.transports.ews import (
+        ACT_FIELDS,
         EXCHANGE_SERVER_TYPES,
         TRACKED_CATEGORY,
         UNDELIVERABLE_CATEGORY,
         UNDELIVERABLE_FOLDER,
+        EwsActTransport,
         EwsIncomingTransport,
         EwsOutgoingTransport,
         EwsStats,
@@ -19,10 +21,12 @@ if TYPE_CHECKING:
     )
 
 __all__: list[str] = [
+    "ACT_FIELDS",
     "EXCHANGE_SERVER_TYPES",
     "TRACKED_CATEGORY",
     "UNDELIVERABLE_CATEGORY",
     "UNDELIVERABLE_FOLDER",
+    "EwsActTransport",
     "EwsIncomingTransport",
     "EwsOutgoingTransport",
     "EwsStats",
@@ -36,10 +40,12 @@ __all__: list[str] = [
 
 _EWS_NAMES = frozenset(
     {
+        "ACT_FIELDS",
         "EXCHANGE_SERVER_TYPES",
         "TRACKED_CATEGORY",
         "UNDELIVERABLE_CATEGORY",
         "UNDELIVERABLE_FOLDER",
+        "EwsActTransport",
         "EwsIncomingTransport",
         "EwsOutgoingTransport",
         "EwsStats",

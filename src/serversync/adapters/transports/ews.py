@@ -2,7 +2,8 @@
 
 :class:`EwsTransport` holds both halves, sharing their settings and statistics:
 ``EwsTransport().incoming`` reads mail (:class:`EwsIncomingTransport`) and
-``EwsTransport().outgoing`` sends it (:class:`EwsOutgoingTransport`).
+``EwsTransport().outgoing`` sends it (:class:`EwsOutgoingTransport`), and
+``EwsTransport().act`` syncs appointments, contacts and tasks (:class:`EwsActTransport`).
 
 - **Connection.** The profile endpoint's ``host`` is the EWS URL
   (``https://mail.contoso.com/EWS/Exchange.asmx``) or a host name, served at
@@ -19,6 +20,10 @@
   Undeliverable folder under the Inbox. Folders are tracked by their EWS id.
 - **Sending.** SendAndSaveCopy with the composed MIME; before each send, Sent Items is asked
   for the Message-ID so that a retry after an uncertain attempt never sends twice.
+- **Appointments, contacts and tasks.** The default Calendar, Contacts and Tasks folders,
+  through SyncFolderItems and GetItem; writes carry the change key last read
+  (ConflictResolution NeverOverwrite) and send no meeting invitations. The connection is the
+  incoming one: its server, authentication and ``incoming_use_impersonation``.
 - **Threads.** exchangelib blocks: each open session has one worker thread that runs its
   calls in order, each under its :class:`~serversync.settings.Timeouts` deadline.
 - **Errors.** exchangelib retries nothing (fail-fast); its errors become
@@ -34,6 +39,8 @@ from datetime import UTC, datetime
 from typing import Final, final
 
 from serversync.adapters._ports_docs import documented_by
+from serversync.adapters.transports._ews_act import EwsActSession, open_act_session
+from serversync.adapters.transports._ews_act_fields import FIELDS
 from serversync.adapters.transports._ews_connection import (
     EwsConnection,
     EwsLogin,
@@ -59,13 +66,17 @@ from serversync.ports import (
     OutgoingMailSession,
     OutgoingMailTransport,
 )
+from serversync.ports.act import ExchangeItemsSession, ExchangeItemsTransport
 from serversync.settings import Timeouts
 
 __all__ = [
+    "ACT_FIELDS",
     "EXCHANGE_SERVER_TYPES",
     "TRACKED_CATEGORY",
     "UNDELIVERABLE_CATEGORY",
     "UNDELIVERABLE_FOLDER",
+    "EwsActSession",
+    "EwsActTransport",
     "EwsIncomingTransport",
     "EwsOutgoingTransport",
     "EwsStats",
@@ -78,6 +89,9 @@ EXCHANGE_SERVER_TYPES: Final = (
     ServerType.EXCHANGE_ONLINE_HYBRID,
 )
 """The server types the EWS transports serve."""
+ACT_FIELDS: Final = FIELDS
+"""The fields :class:`EwsActTransport` reads and writes, per entity (``subject``,
+``start``, ``email1``...)."""
 TRACKED_CATEGORY: Final = "ServerSync Tracked"
 """The category given to a message once it is stored (or found to be a duplicate)."""
 UNDELIVERABLE_CATEGORY: Final = "ServerSync Undeliverable"
@@ -220,10 +234,46 @@ class EwsOutgoingTransport:
 
 
 @final
+@documented_by(ExchangeItemsTransport)
+class EwsActTransport:
+    """Syncs appointments, contacts and tasks over EWS; one instance serves every Exchange
+    mailbox.
+
+    The session connects like the incoming transport: the profile's incoming server (the EWS
+    URL), incoming authentication, and ``incoming_use_impersonation`` (the profile has no
+    impersonation setting of its own for ACT; one service account with impersonation is how
+    Dynamics serves ACT for every mailbox). ``timeouts`` bounds connecting (``connect``),
+    reads (``fetch``) and writes (``command``).
+    """
+
+    def __init__(self, *, timeouts: Timeouts | None = None, stats: EwsStats | None = None) -> None:
+        self._timeouts = timeouts or Timeouts()
+        self.stats = stats if stats is not None else EwsStats()
+
+    @asynccontextmanager
+    async def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AsyncIterator[ExchangeItemsSession]:
+        login = _login(
+            mailbox,
+            profile.incoming,
+            credentials,
+            direction="incoming",
+            authentication=profile.incoming_authentication,
+            impersonation=profile.incoming_use_impersonation,
+        )
+        async with open_act_session(
+            login, mailbox_id=mailbox.id, timeouts=self._timeouts, stats=self.stats
+        ) as session:
+            yield session
+
+
+@final
 class EwsTransport:
     """Both EWS transports with one set of settings and one :class:`EwsStats`.
 
-    Register ``incoming`` and ``outgoing`` for the Exchange server types::
+    Register ``incoming`` and ``outgoing`` for the Exchange server types (``act`` serves
+    appointments, contacts and tasks)::
 
         ews = EwsTransport(timeouts=settings.timeouts)
         transports = Transports.by_server_type(
@@ -258,3 +308,6 @@ class EwsTransport:
             reconcile_sent_items=reconcile_sent_items,
         )
         """Sends mail (an :class:`~serversync.ports.OutgoingMailTransport`)."""
+        self.act = EwsActTransport(timeouts=timeouts, stats=self.stats)
+        """Syncs appointments, contacts and tasks (an
+        :class:`~serversync.ports.act.ExchangeItemsTransport`)."""

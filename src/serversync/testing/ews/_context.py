@@ -100,12 +100,29 @@ class OperationContext:
         return out
 
     def item(self, elem: ET.Element) -> Item:
-        """The item a ``t:ItemId`` names."""
+        """The item a ``t:ItemId`` names, the occurrence of a ``t:OccurrenceItemId``
+        (master id and 1-based index), or the master of a ``t:RecurringMasterItemId``."""
         kind = local_name(elem.tag)
+        if kind == "OccurrenceItemId":
+            master = self._stored(elem.get("RecurringMasterId", ""))
+            try:
+                index = int(elem.get("InstanceIndex", ""))
+            except ValueError:
+                raise EwsError(
+                    "ErrorInvalidIdMalformed", "InstanceIndex is not a number."
+                ) from None
+            return self.store.occurrence(master, index)
+        if kind == "RecurringMasterItemId":
+            occurrence = self._stored(elem.get("OccurrenceId", ""))
+            if occurrence.master_id is None:
+                raise EwsError("ErrorItemNotFound", "The specified object is not an occurrence.")
+            return self._stored(occurrence.master_id)
         if kind != "ItemId":
-            # OccurrenceItemId, RecurringMasterItemId: occurrences are not expanded.
             raise EwsError("ErrorInvalidOperation", f"The EWS test server does not support {kind}.")
-        item = self.store.item(elem.get("Id", ""))
+        return self._stored(elem.get("Id", ""))
+
+    def _stored(self, item_id: str) -> Item:
+        item = self.store.item(item_id)
         if item is None:
             raise EwsError("ErrorItemNotFound", "The specified object was not found in the store.")
         self.check_access(self.store.mailboxes[item.mailbox])

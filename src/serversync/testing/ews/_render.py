@@ -10,7 +10,9 @@ from collections.abc import Callable
 import attrs
 
 from serversync.testing.ews._mime import addresses_in, mime_from_props
+from serversync.testing.ews._recurrence import occurrence
 from serversync.testing.ews._schema import (
+    CALENDAR,
     FOLDER_ELEMENT_FOR_CLASS,
     INDEXED_CONTAINERS,
     ITEM_CLASS_FOR_KIND,
@@ -176,6 +178,8 @@ def render_item(
             "Size", str(sum(len(ET.tostring(e)) for e in item.props.values()))
         )
 
+    if item.kind == CALENDAR and item.text("CalendarItemType") == "RecurringMaster":
+        computed.update(_series(item, mailbox))
     names = set(item.props) | set(computed)
     for name in sorted(names, key=lambda n: (order_key(item.kind, n), n)):
         if name == "MimeContent":
@@ -196,6 +200,39 @@ def render_item(
             elem = _attachments(elem)
         out.append(elem)
     return t(item.kind, children=out)
+
+
+def _series(master: Item, mailbox: Mailbox) -> dict[str, Callable[[], ET.Element]]:
+    """A master's ModifiedOccurrences and DeletedOccurrences, when it has any."""
+    out: dict[str, Callable[[], ET.Element]] = {}
+    exceptions = [o for o in mailbox.occurrences_of(master.id) if o.is_exception]
+    if exceptions:
+        out["ModifiedOccurrences"] = lambda: t(
+            "ModifiedOccurrences",
+            children=[
+                t(
+                    "Occurrence",
+                    children=[
+                        t("ItemId", attrs={"Id": o.id, "ChangeKey": o.changekey}),
+                        t("Start", o.text("Start")),
+                        t("End", o.text("End")),
+                        t("OriginalStart", o.text("OriginalStart")),
+                    ],
+                )
+                for o in exceptions
+            ],
+        )
+    starts = [occurrence(master.props, i) for i in sorted(master.deleted_occurrences)]
+    if starts:
+        out["DeletedOccurrences"] = lambda: t(
+            "DeletedOccurrences",
+            children=[
+                t("DeletedOccurrence", children=[t("Start", xml_datetime(when[0]))])
+                for when in starts
+                if when is not None
+            ],
+        )
+    return out
 
 
 def render_folder(folder: Folder, mailbox: Mailbox, shape: Shape) -> ET.Element:

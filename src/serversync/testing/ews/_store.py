@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import enum
 import itertools
 import json
@@ -26,8 +27,14 @@ from datetime import datetime
 
 import attrs
 
+from serversync.testing.ews._recurrence import occurrence as occurrence_times
 from serversync.testing.ews._schema import DISTINGUISHED_FOLDERS
-from serversync.testing.ews._xml import EwsError
+from serversync.testing.ews._xml import EwsError, t, xml_datetime
+
+# What only a series master carries; its occurrences have a Start and End of their own.
+_SERIES_ONLY = frozenset(
+    {"Recurrence", "FirstOccurrence", "LastOccurrence", "ModifiedOccurrences", "DeletedOccurrences"}
+)
 
 __all__ = [
     "Change",
@@ -97,10 +104,22 @@ class Item:
     mime: bytes | None = None
     version: int = 1
     prop_versions: dict[str, int] = attrs.field(factory=dict)
+    master_id: str | None = None
+    """For an occurrence of a recurring series: the master's id. Occurrences live beside
+    the master, outside the folder's item list and change log, as in Exchange."""
+    instance_index: int | None = None
+    """For an occurrence: its 1-based index in the series."""
+    deleted_occurrences: set[int] = attrs.field(factory=set)
+    """For a recurring master: the indexes of the occurrences deleted from the series."""
 
     @property
     def changekey(self) -> str:
         return _changekey(self.id, self.version)
+
+    @property
+    def is_exception(self) -> bool:
+        """An occurrence changed on its own (CalendarItemType Exception)."""
+        return self.master_id is not None and self.text("CalendarItemType") == "Exception"
 
     def text(self, name: str, default: str = "") -> str:
         elem = self.props.get(name)
@@ -153,7 +172,14 @@ class Mailbox:
         return out
 
     def items_in(self, folder_id: str) -> list[Item]:
-        return [i for i in self.items.values() if i.folder_id == folder_id]
+        """The folder's items: occurrences are not among them (a calendar view expands
+        them, FindItem and SyncFolderItems list the master)."""
+        return [i for i in self.items.values() if i.folder_id == folder_id and not i.master_id]
+
+    def occurrences_of(self, master_id: str) -> list[Item]:
+        """The occurrences of a series that have an id so far, by index."""
+        found = [i for i in self.items.values() if i.master_id == master_id]
+        return sorted(found, key=lambda i: i.instance_index or 0)
 
 
 @attrs.define(eq=False)
@@ -420,13 +446,19 @@ class ExchangeStore:
         return item
 
     def touch_item(self, item: Item, changed: Iterable[str]) -> None:
-        """Record a change of ``changed`` properties: new change key, one log entry."""
+        """Record a change of ``changed`` properties: new change key, one log entry.
+
+        An occurrence is stored in its master, as in Exchange: the master changes with it.
+        """
         names = set(changed)
         item.version += 1
         item.modified = self.now()
         for name in names:
             item.prop_versions[name] = item.version
         mailbox = self.mailboxes[item.mailbox]
+        if item.master_id is not None:
+            self.touch_item(mailbox.items[item.master_id], {"ModifiedOccurrences"})
+            return
         kind = ChangeKind.READ_FLAG if names == {"IsRead"} else ChangeKind.UPDATE
         mailbox.folders[item.folder_id].log.append(Change(mailbox.next_seq(), kind, item.id))
 
@@ -436,6 +468,8 @@ class ExchangeStore:
         mailbox = self.mailboxes[item.mailbox]
         old_folder = mailbox.folders[item.folder_id]
         old_folder.log.append(Change(mailbox.next_seq(), ChangeKind.DELETE, item.id))
+        for stale in mailbox.occurrences_of(item.id):
+            self._forget(stale)
         del mailbox.items[item.id]
         del self._item_owner[item.id]
         item.id = _new_id(b"SSI")
@@ -448,11 +482,92 @@ class ExchangeStore:
         return item
 
     def remove_item(self, item: Item) -> None:
+        """Delete an item; an occurrence is deleted from its series (DeletedOccurrences)."""
         mailbox = self.mailboxes[item.mailbox]
+        if item.master_id is not None and item.instance_index is not None:
+            master = mailbox.items[item.master_id]
+            master.deleted_occurrences.add(item.instance_index)
+            self._forget(item)
+            self.touch_item(master, {"DeletedOccurrences"})
+            return
+        for stale in mailbox.occurrences_of(item.id):
+            self._forget(stale)
         folder = mailbox.folders[item.folder_id]
         folder.log.append(Change(mailbox.next_seq(), ChangeKind.DELETE, item.id))
         del mailbox.items[item.id]
         del self._item_owner[item.id]
+
+    def _forget(self, item: Item) -> None:
+        """Drop an item without a trace in any change log (an occurrence)."""
+        del self.mailboxes[item.mailbox].items[item.id]
+        del self._item_owner[item.id]
+
+    # -- recurring series -----------------------------------------------------------------
+
+    def occurrence(self, master: Item, index: int) -> Item:
+        """Occurrence ``index`` of a recurring master, with an id of its own from the first
+        time it is asked for. Until it is changed on its own it follows the master."""
+        if master.text("CalendarItemType") != "RecurringMaster":
+            raise EwsError("ErrorItemNotFound", "The specified object is not a recurring master.")
+        if index in master.deleted_occurrences:
+            raise EwsError(
+                "ErrorCalendarOccurrenceIsDeletedFromRecurrence",
+                "The occurrence was deleted from the recurrence.",
+            )
+        mailbox = self.mailboxes[master.mailbox]
+        known = next(
+            (o for o in mailbox.occurrences_of(master.id) if o.instance_index == index), None
+        )
+        if known is not None and known.is_exception:
+            return known
+        when = occurrence_times(master.props, index)
+        if when is None:
+            raise EwsError(
+                "ErrorCalendarOccurrenceIndexIsOutOfRecurrenceRange",
+                "Occurrence index is out of recurrence range.",
+            )
+        props = {
+            name: copy.deepcopy(elem)
+            for name, elem in master.props.items()
+            if name not in _SERIES_ONLY
+        }
+        start, end = when
+        props["Start"] = t("Start", xml_datetime(start))
+        props["End"] = t("End", xml_datetime(end))
+        props["OriginalStart"] = t("OriginalStart", xml_datetime(start))
+        props["CalendarItemType"] = t("CalendarItemType", "Occurrence")
+        props["IsRecurring"] = t("IsRecurring", "true")
+        if known is not None:
+            known.props = props
+            return known
+        now = self.now()
+        item = Item(
+            id=_new_id(b"SSO"),
+            mailbox=master.mailbox,
+            folder_id=master.folder_id,
+            kind=master.kind,
+            props=props,
+            created=now,
+            received=now,
+            modified=now,
+            prop_versions=dict.fromkeys(props, 1),
+            master_id=master.id,
+            instance_index=index,
+        )
+        mailbox.items[item.id] = item
+        self._item_owner[item.id] = item.mailbox
+        return item
+
+    def has_series(self, master: Item) -> bool:
+        """Whether a master has occurrences with ids or deleted occurrences."""
+        mailbox = self.mailboxes[master.mailbox]
+        return bool(master.deleted_occurrences or mailbox.occurrences_of(master.id))
+
+    def reset_series(self, master: Item) -> None:
+        """A new pattern or start time: Exchange drops the exceptions and deletions."""
+        for item in self.mailboxes[master.mailbox].occurrences_of(master.id):
+            self._forget(item)
+        master.deleted_occurrences.clear()
 
     # -- sync states --------------------------------------------------------------------
 

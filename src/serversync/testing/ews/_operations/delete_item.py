@@ -1,5 +1,6 @@
 """DeleteItem: HardDelete, SoftDelete, or MoveToDeletedItems (the item moves to Deleted
-Items under a new id); an organizer's deleted meeting can send cancellations."""
+Items under a new id); an organizer's deleted meeting can send cancellations. Deleting an
+occurrence of a series removes it from the series."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ def handle(request: ET.Element, ctx: OperationContext) -> ET.Element:
             send_meeting_mail(ctx, item, cancellations, cancel=True)
         mailbox = ctx.mailbox_of(item)
         trash = mailbox.folders[mailbox.distinguished["deleteditems"]]
-        if how == "MoveToDeletedItems" and item.folder_id != trash.id:
+        if item.master_id is not None:
+            # An occurrence leaves its series (DeletedOccurrences); nothing moves.
+            ctx.store.remove_item(item)
+        elif how == "MoveToDeletedItems" and item.folder_id != trash.id:
             ctx.store.move_item(item, trash)
         else:
             ctx.store.remove_item(item)

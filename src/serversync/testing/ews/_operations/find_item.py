@@ -1,14 +1,16 @@
 """FindItem: the items of folders as summaries, filtered, sorted and paged; with a
-CalendarView, the calendar items that overlap a time window (occurrences of recurring
-items are not expanded)."""
+CalendarView, the calendar items that overlap a time window, recurring series expanded into
+their occurrences and exceptions."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from datetime import datetime
 
 from serversync.testing.ews._context import OperationContext
 from serversync.testing.ews._items import item_values
 from serversync.testing.ews._operations._common import child, response
+from serversync.testing.ews._recurrence import occurrences
 from serversync.testing.ews._render import parse_shape, render_item
 from serversync.testing.ews._restriction import matches, sort
 from serversync.testing.ews._schema import CALENDAR
@@ -36,7 +38,39 @@ def _overlaps(item: Item, view: ET.Element) -> bool:
     return (end is None or item_start < end) and (start is None or item_end > start)
 
 
-def _in_view(items: list[Item], request: ET.Element, mailbox: Mailbox) -> list[Item]:
+def _expand(items: list[Item], view: ET.Element, ctx: OperationContext) -> list[Item]:
+    """Single items, occurrences and exceptions in the window: a series is never listed
+    itself in a calendar view."""
+    end = parse_datetime(view.get("EndDate", ""))
+    out: list[Item] = []
+    for item in items:
+        if item.text("CalendarItemType") != "RecurringMaster":
+            out.append(item)
+            continue
+        mailbox = ctx.store.mailboxes[item.mailbox]
+        exceptions = {
+            o.instance_index: o for o in mailbox.occurrences_of(item.id) if o.is_exception
+        }
+        out += exceptions.values()
+        for index, when in occurrences(item.props):
+            if end is not None and when[0] >= end:
+                break
+            # Only occurrences in the window get ids: a long series stays cheap.
+            skip = index in exceptions or index in item.deleted_occurrences
+            if not skip and _overlaps_times(when, view):
+                out.append(ctx.store.occurrence(item, index))
+    return out
+
+
+def _overlaps_times(when: tuple[datetime, datetime], view: ET.Element) -> bool:
+    start = parse_datetime(view.get("StartDate", ""))
+    end = parse_datetime(view.get("EndDate", ""))
+    return (end is None or when[0] < end) and (start is None or when[1] > start)
+
+
+def _in_view(
+    items: list[Item], request: ET.Element, mailbox: Mailbox, ctx: OperationContext
+) -> list[Item]:
     restriction = child(request, "Restriction")
     if restriction is not None and len(restriction):
         expression = restriction[0]
@@ -47,7 +81,7 @@ def _in_view(items: list[Item], request: ET.Element, mailbox: Mailbox) -> list[I
         items = [i for i in items if matching(i)]
     calendar = child(request, "CalendarView")
     if calendar is not None:
-        items = [i for i in items if _overlaps(i, calendar)]
+        items = [i for i in _expand(items, calendar, ctx) if _overlaps(i, calendar)]
         return sorted(items, key=lambda i: i.text("Start"))
     # Without a sort order Exchange lists the newest first.
     items = sorted(items, key=lambda i: (i.received, i.created), reverse=True)
@@ -66,7 +100,7 @@ def handle(request: ET.Element, ctx: OperationContext) -> ET.Element:
             continue
         mailbox = ctx.store.mailbox_of_folder(folder)
         try:
-            found = _in_view(mailbox.items_in(folder.id), request, mailbox)
+            found = _in_view(mailbox.items_in(folder.id), request, mailbox, ctx)
         except EwsError as error:
             messages.append(error_message(OPERATION, error))
             continue

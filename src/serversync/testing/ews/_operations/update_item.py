@@ -48,6 +48,9 @@ def _client_version(item: Item, id_elem: ET.Element) -> int | None:
     changekey = id_elem.get("ChangeKey")
     if not changekey:
         return None
+    if local_name(id_elem.tag) == "OccurrenceItemId":
+        # The change key is the master's: it guards the series, not the occurrence.
+        return None
     version = changekey_version(item.id, changekey)
     if version is None or version > item.version:
         raise EwsError("ErrorInvalidChangeKey", "The change key is invalid.")
@@ -81,6 +84,11 @@ def _update_one(
     mailbox = ctx.mailbox_of(item)
     if changed:
         after_update(item, changed, ctx.store.now())
+        if item.master_id is not None:
+            # Changed on its own, an occurrence no longer follows its master.
+            item.props["CalendarItemType"] = t("CalendarItemType", "Exception")
+        elif changed & {"Recurrence", "Start", "StartTimeZone"} and ctx.store.has_series(item):
+            ctx.store.reset_series(item)
         ctx.store.touch_item(item, changed)
         if "Attachments" in changed:
             assign_attachment_ids(item)
