@@ -6,6 +6,7 @@ from serversync.ports.clock import Clock
 from serversync.ports.credentials import CredentialProvider
 from serversync.ports.events import SyncObserver
 from serversync.ports.permissions import SendAsPolicy
+from serversync.ports.push import PushHint, PushHintSource
 from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
 from serversync.ports.storage import (
     CheckpointRepository,
@@ -41,6 +42,8 @@ __all__ = [
     "MailboxRepository",
     "OutgoingMailSession",
     "OutgoingMailTransport",
+    "PushHint",
+    "PushHintSource",
     "QuarantineRepository",
     "RecordDirectory",
     "Reject",
