@@ -26,7 +26,7 @@ from serversync import (
     Workload,
 )
 from serversync.testing import InMemoryWorld, a_profile, an_email
-from tests.unit.engine_support import wait_for
+from tests.unit.engine_support import Recorder, wait_for
 
 ALICE = "alice@contoso.example"
 BOB = "bob@contoso.example"
@@ -201,3 +201,19 @@ async def test_watches_are_bounded_per_profile_and_per_engine(
         for mailbox in await world.storage.list_mailboxes():
             (report,) = await engine.sync_mailbox(mailbox.id, workloads=[Workload.INCOMING])
             assert report.skip_reason is None, report
+
+
+async def test_a_push_does_not_cut_a_failure_back_off_short() -> None:
+    world = _world()
+    runs = Recorder()
+    # The cycle the watch's first hint starts fails: the workload backs off for 5 minutes.
+    world.server.faults.fail_next("list_new", ConnectionFailedError("connection reset"))
+    async with _running(world, observer=runs):
+        await wait_for(lambda: world.server.watching(ALICE) == 1)
+        await wait_for(lambda: any(r.error is not None for r in runs.runs))
+        ran = [r for r in runs.runs if r.workload is Workload.INCOMING and r.skip_reason is None]
+        world.deliver(ALICE, _mail("waits for the back-off"))
+        await asyncio.sleep(0.5)
+        again = [r for r in runs.runs if r.workload is Workload.INCOMING and r.skip_reason is None]
+        assert again == ran, "no cycle during the back-off"
+        assert _subjects(world) == []

@@ -22,7 +22,7 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -204,6 +204,9 @@ class PushWatchers:
             del self._wakes[mailbox_id]
         for mailbox_id in [m for m in self._retry_at if m not in wanted]:
             del self._retry_at[mailbox_id]
+        # Profiles whose watch slots were all taken in this pass: their other mailboxes wait
+        # for a later pass instead of asking the store for each slot again.
+        full: set[ProfileId] = set()
         for mailbox_id, (mailbox, profile, source) in wanted.items():
             if len(self._watches) >= settings.max_watchers:
                 break
@@ -212,7 +215,10 @@ class PushWatchers:
             retry_at = self._retry_at.get(mailbox_id)
             if retry_at is not None and retry_at > now:
                 continue
-            await self._start(mailbox, profile, source)
+            if profile.id in full:
+                self._retry_at[mailbox_id] = now + self._retry_delay()
+            elif not await self._start(mailbox, profile, source):
+                full.add(profile.id)
 
     def _source(self, profile: EmailServerProfile) -> PushHintSource | None:
         # Typed as object: mypy takes the two protocols for disjoint and the test for dead code.
@@ -223,32 +229,45 @@ class PushWatchers:
         schedule = self._ctx.settings.schedule
         return (schedule.lease_duration * schedule.lease_renewal_fraction).total_seconds()
 
+    def _retry_delay(self) -> timedelta:
+        return self._ctx.settings.schedule.lease_duration / 3
+
+    def _share(self, profile: EmailServerProfile) -> int:
+        """How many of the profile's connection slots watches may hold."""
+        share = self._ctx.settings.push.profile_connection_share
+        return int(profile.max_concurrent_connections * share)
+
     async def _start(
         self, mailbox: Mailbox, profile: EmailServerProfile, source: PushHintSource
-    ) -> None:
+    ) -> bool:
+        """Start watching ``mailbox`` unless another engine does; ``False`` when the profile
+        has no watch slot free."""
         ctx = self._ctx
         repos = ctx.repositories
         now = ctx.clock.now()
+        self._retry_at[mailbox.id] = now + self._retry_delay()
+        if self._share(profile) == 0:
+            return False
         until = now + ctx.settings.schedule.lease_duration
         key = watch_lease_key(mailbox.id)
-        self._retry_at[mailbox.id] = now + ctx.settings.schedule.lease_duration / 3
         taken = await ctx.storage(
             repos.try_acquire_lease(key, owner=ctx.engine_id, now=now, until=until),
             "taking the push lease",
         )
         if not taken:
-            return  # another engine watches it
+            return True  # another engine watches it
         slot = await self._take_slot(profile, key, now=now, until=until)
         if slot is None:
             await ctx.storage(
                 repos.release_lease(key, owner=ctx.engine_id), "releasing the push lease"
             )
-            return
+            return False
         del self._retry_at[mailbox.id]
         watch = _Watch(mailbox=mailbox, profile=profile, source=source, slot=slot, until=until)
         self._watches[mailbox.id] = watch
         assert self._group is not None
         watch.task = self._group.create_task(self._guarded(watch), name=f"push {mailbox.id}")
+        return True
 
     def _slot_owner(self, key: str) -> str:
         return f"{self._ctx.engine_id}|{key}"
@@ -259,7 +278,7 @@ class PushWatchers:
         """One of the slots of the profile's connections that watches may hold, or ``None``."""
         ctx = self._ctx
         size = profile.max_concurrent_connections
-        share = int(size * ctx.settings.push.profile_connection_share)
+        share = self._share(profile)
         owner = self._slot_owner(key)
         start = int.from_bytes(hashlib.sha256(owner.encode()).digest()[:4], "big")
         for n in range(share):
