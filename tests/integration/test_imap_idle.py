@@ -39,12 +39,14 @@ from serversync.model import (
     OutgoingDeliveryMethod,
     ProfileId,
     Secret,
+    ServerEndpoint,
     ServerType,
     TlsMode,
 )
 from serversync.testing import InMemoryDirectory, InMemoryStorage, a_mailbox, a_profile, a_user
 from serversync.testing import an_email as _an_email
 from tests.integration.dovecot import Dovecot, DovecotUser, TokenEndpoint, dovecot_binary
+from tests.reliability.proxy import Action, Fault, FaultProxy, ImapStages
 
 pytestmark = pytest.mark.integration
 
@@ -107,17 +109,22 @@ class _World:
     push: PushSettings = _PUSH
     storage: InMemoryStorage = attrs.Factory(InMemoryStorage)
     directory: InMemoryDirectory = attrs.Factory(InMemoryDirectory)
-    watches: _Watches = attrs.Factory(lambda: _Watches(ImapTransport(timeouts=_TIMEOUTS)))
+    timeouts: Timeouts = _TIMEOUTS
+    watches: _Watches = attrs.Factory(
+        lambda self: _Watches(ImapTransport(timeouts=self.timeouts)), takes_self=True
+    )
     credentials: dict[str, Credentials] = attrs.Factory(dict)
 
-    def add_mailbox(self, *, password: str | None = None) -> tuple[Mailbox, DovecotUser]:
+    def add_mailbox(
+        self, *, password: str | None = None, endpoint: ServerEndpoint | None = None
+    ) -> tuple[Mailbox, DovecotUser]:
         user = self.dovecot.add_user()
         record = a_user(user.address, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
         self.directory.add(record)
         profile = a_profile(
             id=ProfileId(f"profile:{user.address}"),
             server_type=ServerType.IMAP_SMTP,
-            incoming=self.dovecot.endpoint("imap", TlsMode.IMPLICIT),
+            incoming=endpoint or self.dovecot.endpoint("imap", TlsMode.IMPLICIT),
         )
         self.storage.add_profile(profile)
         mailbox = a_mailbox(
@@ -140,7 +147,7 @@ class _World:
                 incoming={ServerType.IMAP_SMTP: self.watches}, outgoing={}
             ),
             credentials=MappingCredentials(by_mailbox=self.credentials),  # type: ignore[arg-type]
-            settings=SyncSettings(schedule=_SCHEDULE, timeouts=_TIMEOUTS, push=self.push),
+            settings=SyncSettings(schedule=_SCHEDULE, timeouts=self.timeouts, push=self.push),
         )
 
     @asynccontextmanager
@@ -258,6 +265,36 @@ async def test_a_refused_login_stops_the_watch(dovecot: Dovecot) -> None:
     assert state is not None
     assert state.last_error is not None
     assert state.last_error.error_type == "AuthenticationError"
+
+
+class _IdleStages(ImapStages):
+    """IMAP stages, and ``done``: the DONE that ends an IDLE."""
+
+    def client_line(self, line: bytes) -> tuple[str, bool] | None:
+        if line.strip().upper() == b"DONE":
+            return "done", False
+        return super().client_line(line)
+
+
+async def test_an_unanswered_idle_reissue_counts_as_a_dead_connection(dovecot: Dovecot) -> None:
+    async with FaultProxy(dovecot.imap_port, _IdleStages) as proxy:
+        world = _World(
+            dovecot,
+            push=attrs.evolve(_PUSH, refresh_every=timedelta(seconds=0.5)),
+            timeouts=attrs.evolve(_TIMEOUTS, command=timedelta(seconds=1)),
+        )
+        endpoint = ServerEndpoint(host="127.0.0.1", port=proxy.port, tls=TlsMode.NONE)
+        _, user = world.add_mailbox(endpoint=endpoint)
+        async with world.running():
+            await _settled(world)
+            # The next DONE reaches the server, and then the connection goes silent.
+            proxy.arm(Fault("done", Action.STALL))
+            await _wait_for(lambda: len(world.watches.ended) == 1, seconds=5)
+            assert type(world.watches.ended[0]).__name__ == "OperationTimeoutError"
+            await _deliver(dovecot, user, "while the watch was dead")
+            await _wait_for(lambda: world.subjects() == ["while the watch was dead"], seconds=8)
+            assert world.watches.connects == 2
+        assert proxy.injected[("done", Action.STALL)] == 1
 
 
 class _DovecotWithoutIdle(Dovecot):
