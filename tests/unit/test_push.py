@@ -5,8 +5,8 @@ the mailbox, and watches are shared out between engines and bounded per profile.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 
 import attrs
@@ -15,18 +15,25 @@ import pytest
 from serversync import (
     AuthenticationError,
     ConnectionFailedError,
+    Credentials,
+    EmailServerProfile,
     ErrorRecord,
     IncomingFilteringMethod,
+    IncomingMailSession,
+    Mailbox,
     MailboxId,
+    PushHint,
     PushSettings,
     Schedule,
+    ServerType,
     SyncEngine,
     SyncSettings,
     SystemClock,
+    Transports,
     Workload,
 )
-from serversync.testing import InMemoryWorld, a_profile, an_email
-from tests.unit.engine_support import Recorder, wait_for
+from serversync.testing import InMemoryIncomingTransport, InMemoryWorld, a_profile, an_email
+from tests.unit.engine_support import Gate, Recorder, SlowServer, wait_for
 
 ALICE = "alice@contoso.example"
 BOB = "bob@contoso.example"
@@ -217,3 +224,47 @@ async def test_a_push_does_not_cut_a_failure_back_off_short() -> None:
         again = [r for r in runs.runs if r.workload is Workload.INCOMING and r.skip_reason is None]
         assert again == ran, "no cycle during the back-off"
         assert _subjects(world) == []
+
+
+class _GatedWithPush:
+    """The slow server's incoming transport (fetches wait for a gate), with the in-memory
+    server's push watches."""
+
+    def __init__(self, slow: SlowServer) -> None:
+        self._opener = slow.transports().incoming[ServerType.IMAP_SMTP]
+        self._watcher = InMemoryIncomingTransport(slow.world.server)
+
+    def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AbstractAsyncContextManager[IncomingMailSession]:
+        return self._opener.open(mailbox, profile, credentials)
+
+    async def watch(
+        self,
+        mailbox: Mailbox,
+        profile: EmailServerProfile,
+        credentials: Credentials | None,
+        *,
+        hint: Callable[[PushHint], None],
+        refresh_every: timedelta,
+    ) -> None:
+        await self._watcher.watch(
+            mailbox, profile, credentials, hint=hint, refresh_every=refresh_every
+        )
+
+
+async def test_a_push_during_a_cycle_runs_the_mailbox_again_after_it() -> None:
+    world = _world()
+    slow = SlowServer(world)
+    transports = Transports.for_all(
+        incoming=_GatedWithPush(slow), outgoing=slow.transports().outgoing[ServerType.IMAP_SMTP]
+    )
+    async with _running(world, transports=transports):
+        await wait_for(lambda: world.server.watching(ALICE) == 1)
+        await asyncio.sleep(0.2)  # the cycle the watch's first hint asked for
+        gate = slow.fetch_gate = Gate()
+        world.deliver(ALICE, _mail("first"))
+        await wait_for(gate.reached.is_set)  # the cycle listed "first" and fetches it
+        world.deliver(ALICE, _mail("second"))  # too late for that cycle's listing
+        gate.opened.set()
+        await wait_for(lambda: _subjects(world) == ["first", "second"], seconds=2)
