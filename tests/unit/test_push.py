@@ -268,3 +268,18 @@ async def test_a_push_during_a_cycle_runs_the_mailbox_again_after_it() -> None:
         world.deliver(ALICE, _mail("second"))  # too late for that cycle's listing
         gate.opened.set()
         await wait_for(lambda: _subjects(world) == ["first", "second"], seconds=2)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"refresh_every": timedelta(minutes=30)},
+        {"refresh_every": timedelta(0)},
+        {"reconnect_min": timedelta(minutes=10)},
+        {"profile_connection_share": 1.0},
+        {"max_watchers": -1},
+    ],
+)
+def test_inconsistent_push_settings_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - attrs validators raise plain ValueError
+        PushSettings(**fields)  # type: ignore[arg-type]
