@@ -61,6 +61,8 @@ class Config:
     store_repeats: int
     rss_sizes: tuple[int, ...]
     ews_messages: int
+    push_messages: int
+    push_gap: tuple[float, float]
     seed: int = 1
 
     @classmethod
@@ -87,6 +89,8 @@ class Config:
             store_repeats=5,
             rss_sizes=(1_000, 10_000, 100_000),
             ews_messages=400,
+            push_messages=60,
+            push_gap=(0.2, 1.5),
         )
 
     @classmethod
@@ -113,6 +117,8 @@ class Config:
             store_repeats=1,
             rss_sizes=(100, 500),
             ews_messages=50,
+            push_messages=10,
+            push_gap=(0.1, 0.5),
         )
 
 
@@ -127,6 +133,7 @@ class Bench:
     E2E_USER = "e2e@contoso.example"
     E2E_SQL_USER = "e2e-sql@contoso.example"
     POP3_USER = "pop@contoso.example"
+    PUSH_USER = "push@contoso.example"
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -160,6 +167,7 @@ class Bench:
             self.E2E_USER,
             self.E2E_SQL_USER,
             self.POP3_USER,
+            self.PUSH_USER,
             *self.idle_users(),
         ]
         for backend in ("sqlite", "postgresql"):

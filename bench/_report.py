@@ -31,6 +31,12 @@ def _side(result: Result, figure: Figure) -> str:
                 f"{figure.extra['cpu_percent_measured']:,.1f} % CPU"
             )
         return text
+    if result.id == "idle_push_latency":
+        extra = figure.extra
+        return (
+            f"p95 {extra['p95_ms']:,.0f} ms, median {extra['p50_ms']:,.0f} ms, "
+            f"max {extra['max_ms']:,.0f} ms ({figure.items} messages)"
+        )
     if result.id.startswith("store_scale"):
         return f"{figure.label}: {figure.median_seconds:,.2f} s/cycle"
     if result.id == "peak_rss":
@@ -43,6 +49,8 @@ def _side(result: Result, figure: Figure) -> str:
 def _value(result: Result) -> str:
     if result.unit.startswith("CPU %"):
         return f"{result.value:,.1f} % of a core (×{result.ratio:,.1f} bare CPU/poll)"
+    if result.unit.startswith("seconds"):
+        return f"{result.value:,.2f} s (×{result.ratio:,.1f} the bare push)"
     return f"{result.value:,.2f}×"
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "Limits",
     "LoopGuardSettings",
     "OrganizationSettings",
+    "PushSettings",
     "RetryPolicy",
     "Schedule",
     "SmartMatchingSettings",
@@ -136,6 +137,39 @@ class Schedule:
             raise ValueError("act_max_interval is shorter than act_min_interval")
         if self.act_max_interval_with_incoming < self.act_min_interval:
             raise ValueError("act_max_interval_with_incoming is shorter than act_min_interval")
+
+
+@attrs.frozen(kw_only=True)
+class PushSettings:
+    """Push hints in :meth:`~serversync.SyncEngine.run_forever` (IMAP IDLE).
+
+    Where the profile's incoming transport offers push
+    (:class:`~serversync.ports.PushHintSource`), the engine keeps one watch per mailbox
+    whose incoming workload may run, and a push makes that workload due now; polling goes
+    on as before, so a missed push only costs latency. ``enabled=False`` turns push off.
+
+    The watch is renewed on the server every ``refresh_every``, at most 29 minutes (IMAP
+    servers may drop an IDLE after 30, RFC 2177); a renewal not answered within
+    ``Timeouts.command`` counts as a dead connection. After a failed connection the engine
+    reconnects after ``reconnect_min``, doubling up to ``reconnect_max`` while failures go
+    on. One engine keeps at most ``max_watchers`` watches, and the watches of one profile,
+    across engines, hold at most ``profile_connection_share`` of its
+    ``max_concurrent_connections`` (rounded down), so polling always keeps the rest.
+    """
+
+    enabled: bool = True
+    refresh_every: timedelta = attrs.field(
+        default=timedelta(minutes=25),
+        validator=[_positive, attrs.validators.le(timedelta(minutes=29))],
+    )
+    reconnect_min: timedelta = attrs.field(default=timedelta(seconds=1), validator=_positive)
+    reconnect_max: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    max_watchers: int = attrs.field(default=100, validator=attrs.validators.ge(0))
+    profile_connection_share: float = attrs.field(default=0.5, validator=_fraction)
+
+    def __attrs_post_init__(self) -> None:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max is shorter than reconnect_min")
 
 
 @attrs.frozen(kw_only=True)
@@ -357,5 +391,6 @@ class SyncSettings:
     retry: RetryPolicy = attrs.Factory(RetryPolicy)
     schedule: Schedule = attrs.Factory(Schedule)
     alerts: AlertSettings = attrs.Factory(AlertSettings)
+    push: PushSettings = attrs.Factory(PushSettings)
     organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
     message_id_domain: str | None = None

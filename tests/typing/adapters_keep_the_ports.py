@@ -8,9 +8,16 @@ compare each one with its port structurally instead.
 from __future__ import annotations
 
 from serversync import MappingCredentials, ReferencedCredentials
-from serversync.ports import CredentialProvider, RecordCreator, RecordDirectory, Repositories
+from serversync.adapters.transports import ImapTransport
+from serversync.ports import (
+    CredentialProvider,
+    PushHintSource,
+    RecordCreator,
+    RecordDirectory,
+    Repositories,
+)
 from serversync.sql import SqlCredentials, SqlDirectory, SqlStorage
-from serversync.testing import InMemoryDirectory, InMemoryStorage
+from serversync.testing import InMemoryDirectory, InMemoryIncomingTransport, InMemoryStorage
 
 
 def in_memory_storage(adapter: InMemoryStorage) -> Repositories:
@@ -46,4 +53,12 @@ def referenced_credentials(adapter: ReferencedCredentials) -> CredentialProvider
 
 
 def sql_credentials(adapter: SqlCredentials) -> CredentialProvider:
+    return adapter
+
+
+def imap_push(adapter: ImapTransport) -> PushHintSource:
+    return adapter
+
+
+def in_memory_push(adapter: InMemoryIncomingTransport) -> PushHintSource:
     return adapter

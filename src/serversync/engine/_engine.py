@@ -62,6 +62,7 @@ from ._leases import LeaseKeeper, acquire_connection_slot, lease_key
 from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
 from ._outgoing import OutgoingPipeline
+from ._push import PushWatchers
 from ._quarantine import discard_quarantined, list_quarantine, retry_quarantined
 from ._system_clock import SystemClock
 from ._transports import Transports
@@ -138,6 +139,7 @@ class SyncEngine:
         self._profile_slots: dict[ProfileId, asyncio.Semaphore] = {}
         self._profile_alerted: dict[ProfileId, datetime] = {}
         self._next_due: datetime | None = None
+        self._push = PushWatchers(self._ctx, stopping=lambda: self._stopping)
 
     @property
     def engine_id(self) -> str:
@@ -182,6 +184,7 @@ class SyncEngine:
         started = ctx.clock.now()
         mailboxes = await ctx.storage(ctx.repositories.list_mailboxes(), "listing mailboxes")
         run = await self._run(mailboxes, tuple(workloads), force=False)
+        await self._push.update(mailboxes, run.profiles)
         finished = ctx.clock.now()
         self._raise_profile_alerts(mailboxes, run, now=finished)
         # What run_forever waits for. Times already passed belong to workloads skipped for
@@ -328,11 +331,16 @@ class SyncEngine:
 
     async def run_forever(self, *, stop: asyncio.Event | None = None) -> None:
         """Call :meth:`run_once` until ``stop`` is set (or the task is cancelled), pausing
-        until the next workload is due, at most ``Schedule.idle_sleep``."""
+        until the next workload is due, at most ``Schedule.idle_sleep``.
+
+        Mailboxes whose incoming transport offers push (IMAP IDLE) are watched meanwhile
+        (see :class:`~serversync.settings.PushSettings`); a push ends the pause and runs the
+        mailbox's incoming workload at once."""
         self._require_open()
         watcher = asyncio.ensure_future(self._stop_when(stop)) if stop is not None else None
         try:
-            await self._loop(stop)
+            async with self._push.running():
+                await self._loop(stop)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -346,22 +354,24 @@ class SyncEngine:
     async def _loop(self, stop: asyncio.Event | None) -> None:
         while not self._stopping and (stop is None or not stop.is_set()):
             self._next_due = None
+            self._push.woken.clear()  # wakes from here on end the pause below
             try:
                 await self.run_once()
             except Exception:
                 # Mailbox failures never get here; this is the store failing while listing
                 # mailboxes. Keep the loop alive and try again after the idle pause.
                 logger.exception("a run failed before it could start its mailboxes")
-            idle = self._pause()
-            if stop is None:
-                await self._ctx.clock.sleep(idle)
-                continue
-            sleeper = asyncio.ensure_future(self._ctx.clock.sleep(idle))
-            waiter = asyncio.ensure_future(stop.wait())
+            idle = self._push.pause(self._pause())
+            waits = {
+                asyncio.ensure_future(self._ctx.clock.sleep(idle)),
+                asyncio.ensure_future(self._push.woken.wait()),
+            }
+            if stop is not None:
+                waits.add(asyncio.ensure_future(stop.wait()))
             try:
-                await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (sleeper, waiter):
+                for task in waits:
                     task.cancel()
 
     def _pause(self) -> float:
@@ -454,6 +464,7 @@ class SyncEngine:
                 error=ErrorRecord.from_exception(exc),
             )
         results.append(report)
+        self._push.settle(report)
         ctx.observer.mailbox_run_finished(report)
 
     async def _workload(
@@ -477,7 +488,9 @@ class SyncEngine:
         reason = skip_reason(
             mailbox, profile, workload, state, now=started, org=ctx.settings.organization
         )
-        if reason is SkipReason.NOT_DUE and force:
+        if reason is SkipReason.NOT_DUE and (
+            force or self._push.is_due(mailbox.id, workload, state)
+        ):
             reason = None
         if reason is None and self._stopping:
             reason = SkipReason.ENGINE_STOPPING

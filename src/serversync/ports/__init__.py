@@ -6,6 +6,7 @@ from serversync.ports.clock import Clock
 from serversync.ports.credentials import CredentialProvider
 from serversync.ports.events import SyncObserver
 from serversync.ports.permissions import SendAsPolicy
+from serversync.ports.push import PushHint, PushHintSource
 from serversync.ports.records import RecordCreator
 from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
 from serversync.ports.storage import (
@@ -43,6 +44,8 @@ __all__ = [
     "MailboxRepository",
     "OutgoingMailSession",
     "OutgoingMailTransport",
+    "PushHint",
+    "PushHintSource",
     "QuarantineRepository",
     "RecordCreator",
     "RecordDirectory",

@@ -31,6 +31,7 @@ from serversync.adapters.transports._connection import (
     network_error,
     tls_context,
 )
+from serversync.adapters.transports._imap_idle import watch_inbox
 from serversync.adapters.transports._imap_parse import (
     FetchItem,
     ImapParseError,
@@ -71,7 +72,7 @@ from serversync.model import (
     ServerEndpoint,
     TlsMode,
 )
-from serversync.ports import IncomingMailSession, IncomingMailTransport
+from serversync.ports import IncomingMailSession, IncomingMailTransport, PushHint, PushHintSource
 from serversync.settings import Timeouts
 
 __all__ = ["TRACKED_KEYWORD", "UNDELIVERABLE_KEYWORD", "ImapStats", "ImapTransport"]
@@ -121,7 +122,7 @@ class ImapStats:
 
 
 @final
-class ImapTransport(IncomingMailTransport):
+class ImapTransport(IncomingMailTransport, PushHintSource):
     """Reads mail over IMAP with aioimaplib; one instance serves every IMAP mailbox.
 
     ``timeouts`` bounds every command (connect and login under ``connect``, header and
@@ -133,6 +134,8 @@ class ImapTransport(IncomingMailTransport):
 
     Folder ids are the mailbox names as the server sends them (modified UTF-7): IMAP has no
     stable folder ids without the OBJECTID extension, so a renamed folder is a new folder.
+
+    Where the server offers IDLE, :meth:`watch` gives push hints for the Inbox.
     """
 
     def __init__(
@@ -173,6 +176,22 @@ class ImapTransport(IncomingMailTransport):
             yield session
         finally:
             await session.aclose()
+
+    async def watch(
+        self,
+        mailbox: Mailbox,
+        profile: EmailServerProfile,
+        credentials: Credentials | None,
+        *,
+        hint: Callable[[PushHint], None],
+        refresh_every: timedelta,
+    ) -> None:
+        """Watch the Inbox with IDLE on a connection of its own (see ``_imap_idle``); a
+        server without IDLE is a :class:`~serversync.errors.ConfigurationError`."""
+        async with self.open(mailbox, profile, credentials) as session:
+            await watch_inbox(
+                session, hint=hint, refresh_every=refresh_every, timeouts=self._timeouts
+            )
 
     async def _connect(
         self, mailbox: Mailbox, endpoint: ServerEndpoint, credentials: Credentials

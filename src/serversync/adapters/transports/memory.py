@@ -4,15 +4,18 @@ It behaves like an IMAP server where that matters to sync: per-folder UIDs that 
 UIDVALIDITY that can change, keywords, and messages that can move between folders. Sent
 mail lands in ``outbox`` and, for local users, in their Inbox. A message tagged Undeliverable
 moves to the Undeliverable folder when the profile's ``move_undelivered_emails`` asks. Faults
-can be injected at every operation through ``faults``.
+can be injected at every operation through ``faults``. The incoming transport offers push
+hints (:class:`~serversync.ports.PushHintSource`) for the Inbox, as IMAP IDLE does, when the
+server's ``push`` is on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import final
 
 import attrs
@@ -21,6 +24,7 @@ from serversync.adapters._faults import FaultPlan, FaultPoint
 from serversync.errors import (
     AuthenticationError,
     ConfigurationError,
+    ConnectionFailedError,
     MessageRejectedError,
     RecipientsRefusedError,
 )
@@ -46,6 +50,8 @@ from serversync.ports import (
     IncomingMailTransport,
     OutgoingMailSession,
     OutgoingMailTransport,
+    PushHint,
+    PushHintSource,
 )
 
 __all__ = [
@@ -110,13 +116,27 @@ def _header_block(data: bytes) -> bytes:
     return data
 
 
+# What a watch's queue carries besides new-mail events: the server dropped the watch.
+_DROPPED = "dropped"
+
+
 @final
 class InMemoryMailServer:
-    """A mail server in a dict: accounts, folders, UIDs, keywords and an SMTP outbox."""
+    """A mail server in a dict: accounts, folders, UIDs, keywords and an SMTP outbox.
 
-    def __init__(self, *, clock: Clock | None = None, faults: FaultPlan | None = None) -> None:
+    ``push`` says whether it offers push hints (off by default, so that ``run_forever`` polls
+    only unless a test asks for push, as against a server without IDLE); :meth:`watching`
+    counts the watches open on an account and :meth:`drop_watches` ends them as a server
+    dropping the connections would.
+    """
+
+    def __init__(
+        self, *, clock: Clock | None = None, faults: FaultPlan | None = None, push: bool = False
+    ) -> None:
         self._clock = clock
         self.faults = faults or FaultPlan()
+        self.push = push
+        self._watches: dict[str, list[asyncio.Queue[str]]] = {}
         self._accounts: dict[str, _Account] = {}
         self._uidvalidity = itertools.count(1000)
         self._folder_ids = itertools.count(1)
@@ -209,6 +229,7 @@ class InMemoryMailServer:
         box.messages[uid] = StoredMessage(
             uid=uid, data=data, received_at=received_at or self._now()
         )
+        self._notify(address, box)
         return uid
 
     def move(self, address: str, uid: int, source: str, target: str) -> int:
@@ -218,6 +239,7 @@ class InMemoryMailServer:
         new_uid = box.next_uid
         box.next_uid += 1
         box.messages[new_uid] = attrs.evolve(message, uid=new_uid)
+        self._notify(address, box)
         return new_uid
 
     def expunge(self, address: str, uid: int, *, folder: str = INBOX) -> None:
@@ -239,6 +261,24 @@ class InMemoryMailServer:
         """The messages of a folder in UID order."""
         box = self._folder(address, folder)
         return [box.messages[uid] for uid in sorted(box.messages)]
+
+    def watching(self, address: str) -> int:
+        """How many push watches are open on ``address``."""
+        return len(self._watches.get(address.lower(), []))
+
+    def drop_watches(self, address: str | None = None) -> None:
+        """End the push watches on ``address`` (on every account when ``None``) with a
+        connection failure, as a server restart would."""
+        for key, queues in self._watches.items():
+            if address is None or key == address.lower():
+                for queue in queues:
+                    queue.put_nowait(_DROPPED)
+
+    def _notify(self, address: str, box: _Folder) -> None:
+        # Watches see the Inbox only, like an IMAP IDLE on the selected Inbox.
+        if box.name == INBOX:
+            for queue in self._watches.get(address.lower(), []):
+                queue.put_nowait(PushHint.NEW_MAIL)
 
     def refuse_recipient(self, address: str, reply: str = "550 5.1.1 mailbox unavailable") -> None:
         """Make sends to ``address`` refuse that recipient with ``reply``."""
@@ -409,8 +449,11 @@ class _IncomingSession(IncomingMailSession):
 
 
 @final
-class InMemoryIncomingTransport(IncomingMailTransport):
-    """Reads mail from an :class:`InMemoryMailServer`; logs in with the account's password."""
+class InMemoryIncomingTransport(IncomingMailTransport, PushHintSource):
+    """Reads mail from an :class:`InMemoryMailServer`; logs in with the account's password.
+
+    Its push watches report mail delivered to (or moved into) the Inbox.
+    """
 
     def __init__(self, server: InMemoryMailServer) -> None:
         self._server = server
@@ -425,6 +468,38 @@ class InMemoryIncomingTransport(IncomingMailTransport):
         if profile.move_undelivered_emails:
             folder = mailbox.undeliverable_folder or UNDELIVERABLE_FOLDER
         yield _IncomingSession(self._server, address, undeliverable_folder=folder)
+
+    async def watch(
+        self,
+        mailbox: Mailbox,
+        profile: EmailServerProfile,
+        credentials: Credentials | None,
+        *,
+        hint: Callable[[PushHint], None],
+        refresh_every: timedelta,
+    ) -> None:
+        # Nothing here needs renewing, so refresh_every has no use.
+        server = self._server
+        server._check("watch", FaultPoint.BEFORE)
+        address = server._authenticate(credentials, mailbox)
+        if not server.push:
+            raise ConfigurationError(
+                "the in-memory server offers no push hints", mailbox_id=mailbox.id
+            )
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        watches = server._watches.setdefault(address, [])
+        watches.append(queue)
+        try:
+            hint(PushHint.WATCHING)
+            while True:
+                event = await queue.get()
+                if event == _DROPPED:
+                    raise ConnectionFailedError(
+                        "the in-memory server dropped the watch", mailbox_id=mailbox.id
+                    )
+                hint(PushHint.NEW_MAIL)
+        finally:
+            watches.remove(queue)
 
 
 @final
