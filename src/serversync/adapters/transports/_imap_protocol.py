@@ -393,6 +393,18 @@ class ImapClient:
         """UID STORE ``uids`` ``operation`` ``flags``."""
         return _reply(await self._protocol.store(uids, operation, flags, by_uid=True))
 
+    async def uid_move(self, uids: str, mailbox: str) -> Reply:
+        """UID MOVE ``uids`` to ``mailbox`` (already quoted); needs the MOVE capability."""
+        return _reply(await self._protocol.move(uids, mailbox, by_uid=True))
+
+    async def uid_copy(self, uids: str, mailbox: str) -> Reply:
+        """UID COPY ``uids`` to ``mailbox`` (already quoted)."""
+        return _reply(await self._protocol.copy(uids, mailbox, by_uid=True))
+
+    async def uid_expunge(self, uids: str) -> Reply:
+        """UID EXPUNGE ``uids``; needs UIDPLUS."""
+        return _reply(await self._protocol.expunge(uids, by_uid=True))
+
     async def noop(self) -> Reply:
         """NOOP: the server reports what changed in the selected mailbox (EXISTS, EXPUNGE)."""
         return _reply(await self._protocol.simple_command("NOOP"))

@@ -75,11 +75,20 @@ from serversync.model import (
 from serversync.ports import IncomingMailSession, IncomingMailTransport, PushHint, PushHintSource
 from serversync.settings import Timeouts
 
-__all__ = ["TRACKED_KEYWORD", "UNDELIVERABLE_KEYWORD", "ImapStats", "ImapTransport"]
+__all__ = [
+    "TRACKED_KEYWORD",
+    "UNDELIVERABLE_FOLDER",
+    "UNDELIVERABLE_KEYWORD",
+    "ImapStats",
+    "ImapTransport",
+]
 
 TRACKED_KEYWORD: Final = "$ServerSyncTracked"
 """The keyword set on a message once it is stored (or found to be a duplicate)."""
 UNDELIVERABLE_KEYWORD: Final = "$ServerSyncUndeliverable"
+UNDELIVERABLE_FOLDER: Final = "Undeliverable"
+"""The folder under the Inbox that Undeliverable messages move to when the profile's
+``move_undelivered_emails`` asks and the mailbox names no ``undeliverable_folder``."""
 """The keyword set on a message that could not be processed."""
 
 # RFC 6154 special-use attributes, as parse_list upper-cases them -> their canonical spelling.
@@ -163,7 +172,12 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
         limit = self._timeouts.connect
         try:
             async with asyncio.timeout(limit.total_seconds()):
-                session = await self._connect(mailbox, endpoint, login)
+                session = await self._connect(
+                    mailbox,
+                    endpoint,
+                    login,
+                    undeliverable_folder=_undeliverable_folder(mailbox, profile),
+                )
         except TimeoutError as exc:
             if isinstance(exc, SyncError):
                 raise
@@ -194,7 +208,12 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
             )
 
     async def _connect(
-        self, mailbox: Mailbox, endpoint: ServerEndpoint, credentials: Credentials
+        self,
+        mailbox: Mailbox,
+        endpoint: ServerEndpoint,
+        credentials: Credentials,
+        *,
+        undeliverable_folder: str | None = None,
     ) -> _ImapSession:
         implicit = endpoint.tls is TlsMode.IMPLICIT
         port = endpoint.port or (993 if implicit else 143)
@@ -215,6 +234,7 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
             timeouts=self._timeouts,
             stats=self.stats,
             header_batch_bytes=self._header_batch_bytes,
+            undeliverable_folder=undeliverable_folder,
         )
         try:
             await session.start(endpoint, credentials, context, sasl_plain=self._sasl_plain)
@@ -222,6 +242,14 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
             client.abort()
             raise
         return session
+
+
+def _undeliverable_folder(mailbox: Mailbox, profile: EmailServerProfile) -> str | None:
+    """Where Undeliverable messages move: ``""`` for Undeliverable under the Inbox, the
+    mailbox's own folder name when it names one, ``None`` when the profile keeps them."""
+    if not profile.move_undelivered_emails:
+        return None
+    return mailbox.undeliverable_folder or ""
 
 
 def _uid(ref: RemoteMessageRef) -> int:
@@ -261,8 +289,12 @@ class _ImapSession(IncomingMailSession):
         timeouts: Timeouts,
         stats: ImapStats,
         header_batch_bytes: int,
+        undeliverable_folder: str | None = None,
     ) -> None:
         self._client = client
+        # "" stands for Undeliverable under the Inbox, named with the server's delimiter.
+        self._undeliverable_folder = undeliverable_folder
+        self._undeliverable_name: str | None = None
         self._mailbox_id = mailbox_id
         self._timeouts = timeouts
         self._stats = stats
@@ -683,13 +715,7 @@ class _ImapSession(IncomingMailSession):
         code = response_code(reply.text) if not reply.ok else None
         if code is not None and code[0] == "TRYCREATE":
             # RFC 3501 6.3.11: the folder does not exist but could be created.
-            created = await self._run(
-                "CREATE",
-                functools.partial(self._client.create, name),
-                limit=self._timeouts.command,
-            )
-            if not created.ok:
-                raise self._refused("CREATE", created, kind="folder", what=f"creating {folder!r}")
+            await self._create(name, folder)
             reply = await self._append(name, flags, data)
         if not reply.ok:
             raise self._refused(
@@ -707,20 +733,105 @@ class _ImapSession(IncomingMailSession):
 
     async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:
         keyword = _KEYWORDS[mark]
+        move = mark is RemoteMark.UNDELIVERABLE and self._undeliverable_folder is not None
         for folder, folder_refs in _by_folder(refs).items():
             status = await self._select(folder, refresh=False)
-            if not status.can_store(keyword):
-                # PERMANENTFLAGS without \* (or a read-only folder): the server would not keep
-                # the keyword, and the cursor, not the keyword, is what prevents re-imports.
-                continue
             uids = sorted({_uid(ref) for ref in folder_refs})
-            for chunk in _chunks(uids, _MAX_UIDS_PER_COMMAND):
+            # Without \* in PERMANENTFLAGS (or in a read-only folder) the server would not
+            # keep the keyword; the cursor, not the keyword, is what prevents re-imports.
+            if status.can_store(keyword):
+                for chunk in _chunks(uids, _MAX_UIDS_PER_COMMAND):
+                    reply = await self._run(
+                        "UID STORE",
+                        functools.partial(
+                            self._client.uid_store,
+                            uid_set(chunk),
+                            "+FLAGS.SILENT",
+                            f"({keyword})",
+                        ),
+                        limit=self._timeouts.command,
+                    )
+                    if not reply.ok:
+                        raise self._refused("UID STORE", reply, kind="item")
+            if move:
+                await self._move(uids, await self._undeliverable_target())
+
+    async def _undeliverable_target(self) -> str:
+        """The Undeliverable folder's name on the server (the mailbox's own, else
+        ``INBOX<delimiter>Undeliverable``)."""
+        if self._undeliverable_folder:
+            return self._undeliverable_folder
+        if self._undeliverable_name is None:
+            reply = await self._run(
+                "LIST",
+                functools.partial(self._client.list, '""', '"INBOX"'),
+                limit=self._timeouts.command,
+            )
+            if not reply.ok:
+                raise self._refused("LIST", reply, kind="session")
+            try:
+                entries = parse_list(reply.lines)
+            except ImapParseError as exc:
+                raise ConnectionFailedError(
+                    f"the IMAP server sent a LIST response that cannot be read: {exc}",
+                    mailbox_id=self._mailbox_id,
+                ) from exc
+            delimiter = next((e.delimiter for e in entries if e.delimiter), None)
+            # A server without hierarchy gets a top-level folder.
+            self._undeliverable_name = (
+                f"INBOX{delimiter}{UNDELIVERABLE_FOLDER}" if delimiter else UNDELIVERABLE_FOLDER
+            )
+        return self._undeliverable_name
+
+    async def _move(self, uids: Sequence[int], target: str) -> None:
+        r"""Move ``uids`` of the selected folder to ``target``, creating it on TRYCREATE.
+
+        With MOVE (RFC 6851) one command; otherwise COPY, then \Deleted, then UID EXPUNGE
+        of exactly those messages when UIDPLUS allows it. Without UIDPLUS the originals stay
+        flagged \Deleted: a plain EXPUNGE would also remove what other clients deleted.
+        """
+        name = _mailbox_argument(target)
+        can_move = "MOVE" in self._client.capabilities
+        for chunk in _chunks(list(uids), _MAX_UIDS_PER_COMMAND):
+            uids_text = uid_set(chunk)
+            command = "UID MOVE" if can_move else "UID COPY"
+            call = self._client.uid_move if can_move else self._client.uid_copy
+            reply = await self._run(
+                command, functools.partial(call, uids_text, name), limit=self._timeouts.command
+            )
+            code = response_code(reply.text) if not reply.ok else None
+            if code is not None and code[0] == "TRYCREATE":
+                await self._create(name, target)
                 reply = await self._run(
-                    "UID STORE",
-                    functools.partial(
-                        self._client.uid_store, uid_set(chunk), "+FLAGS.SILENT", f"({keyword})"
-                    ),
+                    command, functools.partial(call, uids_text, name), limit=self._timeouts.command
+                )
+            if not reply.ok:
+                raise self._refused(command, reply, kind="item", what=f"moving to {target!r}")
+            if can_move:
+                continue
+            deleted = await self._run(
+                "UID STORE",
+                functools.partial(
+                    self._client.uid_store, uids_text, "+FLAGS.SILENT", r"(\Deleted)"
+                ),
+                limit=self._timeouts.command,
+            )
+            if not deleted.ok:
+                raise self._refused("UID STORE", deleted, kind="item")
+            if "UIDPLUS" in self._client.capabilities:
+                expunged = await self._run(
+                    "UID EXPUNGE",
+                    functools.partial(self._client.uid_expunge, uids_text),
                     limit=self._timeouts.command,
                 )
-                if not reply.ok:
-                    raise self._refused("UID STORE", reply, kind="item")
+                if not expunged.ok:
+                    raise self._refused("UID EXPUNGE", expunged, kind="item")
+
+    async def _create(self, name: str, folder: str) -> None:
+        created = await self._run(
+            "CREATE", functools.partial(self._client.create, name), limit=self._timeouts.command
+        )
+        code = response_code(created.text) if not created.ok else None
+        # ALREADYEXISTS: another session created it meanwhile.
+        if not created.ok and not (code is not None and code[0] == "ALREADYEXISTS"):
+            raise self._refused("CREATE", created, kind="folder", what=f"creating {folder!r}")
