@@ -59,6 +59,7 @@ def test_every_example_is_listed_in_the_readme_and_run_here() -> None:
         p.name for p in EXAMPLES.iterdir() if p.name != "README.md" and not p.name.startswith(".")
     )
     assert examples == [
+        "act_sync.py",
         "celery_worker.py",
         "custom_rule.py",
         "fastapi_host",
@@ -120,6 +121,13 @@ def test_custom_rule_changes_the_decisions() -> None:
     assert "default rules -> not_relevant (NO_CORRELATION_MATCH)" in out
     assert "with our rules -> tracked by vip-domain" in out
     assert "with our rules -> not_relevant by auto-reply" in out
+
+
+def test_act_sync_round_trips_a_contact_and_settles_a_conflict() -> None:
+    out = run(str(EXAMPLES / "act_sync.py"))
+    assert out == documented_output("act.md", "## Try it")
+    assert "exchange wins (latest)" in out
+    assert out.endswith("CRM company: Babbage & Co\n")
 
 
 def test_unit_testing_example_tests_pass() -> None:

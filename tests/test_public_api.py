@@ -24,6 +24,7 @@ PUBLIC_MODULES = (
     "serversync.errors",
     "serversync.settings",
     "serversync.sql",
+    "serversync.act",
 )
 
 _TYPE_ALIAS_TYPE: type | None = getattr(typing, "TypeAliasType", None)

@@ -35,7 +35,9 @@ from serversync.ports import *  # noqa: F403
 from serversync.ports import __all__ as _ports_all
 from serversync.relevance import AutoReplyRule, default_rules, evaluate
 from serversync.settings import (
+    ActSettings,
     AlertSettings,
+    ConflictPolicy,
     ExpiredClaimPolicy,
     Limits,
     LoopGuardSettings,
@@ -55,11 +57,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 __all__ = [
+    "ActSettings",
     "AlertSettings",
     "AuthenticationError",
     "AutoReplyRule",
     "BaseSyncObserver",
     "ConfigurationError",
+    "ConflictPolicy",
     "ConnectionFailedError",
     "DeliveryUncertainError",
     "EngineStoppingError",

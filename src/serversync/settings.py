@@ -8,14 +8,19 @@ the choices in ``docs/decisions.md`` where it does not.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import attrs
 
+from serversync.model.act import ActEntity, ConflictWinner, SyncDirection
 from serversync.model.options import IncomingFilteringMethod
 
 __all__ = [
+    "ActSettings",
     "AlertSettings",
+    "ConflictPolicy",
     "ExpiredClaimPolicy",
     "Limits",
     "LoopGuardSettings",
@@ -379,6 +384,79 @@ class OrganizationSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ConflictPolicy:
+    """Who wins when a two-way field changed on both sides since the last sync to different
+    values. Dynamics documents no policy; serversync's default is that the side modified
+    last wins and a tie goes to the CRM (``docs/decisions.md``). The most specific setting
+    applies: ``fields`` (entity, field name), then ``entities``, then ``default``. One-way
+    fields never conflict: they only flow their way."""
+
+    default: ConflictWinner = ConflictWinner.LATEST
+    entities: Mapping[ActEntity, ConflictWinner] = attrs.field(factory=dict)
+    fields: Mapping[tuple[ActEntity, str], ConflictWinner] = attrs.field(factory=dict)
+
+    def winner_for(self, entity: ActEntity, field: str) -> ConflictWinner:
+        """The rule that decides a conflict on ``field`` of ``entity``."""
+        rule = self.fields.get((entity, field))
+        if rule is None:
+            rule = self.entities.get(entity, self.default)
+        return rule
+
+
+def _valid_directions(
+    instance: Any, attribute: Any, value: Mapping[ActEntity, Mapping[str, SyncDirection]]
+) -> None:
+    # Imported here: serversync.act imports this module.
+    from serversync.act.fields import validate_directions
+
+    validate_directions(value)
+
+
+@attrs.frozen(kw_only=True)
+class ActSettings:
+    """Appointment, contact and task synchronization (Dynamics' System Settings →
+    Synchronization and the OrgDB switches of the same names).
+
+    - ``field_directions`` overrides the default direction of fields per entity
+      (:data:`serversync.act.FIELDS`); a direction a field does not allow, such as a fixed
+      two-way appointment field set to one-way, raises
+      :class:`~serversync.errors.ConfigurationError` when the settings are made.
+    - ``sync_all_contact_addresses``: all three contact addresses instead of the business
+      (mailing) one (``iscontactmailingaddresssyncenabled`` off).
+    - ``distinct_physical_and_logical_deletes``: a record that leaves the user's filters
+      is unlinked rather than deleted from Exchange
+      (``DistinctPhysicalAndLogicalDeletesForExchangeSync``).
+    - ``propagate_appointment_cancellations``: a cancelled CRM appointment is deleted from
+      the organizer's Exchange calendar, which sends cancellations
+      (``SSSPropagateAppointmentCancellationsToExchange``).
+    - ``mapping_retention``: how long a mapping whose first sync failed is kept
+      (``ExchangeSyncIdMappingPersistenceTimeInDays``, 3 days).
+    - ``max_item_attempts``: attempts per record or item before it waits for a new change
+      (``MaximumSynchronizationAttemptsForACT``, unpublished; 5 as for quarantined mail).
+    - ``page_size`` bounds each read from Exchange and the CRM, ``max_pages_per_cycle`` the
+      reads of one entity in one cycle (the rest waits for the next cycle).
+    - ``crm_cursor_overlap``: the CRM cursor stays this far behind the clock, so that a row
+      committed late with an earlier ``modified_on`` is still read (records read twice
+      are no-ops).
+    """
+
+    field_directions: Mapping[ActEntity, Mapping[str, SyncDirection]] = attrs.field(
+        factory=dict, validator=_valid_directions
+    )
+    conflicts: ConflictPolicy = attrs.Factory(ConflictPolicy)
+    sync_all_contact_addresses: bool = False
+    distinct_physical_and_logical_deletes: bool = False
+    propagate_appointment_cancellations: bool = False
+    mapping_retention: timedelta = attrs.field(default=timedelta(days=3), validator=_positive)
+    max_item_attempts: int = attrs.field(default=5, validator=_at_least_one)
+    page_size: int = attrs.field(default=100, validator=_at_least_one)
+    max_pages_per_cycle: int = attrs.field(default=20, validator=_at_least_one)
+    crm_cursor_overlap: timedelta = attrs.field(
+        default=timedelta(minutes=1), validator=attrs.validators.ge(timedelta(0))
+    )
+
+
+@attrs.frozen(kw_only=True)
 class SyncSettings:
     """All engine settings in one value.
 
@@ -394,3 +472,4 @@ class SyncSettings:
     push: PushSettings = attrs.Factory(PushSettings)
     organization: OrganizationSettings = attrs.Factory(OrganizationSettings)
     message_id_domain: str | None = None
+    act: ActSettings = attrs.Factory(ActSettings)

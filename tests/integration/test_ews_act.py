@@ -54,7 +54,7 @@ from serversync.model.act import (
 )
 from serversync.ports.act import ExchangeItemsSession, ExchangeItemsTransport
 from serversync.settings import Timeouts
-from serversync.testing import a_mailbox, a_profile
+from serversync.testing import a_mailbox, a_profile, check_exchange_items_session
 from serversync.testing.ews import Delay, EwsTestServer, HttpError, ServerBusy
 
 pytestmark = pytest.mark.integration
@@ -888,3 +888,9 @@ def test_occurrence_indexes_count_pattern_dates_in_the_series_time_zone() -> Non
     daily = Recurrence(kind=RecurrenceKind.DAILY, interval=2, start_date=date(2026, 1, 1))
     assert occurrence_index(daily, datetime(2026, 1, 5, 9, tzinfo=UTC)) == 3
     assert occurrence_index(daily, datetime(2026, 1, 6, 9, tzinfo=UTC)) is None
+
+
+async def test_the_ews_session_keeps_the_exchange_items_session_contract(
+    open_session: Open,
+) -> None:
+    await check_exchange_items_session(open_session)

@@ -10,14 +10,22 @@ from __future__ import annotations
 from serversync import MappingCredentials, ReferencedCredentials
 from serversync.adapters.transports import ImapTransport
 from serversync.ports import (
+    ActRecordRepository,
     CredentialProvider,
+    ExchangeItemsTransport,
+    ExchangeSyncIdMappingRepository,
     PushHintSource,
     RecordCreator,
     RecordDirectory,
     Repositories,
 )
 from serversync.sql import SqlCredentials, SqlDirectory, SqlStorage
-from serversync.testing import InMemoryDirectory, InMemoryIncomingTransport, InMemoryStorage
+from serversync.testing import (
+    InMemoryDirectory,
+    InMemoryExchangeItemsTransport,
+    InMemoryIncomingTransport,
+    InMemoryStorage,
+)
 
 
 def in_memory_storage(adapter: InMemoryStorage) -> Repositories:
@@ -61,4 +69,16 @@ def imap_push(adapter: ImapTransport) -> PushHintSource:
 
 
 def in_memory_push(adapter: InMemoryIncomingTransport) -> PushHintSource:
+    return adapter
+
+
+def in_memory_act_records(adapter: InMemoryStorage) -> ActRecordRepository:
+    return adapter
+
+
+def in_memory_exchange_mappings(adapter: InMemoryStorage) -> ExchangeSyncIdMappingRepository:
+    return adapter
+
+
+def in_memory_exchange_items(adapter: InMemoryExchangeItemsTransport) -> ExchangeItemsTransport:
     return adapter

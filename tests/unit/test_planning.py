@@ -27,6 +27,7 @@ from serversync.model import (
     RecordRef,
     RecordState,
     SkipReason,
+    TestStatus,
     Workload,
     WorkloadState,
 )
@@ -128,9 +129,19 @@ def test_delivery_method_of_one_workload_does_not_affect_the_other() -> None:
     assert _skip(mailbox, workload=Workload.INCOMING) is None
 
 
-def test_act_through_server_side_sync_may_run() -> None:
-    mailbox = _user_mailbox(act_delivery_method=ActDeliveryMethod.SERVER_SIDE_SYNC)
+def test_act_through_server_side_sync_may_run_once_tested() -> None:
+    mailbox = _user_mailbox(
+        act_delivery_method=ActDeliveryMethod.SERVER_SIDE_SYNC, act_status=TestStatus.SUCCESS
+    )
     assert _skip(mailbox, workload=Workload.ACT) is None
+
+
+@pytest.mark.parametrize("status", [TestStatus.NOT_RUN, TestStatus.FAILURE])
+def test_act_waits_for_a_passed_act_test(status: TestStatus) -> None:
+    mailbox = _user_mailbox(
+        act_delivery_method=ActDeliveryMethod.SERVER_SIDE_SYNC, act_status=status
+    )
+    assert _skip(mailbox, workload=Workload.ACT) is SkipReason.ACT_NOT_TESTED
 
 
 @pytest.mark.parametrize(

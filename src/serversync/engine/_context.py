@@ -12,9 +12,11 @@ import attrs
 
 from serversync.errors import OperationTimeoutError, SyncError
 from serversync.ports import (
+    ActRecordRepository,
     AttachmentSource,
     Clock,
     CredentialProvider,
+    ExchangeSyncIdMappingRepository,
     RecordDirectory,
     RelevanceRule,
     Repositories,
@@ -60,6 +62,8 @@ class EngineContext:
     observer: SyncObserver
     send_as: SendAsPolicy | None = None
     attachments: AttachmentSource | None = None
+    act_records: ActRecordRepository | None = None
+    act_mappings: ExchangeSyncIdMappingRepository | None = None
 
     async def storage(self, awaitable: Awaitable[T], what: str) -> T:
         """A repository call under the storage deadline."""

@@ -43,9 +43,11 @@ from serversync.planning import (
     workload_disabled_alert,
 )
 from serversync.ports import (
+    ActRecordRepository,
     AttachmentSource,
     Clock,
     CredentialProvider,
+    ExchangeSyncIdMappingRepository,
     RecordDirectory,
     RelevanceRule,
     Repositories,
@@ -55,6 +57,7 @@ from serversync.ports import (
 from serversync.relevance import default_rules
 from serversync.settings import SyncSettings
 
+from ._act import ActPipeline
 from ._context import EngineContext, logger
 from ._health import collect_health
 from ._incoming import IncomingPipeline
@@ -70,6 +73,15 @@ from ._transports import Transports
 __all__ = ["SyncEngine"]
 
 _EMAIL_WORKLOADS = (Workload.INCOMING, Workload.OUTGOING)
+_ORDER = (Workload.INCOMING, Workload.OUTGOING, Workload.ACT)
+
+
+def _default_workloads(mailbox: Mailbox) -> tuple[Workload, ...]:
+    """Incoming and outgoing for every mailbox, and ACT for those set up for it: a mailbox
+    without ACT is not reported as skipping it on every run."""
+    if mailbox.uses_server_side_sync(Workload.ACT):
+        return (*_EMAIL_WORKLOADS, Workload.ACT)
+    return _EMAIL_WORKLOADS
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +100,10 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
+def _chosen(workloads: Iterable[Workload] | None) -> tuple[Workload, ...] | None:
+    return tuple(workloads) if workloads is not None else None
+
+
 @final
 class SyncEngine:
     """Synchronizes the mailboxes in ``repositories`` with their mail servers.
@@ -103,7 +119,10 @@ class SyncEngine:
     ``engine_id`` names this engine in leases and send claims (several engines may share
     one store). ``send_as`` answers whether a user may send as another; without it, an
     email whose submitter differs from its From is sent (the host checked when it queued it).
-    ``attachments`` gives outgoing emails their files.
+    ``attachments`` gives outgoing emails their files. Appointment, contact and task sync
+    (``Workload.ACT``) needs ``act_records`` (the host's CRM appointments, contacts, tasks
+    and sync filters) and ``act_mappings`` (the Exchange mappings and sync states);
+    :class:`~serversync.testing.InMemoryStorage` is both.
     """
 
     def __init__(
@@ -120,6 +139,8 @@ class SyncEngine:
         engine_id: str | None = None,
         send_as: SendAsPolicy | None = None,
         attachments: AttachmentSource | None = None,
+        act_records: ActRecordRepository | None = None,
+        act_mappings: ExchangeSyncIdMappingRepository | None = None,
     ) -> None:
         self._ctx = EngineContext(
             engine_id=engine_id or f"serversync-{uuid.uuid4().hex[:12]}",
@@ -133,6 +154,8 @@ class SyncEngine:
             observer=observer or BaseSyncObserver(),
             send_as=send_as,
             attachments=attachments,
+            act_records=act_records,
+            act_mappings=act_mappings,
         )
         self._state = _State.UNOPENED
         self._stopping = False
@@ -173,9 +196,11 @@ class SyncEngine:
         if self._state is not _State.OPENED:
             raise RuntimeError(f"the SyncEngine is {self._state.value}; use it inside 'async with'")
 
-    async def run_once(self, *, workloads: Iterable[Workload] = _EMAIL_WORKLOADS) -> RunReport:
+    async def run_once(self, *, workloads: Iterable[Workload] | None = None) -> RunReport:
         """Run every due workload of every mailbox once, concurrently, and report.
 
+        By default the workloads are incoming and outgoing mail, and appointment, contact
+        and task sync for mailboxes whose ACT delivery method is server-side sync.
         Mailboxes that are inactive, have no profile, are not approved, whose workload is
         disabled or not due, are reported as skipped with the reason.
         """
@@ -183,7 +208,7 @@ class SyncEngine:
         ctx = self._ctx
         started = ctx.clock.now()
         mailboxes = await ctx.storage(ctx.repositories.list_mailboxes(), "listing mailboxes")
-        run = await self._run(mailboxes, tuple(workloads), force=False)
+        run = await self._run(mailboxes, _chosen(workloads), force=False)
         await self._push.update(mailboxes, run.profiles)
         finished = ctx.clock.now()
         self._raise_profile_alerts(mailboxes, run, now=finished)
@@ -203,7 +228,7 @@ class SyncEngine:
         self,
         mailbox_id: MailboxId,
         *,
-        workloads: Iterable[Workload] = _EMAIL_WORKLOADS,
+        workloads: Iterable[Workload] | None = None,
         force: bool = True,
     ) -> tuple[MailboxRunReport, ...]:
         """Run one mailbox's workloads now (for hosts that schedule with a task queue).
@@ -215,7 +240,7 @@ class SyncEngine:
         mailbox = await ctx.storage(ctx.repositories.get_mailbox(mailbox_id), "loading a mailbox")
         if mailbox is None:
             raise ConfigurationError(f"no mailbox {mailbox_id}", mailbox_id=mailbox_id)
-        run = await self._run([mailbox], tuple(workloads), force=force)
+        run = await self._run([mailbox], _chosen(workloads), force=force)
         return run.reports
 
     async def health(self, mailbox_id: MailboxId | None = None) -> tuple[MailboxHealth, ...]:
@@ -404,7 +429,11 @@ class SyncEngine:
                 ctx.observer.alert_raised(alert)
 
     async def _run(
-        self, mailboxes: Sequence[Mailbox], workloads: tuple[Workload, ...], *, force: bool
+        self,
+        mailboxes: Sequence[Mailbox],
+        workloads: tuple[Workload, ...] | None,
+        *,
+        force: bool,
     ) -> _Run:
         ctx = self._ctx
         profiles: dict[ProfileId, EmailServerProfile | None] = {}
@@ -419,14 +448,15 @@ class SyncEngine:
         async with asyncio.TaskGroup() as group:
             for mailbox in mailboxes:
                 profile = profiles.get(mailbox.profile_id) if mailbox.profile_id else None
-                for workload in workloads:
+                chosen = workloads if workloads is not None else _default_workloads(mailbox)
+                for workload in chosen:
                     group.create_task(
                         self._guarded(
                             mailbox, profile, workload, overall, results, states, force=force
                         )
                     )
         order = {m.id: i for i, m in enumerate(mailboxes)}
-        results.sort(key=lambda r: (order[r.mailbox_id], workloads.index(r.workload)))
+        results.sort(key=lambda r: (order[r.mailbox_id], _ORDER.index(r.workload)))
         return _Run(reports=tuple(results), profiles=profiles, states=states)
 
     def _slot(self, profile: EmailServerProfile) -> asyncio.Semaphore:
@@ -577,6 +607,7 @@ class SyncEngine:
         previous = state or WorkloadState()
         incoming: IncomingPipeline | None = None
         outgoing: OutgoingPipeline | None = None
+        act: ActPipeline | None = None
         failure: Exception | None = None
         try:
             if workload is Workload.INCOMING:
@@ -586,11 +617,8 @@ class SyncEngine:
                 outgoing = OutgoingPipeline(work, mailbox, profile)
                 await outgoing.run()
             else:
-                raise ConfigurationError(
-                    "appointment, contact and task synchronization needs an Exchange items "
-                    "transport",
-                    mailbox_id=mailbox.id,
-                )
+                act = ActPipeline(work, mailbox, profile, check=lease.check)
+                await act.run()
         except Exception as exc:  # the per-mailbox error boundary
             failure = exc
         finished = ctx.clock.now()
@@ -602,6 +630,7 @@ class SyncEngine:
             finished_at=finished,
             items=tuple(incoming.outcomes) if incoming else (),
             sends=tuple(outgoing.results) if outgoing else (),
+            act=tuple(act.outcomes) if act else (),
         )
         if not await lease.still_held():
             # Another engine owns the workload now: the progress made is recorded (stored
@@ -629,8 +658,12 @@ class SyncEngine:
                 last_error_at=previous.last_error_at,
                 last_sync_started_on=started,
                 last_successful_sync_completed_on=finished,
-                items_processed_for_last_sync=len(report.items) + len(report.sends),
-                items_failed_for_last_sync=report.items_failed,
+                items_processed_for_last_sync=(
+                    len(report.items) + len(report.sends) + len(report.act)
+                ),
+                items_failed_for_last_sync=(
+                    report.items_failed + sum(1 for a in report.act if a.error is not None)
+                ),
             )
             await self._save_state(mailbox, workload, new_state)
             return report, new_state

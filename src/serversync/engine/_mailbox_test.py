@@ -34,12 +34,14 @@ _BLOCKING = {
 
 
 def configured_workloads(mailbox: Mailbox) -> tuple[Workload, ...]:
-    """The email workloads whose delivery method is server-side synchronization."""
+    """The workloads whose delivery method is server-side synchronization."""
     workloads = []
     if mailbox.uses_server_side_sync(Workload.INCOMING):
         workloads.append(Workload.INCOMING)
     if mailbox.uses_server_side_sync(Workload.OUTGOING) and not mailbox.is_forward_mailbox:
         workloads.append(Workload.OUTGOING)
+    if mailbox.uses_server_side_sync(Workload.ACT) and not mailbox.is_forward_mailbox:
+        workloads.append(Workload.ACT)
     return tuple(workloads)
 
 
@@ -96,10 +98,15 @@ async def _test(
             opener = ctx.transports.incoming_for(profile).open(mailbox, profile, credentials)
             async with session_of(opener, timeouts, "the incoming server") as session:
                 await deadline(timeouts.command, session.list_folders(), "listing the folders")
-        else:
+        elif workload is Workload.OUTGOING:
             sender = ctx.transports.outgoing_for(profile).open(mailbox, profile, credentials)
             async with session_of(sender, timeouts, "the outgoing server"):
                 pass  # connecting and logging in is the test; nothing is sent
+        else:
+            # Exchange server types only; connecting and opening the mailbox is the test.
+            items = ctx.transports.act_for(profile).open(mailbox, profile, credentials)
+            async with session_of(items, timeouts, "Exchange"):
+                pass
     except Exception as exc:  # every failure is the test's answer, recorded with its reason
         return WorkloadTestResult(
             workload=workload, status=TestStatus.FAILURE, error=ErrorRecord.from_exception(exc)

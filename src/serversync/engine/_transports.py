@@ -8,9 +8,16 @@ import attrs
 
 from serversync.errors import ConfigurationError
 from serversync.model import EmailServerProfile, ServerType
-from serversync.ports import IncomingMailTransport, OutgoingMailTransport
+from serversync.ports import ExchangeItemsTransport, IncomingMailTransport, OutgoingMailTransport
 
-__all__ = ["Transports"]
+__all__ = ["EXCHANGE_SERVER_TYPES", "Transports"]
+
+EXCHANGE_SERVER_TYPES = (
+    ServerType.EXCHANGE_SERVER,
+    ServerType.EXCHANGE_SERVER_HYBRID,
+    ServerType.EXCHANGE_ONLINE_HYBRID,
+)
+"""The server types that carry appointments, contacts and tasks."""
 
 
 @attrs.frozen(kw_only=True)
@@ -19,19 +26,28 @@ class Transports:
 
     Build it with :meth:`by_server_type` (IMAP for ``IMAP_SMTP``, EWS for Exchange, ...) or
     :meth:`for_all` when one transport serves every profile (the in-memory transports).
+    ``act`` holds the appointment, contact and task transports; only Exchange server types
+    can have one (POP3 and IMAP profiles carry no calendars).
     """
 
     incoming: Mapping[ServerType, IncomingMailTransport] = attrs.field(factory=dict)
     outgoing: Mapping[ServerType, OutgoingMailTransport] = attrs.field(factory=dict)
+    act: Mapping[ServerType, ExchangeItemsTransport] = attrs.field(factory=dict)
 
     @classmethod
     def for_all(
-        cls, *, incoming: IncomingMailTransport, outgoing: OutgoingMailTransport
+        cls,
+        *,
+        incoming: IncomingMailTransport,
+        outgoing: OutgoingMailTransport,
+        act: ExchangeItemsTransport | None = None,
     ) -> Transports:
-        """One incoming and one outgoing transport for every server type."""
+        """One incoming and one outgoing transport for every server type, and ``act`` for
+        every Exchange server type."""
         return cls(
             incoming=dict.fromkeys(ServerType, incoming),
             outgoing=dict.fromkeys(ServerType, outgoing),
+            act=dict.fromkeys(EXCHANGE_SERVER_TYPES, act) if act is not None else {},
         )
 
     @classmethod
@@ -40,9 +56,10 @@ class Transports:
         *,
         incoming: Mapping[ServerType, IncomingMailTransport],
         outgoing: Mapping[ServerType, OutgoingMailTransport],
+        act: Mapping[ServerType, ExchangeItemsTransport] | None = None,
     ) -> Transports:
         """Transports per server type; a profile whose type is missing fails to configure."""
-        return cls(incoming=dict(incoming), outgoing=dict(outgoing))
+        return cls(incoming=dict(incoming), outgoing=dict(outgoing), act=dict(act or {}))
 
     def incoming_for(self, profile: EmailServerProfile) -> IncomingMailTransport:
         """The incoming transport of ``profile``."""
@@ -62,4 +79,20 @@ class Transports:
             raise ConfigurationError(
                 f"no outgoing transport for server type {profile.server_type.name} "
                 f"(profile {profile.name!r})"
+            ) from None
+
+    def act_for(self, profile: EmailServerProfile) -> ExchangeItemsTransport:
+        """The appointment, contact and task transport of ``profile``."""
+        if profile.server_type not in EXCHANGE_SERVER_TYPES:
+            raise ConfigurationError(
+                "appointments, contacts and tasks sync only with Exchange; profile "
+                f"{profile.name!r} is {profile.server_type.name} (set the mailbox's ACT "
+                "delivery method to None)"
+            )
+        try:
+            return self.act[profile.server_type]
+        except KeyError:
+            raise ConfigurationError(
+                f"no appointment, contact and task transport for server type "
+                f"{profile.server_type.name} (profile {profile.name!r})"
             ) from None

@@ -26,11 +26,13 @@ import attrs
 from serversync.model.ids import MailboxId, RecordRef
 
 __all__ = [
+    "ActAction",
     "ActEntity",
     "ActRecord",
     "ActSyncState",
     "Attendee",
     "ConditionOperator",
+    "ConflictWinner",
     "ExchangeItem",
     "ExchangeItemChanges",
     "ExchangeItemKey",
@@ -40,6 +42,7 @@ __all__ = [
     "FilterGroup",
     "Recurrence",
     "RecurrenceKind",
+    "SyncDirection",
     "SyncFilter",
 ]
 
@@ -50,6 +53,28 @@ class ActEntity(enum.StrEnum):
     APPOINTMENT = "appointment"
     CONTACT = "contact"
     TASK = "task"
+
+
+class SyncDirection(enum.StrEnum):
+    """Which way one synchronized field flows (Dynamics' "synchronized fields" settings)."""
+
+    TWO_WAY = "two_way"
+    TO_EXCHANGE = "to_exchange"
+    """CRM → Exchange only: a change made in Exchange is not written to the CRM."""
+    TO_CRM = "to_crm"
+    """Exchange → CRM only: a change made in the CRM is not written to Exchange."""
+    NONE = "none"
+
+
+class ConflictWinner(enum.StrEnum):
+    """Which side's value is kept when a two-way field changed on both sides since the last
+    sync to different values (see ``docs/act.md``, "Conflicts")."""
+
+    CRM = "crm"
+    EXCHANGE = "exchange"
+    LATEST = "latest"
+    """The side modified last (CRM ``modified_on`` against Exchange ``last_modified``);
+    a tie goes to the CRM."""
 
 
 class RecurrenceKind(enum.StrEnum):
@@ -235,3 +260,19 @@ class ActSyncState:
     entity: ActEntity
     exchange_state: str | None = None
     crm_modified_after: datetime | None = None
+
+
+class ActAction(enum.StrEnum):
+    """What the engine did (or decided not to do) with one record or item."""
+
+    CREATED_IN_EXCHANGE = "created_in_exchange"
+    UPDATED = "updated"
+    CREATED_IN_CRM = "created_in_crm"
+    DELETED_IN_CRM = "deleted_in_crm"
+    DELETED_IN_EXCHANGE = "deleted_in_exchange"
+    MARKED_DELETED_IN_EXCHANGE = "marked_deleted_in_exchange"
+    """An item deleted in Exchange whose CRM record is kept (contacts)."""
+    UNLINKED = "unlinked"
+    ECHO = "echo"
+    """An Exchange change that was serversync's own write: nothing to do."""
+    SKIPPED = "skipped"

@@ -45,3 +45,19 @@ class ExchangeSyncIdMapping:
     synced_values: Mapping[str, str] = attrs.field(factory=dict)
     last_synced_on: datetime | None = None
     user_decision: int | None = None
+    record_owner: RecordRef | None = None
+    in_sync_filters: bool = True
+    """Whether the record matched the user's sync filters at the last sync: one that did and
+    no longer does is a logical delete. A record created from an Exchange item need not
+    match them to stay linked."""
+
+    @property
+    def is_linked(self) -> bool:
+        """Whether the record and the item are linked: both exist and no delete or unlink
+        ended the link."""
+        return (
+            bool(self.exchange_entry_id)
+            and bool(self.record.id)
+            and not self.is_deleted_in_exchange
+            and not self.is_unlinked_in_crm
+        )

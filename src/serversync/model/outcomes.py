@@ -9,10 +9,12 @@ from datetime import datetime, timedelta
 import attrs
 
 from serversync.errors import ServerBusyError, SyncError
-from serversync.model.ids import ActivityId, MailboxId, MessageId
+from serversync.model.act import ActAction, ActEntity
+from serversync.model.ids import ActivityId, MailboxId, MessageId, RecordRef
 from serversync.model.options import DecisionReason, EmailStatus, Workload
 
 __all__ = [
+    "ActOutcome",
     "ErrorRecord",
     "ItemOutcome",
     "MailboxRunReport",
@@ -106,6 +108,20 @@ class ItemOutcome:
     trace: tuple[RuleStep, ...] = ()
 
 
+@attrs.frozen(kw_only=True)
+class ActOutcome:
+    """One action of an appointment, contact and task (ACT) cycle, with why it was taken;
+    ``error`` when it failed (it is tried again on a later cycle, see
+    :attr:`~serversync.model.ExchangeSyncIdMapping.retries`)."""
+
+    entity: ActEntity
+    action: ActAction
+    record: RecordRef | None = None
+    item_id: str | None = None
+    explanation: str = ""
+    error: ErrorRecord | None = None
+
+
 class SkipReason(enum.StrEnum):
     """Why a mailbox workload was not processed in a run."""
 
@@ -120,6 +136,9 @@ class SkipReason(enum.StrEnum):
     FORWARD_MAILBOX_CANNOT_SEND = "forward_mailbox_cannot_send"
     ENGINE_STOPPING = "engine_stopping"
     PROFILE_CONNECTIONS_IN_USE = "profile_connections_in_use"
+    ACT_NOT_TESTED = "act_not_tested"
+    """Appointment, contact and task sync waits for a passed Test & Enable (Dynamics needs
+    a passed ACT test before it syncs)."""
 
 
 class RunStatus(enum.StrEnum):
@@ -180,6 +199,8 @@ class MailboxRunReport:
     items: tuple[ItemOutcome, ...] = ()
     sends: tuple[SendResult, ...] = ()
     error: ErrorRecord | None = None
+    act: tuple[ActOutcome, ...] = ()
+    """What an ACT cycle did, record by record."""
 
     @property
     def items_failed(self) -> int:

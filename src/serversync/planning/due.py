@@ -11,6 +11,7 @@ from serversync.model import (
     EntityName,
     Mailbox,
     SkipReason,
+    TestStatus,
     Workload,
     WorkloadState,
 )
@@ -39,7 +40,7 @@ def skip_reason(
     """Why ``workload`` of ``mailbox`` must not run now, or ``None`` when it may.
 
     Checked in the order Dynamics documents: inactive mailbox, no profile, delivery method,
-    enabled flag, address approval, then the schedule.
+    enabled flag (and, for ACT, a passed ACT test), address approval, then the schedule.
     """
     if not mailbox.is_active:
         return SkipReason.INACTIVE
@@ -53,6 +54,8 @@ def skip_reason(
         return SkipReason.DELIVERY_METHOD_NOT_SERVER_SIDE_SYNC
     if not mailbox.enabled_for(workload):
         return SkipReason.WORKLOAD_DISABLED
+    if workload is Workload.ACT and mailbox.act_status is not TestStatus.SUCCESS:
+        return SkipReason.ACT_NOT_TESTED
     if _approval_required(mailbox, org) and mailbox.approval is not EmailApprovalStatus.APPROVED:
         return SkipReason.NOT_APPROVED
     if state is not None and state.next_run_at is not None and state.next_run_at > now:

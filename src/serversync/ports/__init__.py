@@ -1,6 +1,12 @@
 """Ports: the typing.Protocols hosts implement (storage, credentials, rules) and adapters
 provide (mail transports)."""
 
+from serversync.ports.act import (
+    ActRecordRepository,
+    ExchangeItemsSession,
+    ExchangeItemsTransport,
+    ExchangeSyncIdMappingRepository,
+)
 from serversync.ports.attachments import AttachmentSource
 from serversync.ports.clock import Clock
 from serversync.ports.credentials import CredentialProvider
@@ -31,12 +37,16 @@ from serversync.ports.transports import (
 )
 
 __all__ = [
+    "ActRecordRepository",
     "AttachmentSource",
     "CheckpointRepository",
     "Clock",
     "CredentialProvider",
     "EmailActivityRepository",
     "EmailServerProfileRepository",
+    "ExchangeItemsSession",
+    "ExchangeItemsTransport",
+    "ExchangeSyncIdMappingRepository",
     "FolderTrackingRepository",
     "IncomingMailSession",
     "IncomingMailTransport",

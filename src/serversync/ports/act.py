@@ -64,9 +64,20 @@ class ActRecordRepository(Protocol):
         ...
 
     async def create_act_record(
-        self, entity: ActEntity, owner: RecordRef, fields: FieldValues
+        self,
+        entity: ActEntity,
+        owner: RecordRef,
+        fields: FieldValues,
+        *,
+        series: RecordRef | None = None,
+        original_start: datetime | None = None,
     ) -> ActRecord:
-        """Create a record from an Exchange item (owned by ``owner``)."""
+        """Create a record from an Exchange item (owned by ``owner``).
+
+        An exception of a recurring appointment comes with ``series`` (the master record)
+        and ``original_start`` (the occurrence it replaces). ``fields["organizer"]``, when
+        present, is the appointment's organizer.
+        """
         ...
 
     async def update_act_record(
@@ -132,9 +143,21 @@ class ExchangeItemsSession(Protocol):
         """The items of ``item_ids`` that still exist, whole."""
         ...
 
-    async def create_item(self, entity: ActEntity, fields: FieldValues) -> ExchangeItemKey:
+    async def create_item(
+        self,
+        entity: ActEntity,
+        fields: FieldValues,
+        *,
+        series_id: str | None = None,
+        original_start: datetime | None = None,
+    ) -> ExchangeItemKey:
         """Create an item (an appointment without attendees is saved, one with attendees is
-        saved without sending invitations) and return its key."""
+        saved without sending invitations) and return its key.
+
+        With ``series_id`` the item is the exception of that recurring master for the
+        occurrence starting at ``original_start`` (EWS: the occurrence is fetched by its
+        index and updated).
+        """
         ...
 
     async def update_item(

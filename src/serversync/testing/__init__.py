@@ -19,8 +19,18 @@ from serversync.adapters.transports.memory import (
     SentMessage,
     StoredMessage,
 )
+from serversync.adapters.transports.memory_items import (
+    InMemoryExchange,
+    InMemoryExchangeItemsTransport,
+    SentCancellation,
+)
 from serversync.testing._clock import FakeClock
 from serversync.testing._world import InMemoryWorld
+from serversync.testing.act_contracts import (
+    check_act_record_repository,
+    check_exchange_items_session,
+    check_exchange_sync_id_mapping_repository,
+)
 from serversync.testing.builders import (
     a_contact,
     a_mailbox,
@@ -28,6 +38,7 @@ from serversync.testing.builders import (
     a_profile,
     a_queue,
     a_sent_email,
+    a_sync_filter,
     a_user,
     an_account,
     an_email,
@@ -38,11 +49,14 @@ __all__ = [
     "FaultPlan",
     "FaultPoint",
     "InMemoryDirectory",
+    "InMemoryExchange",
+    "InMemoryExchangeItemsTransport",
     "InMemoryIncomingTransport",
     "InMemoryMailServer",
     "InMemoryOutgoingTransport",
     "InMemoryStorage",
     "InMemoryWorld",
+    "SentCancellation",
     "SentMessage",
     "SimulatedCrash",
     "StoredMessage",
@@ -52,7 +66,11 @@ __all__ = [
     "a_profile",
     "a_queue",
     "a_sent_email",
+    "a_sync_filter",
     "a_user",
     "an_account",
     "an_email",
+    "check_act_record_repository",
+    "check_exchange_items_session",
+    "check_exchange_sync_id_mapping_repository",
 ]

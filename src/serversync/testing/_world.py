@@ -14,6 +14,10 @@ from serversync.adapters.transports.memory import (
     InMemoryMailServer,
     InMemoryOutgoingTransport,
 )
+from serversync.adapters.transports.memory_items import (
+    InMemoryExchange,
+    InMemoryExchangeItemsTransport,
+)
 from serversync.engine import SyncEngine, Transports
 from serversync.model import (
     INBOX,
@@ -40,6 +44,8 @@ class InMemoryWorld:
     ``add_user`` and ``add_queue`` create the mail account, the CRM record and the mailbox
     together; ``engine()`` builds a :class:`SyncEngine` over all of it. Every part stays
     reachable (``server``, ``storage``, ``directory``, ``clock``) for assertions.
+    ``exchange`` holds every user's calendar, contacts and tasks for appointment, contact and
+    task sync (with a profile of an Exchange server type), and ``storage`` the CRM side.
     """
 
     def __init__(
@@ -51,7 +57,8 @@ class InMemoryWorld:
     ) -> None:
         self.clock = clock or FakeClock()
         self.server = InMemoryMailServer(clock=self.clock)
-        self.storage = InMemoryStorage()
+        self.storage = InMemoryStorage(clock=self.clock)
+        self.exchange = InMemoryExchange(clock=self.clock)
         self.directory = InMemoryDirectory()
         self.profile = profile or a_profile()
         self.settings = settings or SyncSettings()
@@ -61,6 +68,7 @@ class InMemoryWorld:
     def _add_mailbox(self, record: CrmRecord, password: str, overrides: dict[str, Any]) -> Mailbox:
         address = record.email_address
         self.server.add_account(address, password)
+        self.exchange.add_mailbox(address, password)
         self.directory.add(record)
         fields: dict[str, Any] = {"profile_id": self.profile.id}
         fields.update(overrides)
@@ -141,6 +149,7 @@ class InMemoryWorld:
         return Transports.for_all(
             incoming=InMemoryIncomingTransport(self.server),
             outgoing=InMemoryOutgoingTransport(self.server),
+            act=InMemoryExchangeItemsTransport(self.exchange),
         )
 
     def engine(self, **overrides: Any) -> SyncEngine:
@@ -152,6 +161,8 @@ class InMemoryWorld:
             "credentials": self.credentials,
             "settings": self.settings,
             "clock": self.clock,
+            "act_records": self.storage,
+            "act_mappings": self.storage,
         }
         parts.update(overrides)
         return SyncEngine(**parts)

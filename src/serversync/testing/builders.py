@@ -13,8 +13,10 @@ from email.utils import format_datetime
 from typing import Any
 
 from serversync.model import (
+    ActEntity,
     ActivityId,
     ActivityParty,
+    ConditionOperator,
     CrmRecord,
     EmailActivity,
     EmailApprovalStatus,
@@ -22,6 +24,8 @@ from serversync.model import (
     EmailServerProfile,
     EmailStatus,
     EntityName,
+    FieldCondition,
+    FilterGroup,
     IncomingFilteringMethod,
     Mailbox,
     MailboxId,
@@ -31,6 +35,7 @@ from serversync.model import (
     RecordRef,
     ServerEndpoint,
     ServerType,
+    SyncFilter,
 )
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "a_profile",
     "a_queue",
     "a_sent_email",
+    "a_sync_filter",
     "a_user",
     "an_account",
     "an_email",
@@ -233,3 +239,19 @@ def _parties(sender: Mailbox, to: Sequence[str]) -> tuple[ActivityParty, ...]:
             for a in to
         ),
     )
+
+
+def a_sync_filter(owner: RecordRef, entity: ActEntity, **overrides: Any) -> SyncFilter:
+    """An enabled synchronization filter of ``owner`` for ``entity``: the records they own
+    ("My Outlook Contacts" and the like)."""
+    fields: dict[str, Any] = {
+        "id": f"filter-{entity.value}-{owner.id}-{next(_serial)}",
+        "name": f"My {entity.value}s",
+        "owner": owner,
+        "entity": entity,
+        "criteria": FilterGroup(
+            conditions=(FieldCondition(field="owner", operator=ConditionOperator.EQ_USERID),)
+        ),
+    }
+    fields.update(overrides)
+    return SyncFilter(**fields)

@@ -17,6 +17,7 @@ import attrs
 
 from serversync.adapters._faults import FaultPlan, FaultPoint
 from serversync.adapters._ports_docs import documented_by
+from serversync.adapters.storage._memory_act import InMemoryActRecords, InMemoryExchangeMappings
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.adapters.storage._sender_records import sender_record
 from serversync.errors import LeaseLostError, StorageConflictError
@@ -53,7 +54,14 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import RecordCreator, RecordDirectory, Repositories
+from serversync.ports import (
+    ActRecordRepository,
+    Clock,
+    ExchangeSyncIdMappingRepository,
+    RecordCreator,
+    RecordDirectory,
+    Repositories,
+)
 
 __all__ = ["InMemoryDirectory", "InMemoryStorage"]
 
@@ -72,12 +80,21 @@ class _Lease:
 
 
 @final
-@documented_by(Repositories)
-class InMemoryStorage:
-    """Every repository port over dicts; also the host-side setup helpers tests need."""
+@documented_by(Repositories, ActRecordRepository, ExchangeSyncIdMappingRepository)
+class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
+    """Every repository port over dicts; also the host-side setup helpers tests need.
 
-    def __init__(self, *, faults: FaultPlan | None = None) -> None:
+    It also serves appointment, contact and task sync: the host's CRM records and sync
+    filters (:class:`~serversync.ports.ActRecordRepository`) and the Exchange mappings
+    (:class:`~serversync.ports.ExchangeSyncIdMappingRepository`). ``clock`` stamps the
+    ``modified_on`` of records created or changed here.
+    """
+
+    def __init__(self, *, faults: FaultPlan | None = None, clock: Clock | None = None) -> None:
         self.faults = faults or FaultPlan()
+        self._clock = clock
+        self._init_act_records()
+        self._init_exchange_mappings()
         self._profiles: dict[ProfileId, EmailServerProfile] = {}
         self._mailboxes: dict[MailboxId, Mailbox] = {}
         self._states: dict[tuple[MailboxId, Workload], WorkloadState] = {}

@@ -377,7 +377,25 @@ class EwsActSession:
         )
         return [i for i in items if i.key.item_id in wanted]
 
-    async def create_item(self, entity: ActEntity, fields: FieldValues) -> ExchangeItemKey:
+    async def create_item(
+        self,
+        entity: ActEntity,
+        fields: FieldValues,
+        *,
+        series_id: str | None = None,
+        original_start: datetime | None = None,
+    ) -> ExchangeItemKey:
+        if series_id is not None:
+            # An exception of a series is not created in EWS: the occurrence it replaces
+            # exists already and becomes an exception when it is changed.
+            if entity is not ActEntity.APPOINTMENT or original_start is None:
+                raise self._refuse(
+                    entity, "only an appointment with its original start is an exception"
+                )
+            occurrence = ExchangeItemKey(
+                item_id=series_id, change_key="", original_start=original_start
+            )
+            return await self.update_item(entity, occurrence, fields)
         return await self._connection.call(
             f"creating a {entity}",
             lambda: self._create_in_thread(entity, fields),
