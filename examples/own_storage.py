@@ -38,7 +38,7 @@ import json
 import sqlite3
 import tempfile
 import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,6 +55,7 @@ from serversync import (
     Created,
     Credentials,
     EmailActivity,
+    EmailApprovalStatus,
     EmailDirection,
     EmailServerProfile,
     EmailStatus,
@@ -67,6 +68,7 @@ from serversync import (
     MappingCredentials,
     MessageId,
     ProfileId,
+    QuarantineCount,
     QuarantinedMessage,
     RecordRef,
     Repositories,
@@ -370,6 +372,38 @@ class SqliteStorage:
                 "UPDATE mailbox SET doc = ? WHERE id = ?", (self._dump(disabled), mailbox_id)
             )
             return True
+
+    async def create_mailbox(self, mailbox: Mailbox) -> Mailbox | None:
+        with self._transaction() as db:  # the write lock makes check-then-insert atomic
+            for (doc,) in db.execute("SELECT doc FROM mailbox"):
+                other: Mailbox = self._load(doc, Mailbox)
+                if other.id == mailbox.id or (
+                    mailbox.owner is not None and other.owner == mailbox.owner
+                ):
+                    return other
+            db.execute(
+                "INSERT INTO mailbox (id, doc) VALUES (?, ?)", (mailbox.id, self._dump(mailbox))
+            )
+            return None
+
+    async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox | None:
+        return self._change_mailbox(mailbox_id, lambda m: m.with_email_address(address))
+
+    async def set_mailbox_approval(
+        self, mailbox_id: MailboxId, approval: EmailApprovalStatus
+    ) -> Mailbox | None:
+        return self._change_mailbox(mailbox_id, lambda m: attrs.evolve(m, approval=approval))
+
+    def _change_mailbox(
+        self, mailbox_id: MailboxId, change: Callable[[Mailbox], Mailbox]
+    ) -> Mailbox | None:
+        with self._transaction() as db:
+            row = db.execute("SELECT doc FROM mailbox WHERE id = ?", (mailbox_id,)).fetchone()
+            if row is None:
+                return None
+            changed = change(self._load(row[0], Mailbox))
+            db.execute("UPDATE mailbox SET doc = ? WHERE id = ?", (self._dump(changed), mailbox_id))
+            return changed
 
     async def record_mailbox_test(
         self, mailbox_id: MailboxId, results: Mapping[Workload, TestStatus], *, at: datetime
@@ -690,6 +724,18 @@ class SqliteStorage:
                 (mailbox_id, folder, remote_id),
             )
             return cursor.rowcount == 1
+
+    async def count_quarantine(self, mailbox_id: MailboxId) -> QuarantineCount:
+        total, waiting, earliest = self._db.execute(
+            "SELECT COUNT(*), COUNT(next_attempt_at), MIN(next_attempt_at) FROM quarantine "
+            "WHERE mailbox_id = ?",
+            (mailbox_id,),
+        ).fetchone()
+        return QuarantineCount(
+            waiting=waiting,
+            given_up=total - waiting,
+            next_attempt_at=None if earliest is None else datetime.fromtimestamp(earliest, UTC),
+        )
 
     # -- leases --------------------------------------------------------------------------------
 

@@ -16,11 +16,14 @@ from serversync.errors import (
     ConfigurationError,
     ConnectionFailedError,
     DeliveryUncertainError,
+    DuplicateMailboxError,
+    EmailAddressNotApprovedError,
     EngineStoppingError,
     ErrorScope,
     LeaseLostError,
     MalformedMessageError,
     MessageRejectedError,
+    MessageTooLargeError,
     OperationTimeoutError,
     PermanentError,
     RecipientsRefusedError,
@@ -31,6 +34,7 @@ from serversync.errors import (
 )
 from serversync.model import *  # noqa: F403  (the model's __all__ is part of ours)
 from serversync.model import __all__ as _model_all
+from serversync.planning.lifecycle import check_mailbox, new_mailbox
 from serversync.ports import *  # noqa: F403
 from serversync.ports import __all__ as _ports_all
 from serversync.relevance import AutoReplyRule, default_rules, evaluate
@@ -38,6 +42,7 @@ from serversync.settings import (
     ActSettings,
     AlertSettings,
     ConflictPolicy,
+    DefaultEmailSettings,
     ExpiredClaimPolicy,
     Limits,
     LoopGuardSettings,
@@ -65,7 +70,10 @@ __all__ = [
     "ConfigurationError",
     "ConflictPolicy",
     "ConnectionFailedError",
+    "DefaultEmailSettings",
     "DeliveryUncertainError",
+    "DuplicateMailboxError",
+    "EmailAddressNotApprovedError",
     "EngineStoppingError",
     "ErrorScope",
     "ExpiredClaimPolicy",
@@ -76,6 +84,7 @@ __all__ = [
     "MappingCredentials",
     "ReferencedCredentials",
     "MessageRejectedError",
+    "MessageTooLargeError",
     "OperationTimeoutError",
     "OrganizationSettings",
     "PermanentError",
@@ -95,8 +104,10 @@ __all__ = [
     "TransientError",
     "Transports",
     "__version__",
+    "check_mailbox",
     "default_rules",
     "evaluate",
+    "new_mailbox",
     *_model_all,
     *_ports_all,
 ]

@@ -19,7 +19,10 @@ class (transient or permanent); how far it reaches is the ``scope`` attribute.
     └── PermanentError                 fails again until configuration or data changes
         ├── AuthenticationError        wrong password, revoked token
         ├── ConfigurationError         no profile, unsupported server type, missing credentials
+        │   ├── DuplicateMailboxError      .existing: the user or queue already has a mailbox
+        │   └── EmailAddressNotApprovedError  the organisation requires an approved address
         ├── MessageRejectedError       .server_code, .server_message (SMTP 5xx, EWS item errors)
+        │   └── MessageTooLargeError   .size, .limit: over the configured message size limit
         ├── RecipientsRefusedError     .recipients (every recipient refused)
         └── MalformedMessageError      .reason (a message that cannot be parsed)
 
@@ -39,11 +42,14 @@ __all__ = [
     "ConfigurationError",
     "ConnectionFailedError",
     "DeliveryUncertainError",
+    "DuplicateMailboxError",
+    "EmailAddressNotApprovedError",
     "EngineStoppingError",
     "ErrorScope",
     "LeaseLostError",
     "MalformedMessageError",
     "MessageRejectedError",
+    "MessageTooLargeError",
     "OperationTimeoutError",
     "PermanentError",
     "RecipientsRefusedError",
@@ -179,6 +185,31 @@ class ConfigurationError(PermanentError):
     """The mailbox or profile cannot work as configured (no profile, no credentials, ...)."""
 
 
+class DuplicateMailboxError(ConfigurationError):
+    """The user or queue already has a mailbox (one mailbox per user or queue); ``existing``
+    is the id of that mailbox."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        existing: str,
+        mailbox_id: str | None = None,
+        server_code: str | None = None,
+        scope: ErrorScope | None = None,
+    ) -> None:
+        super().__init__(message, mailbox_id=mailbox_id, server_code=server_code, scope=scope)
+        self.existing = existing
+
+    def _extra(self) -> Mapping[str, Any]:
+        return {"existing": self.existing}
+
+
+class EmailAddressNotApprovedError(ConfigurationError):
+    """The organisation processes email only for approved addresses, and the mailbox's is not
+    approved: its workloads are disabled until it is approved and tested again."""
+
+
 class MessageRejectedError(PermanentError):
     """The server refused a message for good (SMTP 5xx, an EWS item error)."""
 
@@ -240,3 +271,32 @@ class MalformedMessageError(PermanentError):
 
     def _extra(self) -> Mapping[str, Any]:
         return {"reason": self.reason}
+
+
+class MessageTooLargeError(MessageRejectedError):
+    """A message is larger than the configured limit (``size`` and ``limit`` in bytes; ``size``
+    may be the size the server announced). It fails alone: it is not downloaded, or not sent."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        size: int,
+        limit: int,
+        server_message: str | None = None,
+        mailbox_id: str | None = None,
+        server_code: str | None = None,
+        scope: ErrorScope | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            server_message=server_message,
+            mailbox_id=mailbox_id,
+            server_code=server_code,
+            scope=scope,
+        )
+        self.size = size
+        self.limit = limit
+
+    def _extra(self) -> Mapping[str, Any]:
+        return {**super()._extra(), "size": self.size, "limit": self.limit}

@@ -15,12 +15,19 @@ from typing import Any
 import attrs
 
 from serversync.model.act import ActEntity, ConflictWinner, SyncDirection
-from serversync.model.options import IncomingFilteringMethod
+from serversync.model.ids import ProfileId
+from serversync.model.options import (
+    ActDeliveryMethod,
+    IncomingDeliveryMethod,
+    IncomingFilteringMethod,
+    OutgoingDeliveryMethod,
+)
 
 __all__ = [
     "ActSettings",
     "AlertSettings",
     "ConflictPolicy",
+    "DefaultEmailSettings",
     "ExpiredClaimPolicy",
     "Limits",
     "LoopGuardSettings",
@@ -38,6 +45,19 @@ _positive = attrs.validators.gt(timedelta(0))
 _at_least_one = attrs.validators.ge(1)
 
 
+# Large enough for the biggest mail Exchange Online and Gmail accept (35 to 50 MB, encoded).
+_MAX_MESSAGE_SIZE: int | None = 50 * 1024 * 1024
+
+
+def _optional_size(
+    instance: object, attribute: attrs.Attribute[int | None], value: int | None
+) -> None:
+    if value is not None and value < 1:
+        raise ValueError(
+            f"{attribute.name} is a number of bytes (at least 1) or None, not {value!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Timeouts:
     """Deadlines for every network and storage await (seconds as :class:`timedelta`)."""
@@ -52,12 +72,19 @@ class Timeouts:
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """Batch sizes and concurrency bounds."""
+    """Batch sizes, concurrency bounds and the message size limit.
+
+    ``max_message_size`` (bytes; ``None`` for none) bounds every message: an incoming one
+    whose announced size is larger is not downloaded but quarantined as too large, and an
+    outgoing one that composes larger fails for good. Attachments have their own limit,
+    :attr:`OrganizationSettings.max_upload_file_size`.
+    """
 
     incoming_batch_size: int = attrs.field(default=100, validator=_at_least_one)
     outgoing_batch_size: int = attrs.field(default=50, validator=_at_least_one)
     max_concurrent_mailboxes: int = attrs.field(default=50, validator=_at_least_one)
     max_batches_per_run: int = attrs.field(default=20, validator=_at_least_one)
+    max_message_size: int | None = attrs.field(default=_MAX_MESSAGE_SIZE, validator=_optional_size)
 
 
 class ExpiredClaimPolicy(enum.StrEnum):
@@ -344,6 +371,21 @@ _BLOCKED_EXTENSIONS = (
 
 
 @attrs.frozen(kw_only=True)
+class DefaultEmailSettings:
+    """The organisation's default email settings, applied to the mailbox of every new user and
+    queue (Dynamics ``defaultemailsettings`` and ``defaultemailserverprofileid``).
+
+    A new mailbox gets these delivery methods, and ``profile_id`` when any of them is
+    server-side synchronization.
+    """
+
+    profile_id: ProfileId | None = None
+    incoming_delivery_method: IncomingDeliveryMethod = IncomingDeliveryMethod.SERVER_SIDE_SYNC
+    outgoing_delivery_method: OutgoingDeliveryMethod = OutgoingDeliveryMethod.SERVER_SIDE_SYNC
+    act_delivery_method: ActDeliveryMethod = ActDeliveryMethod.NONE
+
+
+@attrs.frozen(kw_only=True)
 class OrganizationSettings:
     """Organisation-wide switches that change what is processed (Dynamics System Settings)."""
 
@@ -381,6 +423,7 @@ class OrganizationSettings:
     max_folder_based_tracking_mappings: int = attrs.field(
         default=25, validator=attrs.validators.ge(0)
     )
+    default_email_settings: DefaultEmailSettings = attrs.Factory(DefaultEmailSettings)
 
 
 @attrs.frozen(kw_only=True)

@@ -25,9 +25,13 @@ SELECTED = [
 
 @asynccontextmanager
 async def fake_imap(
-    answers: Mapping[str, list[str] | str], *, greeting: str = "* OK fake IMAP ready\r\n"
+    answers: Mapping[str, list[str] | str],
+    *,
+    greeting: str = "* OK fake IMAP ready\r\n",
+    record: list[str] | None = None,
 ) -> AsyncIterator[int]:
-    """Serve on a free port (yielded) until the block ends."""
+    """Serve on a free port (yielded) until the block ends; each command received, without
+    its tag, is appended to ``record`` when given."""
     table = {"CAPABILITY": CAPABILITY, **answers}
     handlers: set[asyncio.Task[None]] = set()
 
@@ -39,6 +43,8 @@ async def fake_imap(
             writer.write(greeting.encode())
             while line := await reader.readline():
                 tag, _, rest = line.decode().strip().partition(" ")
+                if record is not None:
+                    record.append(rest)
                 name = rest.split(" ", 1)[0].upper()
                 answer = table.get(name, ["{tag} OK done\r\n"])
                 if answer == "stall":

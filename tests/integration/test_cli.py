@@ -209,6 +209,7 @@ def test_run_with_several_workers_stores_each_message_once(
             "--filter",
             "all",
             "--approve",
+            "--replace",  # the first user's mailbox exists already
             "--password-file",
             str(secret),
         )

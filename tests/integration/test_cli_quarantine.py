@@ -87,6 +87,8 @@ def test_an_operator_lists_retries_and_discards_quarantined_messages(
     assert "next try" in row
     assert "MalformedMessageError: unreadable headers" in row
     assert "no quarantined messages" in cli("quarantine", "list", "--mailbox", "x@example.com")
+    status = _row(cli("status", "--mailbox", user.address), "incoming")
+    assert "1 waiting, next " in status, f"health shows the quarantine: {status}"
 
     refused = cli("quarantine", "retry", expect=1)
     assert "--mailbox ADDRESS, or every mailbox with --all" in refused
@@ -102,3 +104,5 @@ def test_an_operator_lists_retries_and_discards_quarantined_messages(
     discarded = cli("quarantine", "discard", "--mailbox", user.address, "--folder", "INBOX")
     assert "1 message discarded" in discarded
     assert "no quarantined messages" in cli("quarantine", "list")
+    cells = [cell.strip() for cell in _row(cli("status"), "incoming").split("│")]
+    assert cells[-2] == "0", f"none quarantined now: {cells}"

@@ -29,6 +29,7 @@ from serversync import (
     Credentials,
     DecisionReason,
     EmailActivity,
+    EmailApprovalStatus,
     EmailServerProfile,
     EmailStatus,
     ErrorRecord,
@@ -41,6 +42,7 @@ from serversync import (
     MessageId,
     ParsedHeaders,
     ProfileId,
+    QuarantineCount,
     QuarantinedMessage,
     RecordDirectory,
     RecordRef,
@@ -221,6 +223,30 @@ class DictRepositories:
         mailbox = self.mailboxes.get(mailbox_id)
         if mailbox is not None:
             self.mailboxes[mailbox_id] = mailbox.with_test_results(results, at=at)
+
+    # MailboxAdministration
+    async def create_mailbox(self, mailbox: Mailbox) -> Mailbox | None:
+        for other in self.mailboxes.values():
+            if other.id == mailbox.id or (mailbox.owner and other.owner == mailbox.owner):
+                return other
+        self.mailboxes[mailbox.id] = mailbox
+        return None
+
+    async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox | None:
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is None:
+            return None
+        self.mailboxes[mailbox_id] = changed = mailbox.with_email_address(address)
+        return changed
+
+    async def set_mailbox_approval(
+        self, mailbox_id: MailboxId, approval: EmailApprovalStatus
+    ) -> Mailbox | None:
+        mailbox = self.mailboxes.get(mailbox_id)
+        if mailbox is None:
+            return None
+        self.mailboxes[mailbox_id] = changed = attrs.evolve(mailbox, approval=approval)
+        return changed
 
     # EmailActivityRepository
     async def add_incoming(
@@ -460,6 +486,11 @@ class DictRepositories:
 
     async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
         return self.quarantined.pop((mailbox_id, folder, remote_id), None) is not None
+
+    async def count_quarantine(self, mailbox_id: MailboxId) -> QuarantineCount:
+        return QuarantineCount.of(
+            q for q in self.quarantined.values() if q.mailbox_id == mailbox_id
+        )
 
 
 class DictCredentials:

@@ -72,6 +72,7 @@ def _connects(world: InMemoryWorld) -> int:
 
 
 async def test_a_permanent_error_disables_the_workload_at_once_with_an_error_alert() -> None:
+    """behaviour_5 of spec §12: a permanent error disables the workload with an Error alert."""
     world = InMemoryWorld()
     alice = world.add_user(ALICE)
     world.server.set_password(ALICE, "changed by the user")
@@ -187,6 +188,8 @@ async def test_disabling_alerts_once_when_the_workload_was_already_disabled() ->
 
 
 async def test_transient_failures_postpone_by_five_minutes_and_count_up() -> None:
+    """behaviour_6 of spec §12 (with the tests below): transient errors postpone the workload,
+    the tenth in a row disables it."""
     world = InMemoryWorld()
     alice = world.add_user(ALICE)
     world.server.faults.fail_next("connect", ConnectionFailedError("reset"), times=3)

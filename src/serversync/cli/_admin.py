@@ -12,14 +12,15 @@ from rich.table import Table
 
 from serversync import (
     AuthenticationProtocol,
+    ConfigurationError,
     CredentialKind,
     CredentialSource,
     CrmRecord,
+    DefaultEmailSettings,
     EmailApprovalStatus,
     EmailServerProfile,
     EntityName,
     IncomingFilteringMethod,
-    Mailbox,
     MailboxTestReport,
     ProfileId,
     RecordRef,
@@ -28,6 +29,8 @@ from serversync import (
     ServerType,
     TestStatus,
     TlsMode,
+    check_mailbox,
+    new_mailbox,
 )
 
 from ._output import console, fail, show_error
@@ -248,6 +251,11 @@ def mailbox() -> None:
     help="Which incoming email is tracked (Dynamics' incoming email filtering method).",
 )
 @click.option("--approve", is_flag=True, help="Approve the email address at once.")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace the mailbox's settings if it exists (its statuses start again).",
+)
 @_secret_options
 @click.pass_context
 def mailbox_add(
@@ -258,23 +266,31 @@ def mailbox_add(
     name: str | None,
     filtering: str,
     approve: bool,
+    replace: bool,
     username: str | None,
     password_env: str | None,
     password_file: str | None,
     oauth2: bool,
 ) -> None:
-    """Add or replace the mailbox of a user or queue, and that user or queue."""
+    """Add the mailbox of a user or queue, and that user or queue. A user or queue has one
+    mailbox: adding it again is refused unless --replace says to replace its settings."""
     address = address.strip().lower()
     entity = EntityName.QUEUE if queue else EntityName.SYSTEMUSER
     owner = RecordRef(entity.value, address)
     approval = EmailApprovalStatus.APPROVED if approve else EmailApprovalStatus.EMPTY
     reference = _secret(username or address, password_env, password_file, oauth2)
-    created = Mailbox(
-        id=mailbox_id_for(address),
-        name=name or address,
-        email_address=address,
-        owner=owner,
-        profile_id=ProfileId(profile_id),
+    try:
+        provisioned = new_mailbox(
+            owner,
+            address,
+            defaults=DefaultEmailSettings(profile_id=ProfileId(profile_id)),
+            mailbox_id=mailbox_id_for(address),
+            name=name,
+        )
+    except ConfigurationError as exc:
+        fail(str(exc))
+    created = attrs.evolve(
+        provisioned,
         username=reference.username if reference else username,
         allow_email_connector_to_use_credentials=reference is not None,
         approval=approval,
@@ -291,8 +307,15 @@ def mailbox_add(
     async def work(store: Store) -> None:
         if await store.storage.get_profile(ProfileId(profile_id)) is None:
             fail(f"no profile {profile_id}: add it with `serversync profile add`")
+        if replace:
+            # The same mailbox (its id and owner come from the address), new settings.
+            check_mailbox(created)
+            await store.storage.add_mailbox(created)
+        else:
+            async with store.engine() as engine:
+                # The engine applies the lifecycle rules: one mailbox per user or queue.
+                await engine.add_mailbox(created)
         await store.directory.add(record)
-        await store.storage.add_mailbox(created)
         if reference is not None:
             await store.credentials.set_for_mailbox(created.id, reference)
 
@@ -326,10 +349,8 @@ def mailbox_approve(context: click.Context, address: str) -> None:
     """Approve a mailbox's email address (required before it syncs, by default)."""
 
     async def work(store: Store) -> None:
-        found = await store.storage.get_mailbox(mailbox_id_for(address))
-        if found is None:
-            fail(f"no mailbox {address}")
-        await store.storage.add_mailbox(attrs.evolve(found, approval=EmailApprovalStatus.APPROVED))
+        async with store.engine() as engine:
+            found = await engine.set_mailbox_approval(mailbox_id_for(address))
         if found.owner is not None:
             record = await store.directory.get_record(found.owner)
             if record is not None:

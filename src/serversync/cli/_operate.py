@@ -26,6 +26,7 @@ from serversync import (
     ItemOutcome,
     MailboxHealth,
     MailboxRunReport,
+    QuarantineCount,
     RunReport,
     RunStatus,
 )
@@ -151,7 +152,8 @@ def _print_run(report: RunReport) -> None:
 @click.option("--mailbox", "address", help="Only this mailbox.")
 @click.pass_context
 def status(context: click.Context, address: str | None) -> None:
-    """Mailbox health: enabled, last success, last error, failures in a row, next run."""
+    """Mailbox health: enabled, last success, last error, failures in a row, next run,
+    quarantined messages."""
 
     async def work(store: Store) -> tuple[MailboxHealth, ...]:
         async with store.engine() as engine:
@@ -159,7 +161,14 @@ def status(context: click.Context, address: str | None) -> None:
 
     rows = with_store(context, work)
     table = Table(
-        "mailbox", "workload", "state", "last success", "failures", "last error", "next run"
+        "mailbox",
+        "workload",
+        "state",
+        "last success",
+        "failures",
+        "last error",
+        "next run",
+        "quarantined",
     )
     for row in rows:
         state = "blocked: " + row.blocked_by.value if row.blocked_by else "enabled"
@@ -174,8 +183,22 @@ def status(context: click.Context, address: str | None) -> None:
             str(row.consecutive_failures),
             error,
             _when(row.next_run_at),
+            _quarantined(row.quarantined),
         )
     console().print(table)
+
+
+def _quarantined(count: QuarantineCount | None) -> str:
+    if count is None:
+        return ""
+    if count.total == 0:
+        return "0"
+    parts = [f"{count.waiting} waiting"]
+    if count.given_up:
+        parts.append(f"{count.given_up} given up")
+    if count.next_attempt_at is not None:
+        parts.append(f"next {_when(count.next_attempt_at)}")
+    return ", ".join(parts)
 
 
 @click.command()

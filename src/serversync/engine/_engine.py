@@ -12,11 +12,17 @@ from typing import Self, final
 
 import attrs
 
-from serversync.errors import ConfigurationError, EngineStoppingError, LeaseLostError
+from serversync.errors import (
+    ConfigurationError,
+    EmailAddressNotApprovedError,
+    EngineStoppingError,
+    LeaseLostError,
+)
 from serversync.mime import ensure_message_id, parse_headers
 from serversync.model import (
     INBOX,
     CrmRecord,
+    EmailApprovalStatus,
     EmailServerProfile,
     ErrorRecord,
     ItemOutcome,
@@ -27,6 +33,7 @@ from serversync.model import (
     MailboxTestReport,
     ProfileId,
     QuarantinedMessage,
+    RecordRef,
     RemoteMessageRef,
     RunReport,
     RunStatus,
@@ -36,6 +43,7 @@ from serversync.model import (
 )
 from serversync.planning import (
     disables_workload,
+    new_mailbox,
     next_run_after_success,
     profile_failure_alert,
     skip_reason,
@@ -55,8 +63,9 @@ from serversync.ports import (
     SyncObserver,
 )
 from serversync.relevance import default_rules
-from serversync.settings import SyncSettings
+from serversync.settings import DefaultEmailSettings, SyncSettings
 
+from . import _lifecycle
 from ._act import ActPipeline
 from ._context import EngineContext, logger
 from ._health import collect_health
@@ -304,6 +313,58 @@ class SyncEngine:
             )
         return await test_and_enable(ctx, mailbox, profile)
 
+    async def provision_mailbox(
+        self,
+        owner: RecordRef,
+        email_address: str,
+        *,
+        mailbox_id: MailboxId | None = None,
+        name: str | None = None,
+        defaults: DefaultEmailSettings | None = None,
+    ) -> Mailbox:
+        """Create the mailbox of a new user or queue, as Dynamics does when the user or queue
+        is created: the organisation's default delivery methods
+        (``settings.organization.default_email_settings``, or ``defaults``), linked to the
+        default profile when one of them is server-side synchronization, the address not
+        yet approved. Returns the mailbox stored.
+
+        Raises :class:`~serversync.errors.DuplicateMailboxError` when the user or queue
+        already has a mailbox (or the id is taken), and
+        :class:`~serversync.errors.ConfigurationError` when the default profile does not
+        exist or the owner is not a user or queue.
+        """
+        self._require_open()
+        chosen = defaults or self._ctx.settings.organization.default_email_settings
+        mailbox = new_mailbox(
+            owner, email_address, defaults=chosen, mailbox_id=mailbox_id, name=name
+        )
+        return await self.add_mailbox(mailbox)
+
+    async def add_mailbox(self, mailbox: Mailbox) -> Mailbox:
+        """Store a new mailbox after checking it: a user or queue mailbox names its owner, a
+        forward mailbox has none, sends nothing and has a profile (see
+        :func:`serversync.check_mailbox`), and the profile exists. Raises
+        :class:`~serversync.errors.DuplicateMailboxError` when the owner already has a
+        mailbox or the id is taken; nothing is changed then."""
+        self._require_open()
+        return await _lifecycle.add_mailbox(self._ctx, mailbox)
+
+    async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox:
+        """Give a mailbox a new email address (when its user's or queue's changes). Its
+        approval goes back to Empty unless only the letter case changed, so with approval
+        required it stops syncing until the new address is approved and tested again."""
+        self._require_open()
+        return await _lifecycle.change_mailbox_address(self._ctx, mailbox_id, address)
+
+    async def set_mailbox_approval(
+        self, mailbox_id: MailboxId, approval: EmailApprovalStatus = EmailApprovalStatus.APPROVED
+    ) -> Mailbox:
+        """Set a mailbox's email address status (Approve Email, or Reject). A workload
+        disabled while the address was not approved stays disabled until Test & Enable
+        (:meth:`test_mailbox`) runs, as in Dynamics."""
+        self._require_open()
+        return await _lifecycle.set_mailbox_approval(self._ctx, mailbox_id, approval)
+
     async def quarantine(
         self, mailbox_id: MailboxId | None = None
     ) -> tuple[QuarantinedMessage, ...]:
@@ -522,6 +583,8 @@ class SyncEngine:
             force or self._push.is_due(mailbox.id, workload, state)
         ):
             reason = None
+        if reason is SkipReason.NOT_APPROVED:
+            await self._refuse_unapproved(mailbox, workload, state, at=started)
         if reason is None and self._stopping:
             reason = SkipReason.ENGINE_STOPPING
         if reason is not None or profile is None:
@@ -719,6 +782,23 @@ class SyncEngine:
         )
         logger.error("mailbox %s: %s", mailbox.id, alert.message)
         ctx.observer.alert_raised(alert)
+
+    async def _refuse_unapproved(
+        self, mailbox: Mailbox, workload: Workload, state: WorkloadState | None, *, at: datetime
+    ) -> None:
+        """Dynamics' answer to an address the organisation requires approved and is not:
+        nothing is received or sent, the workload is disabled and the profile owner alerted
+        (the alert names the profile). Approving it and Test & Enable bring it back."""
+        refused = EmailAddressNotApprovedError(
+            f"the email address {mailbox.email_address} is not approved, and the organisation "
+            "processes email only for approved addresses; approve it, then test and enable "
+            "the mailbox",
+            mailbox_id=mailbox.id,
+        )
+        error = ErrorRecord.from_exception(refused)
+        recorded = attrs.evolve(state or WorkloadState(), last_error=error, last_error_at=at)
+        await self._save_state(mailbox, workload, recorded)
+        await self._disable(mailbox, workload, error, recorded, at=at)
 
     async def _owner(self, mailbox: Mailbox) -> CrmRecord | None:
         if mailbox.owner is None:

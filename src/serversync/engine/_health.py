@@ -32,7 +32,8 @@ def _test_status(mailbox: Mailbox, workload: Workload) -> TestStatus:
 async def collect_health(
     ctx: EngineContext, mailboxes: Sequence[Mailbox]
 ) -> tuple[MailboxHealth, ...]:
-    """The health of every workload of ``mailboxes``, in their order and Workload order."""
+    """The health of every workload of ``mailboxes``, in their order and Workload order;
+    the incoming rows carry the mailbox's quarantine count."""
     repos = ctx.repositories
     now = ctx.clock.now()
     profiles: dict[ProfileId, EmailServerProfile | None] = {}
@@ -54,6 +55,11 @@ async def collect_health(
                 "reading the lease holder",
             )
             backlog = None
+            quarantined = None
+            if workload is Workload.INCOMING:
+                quarantined = await ctx.storage(
+                    repos.count_quarantine(mailbox.id), "counting quarantined messages"
+                )
             if workload is Workload.OUTGOING:
                 backlog = await ctx.storage(
                     repos.count_pending_send(mailbox.id), "counting emails to send"
@@ -79,6 +85,7 @@ async def collect_health(
                     next_run_at=state.next_run_at if state else None,
                     lease_holder=holder,
                     backlog=backlog,
+                    quarantined=quarantined,
                 )
             )
     return tuple(result)

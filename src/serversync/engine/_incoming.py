@@ -15,7 +15,13 @@ from typing import Any
 
 import attrs
 
-from serversync.errors import ConfigurationError, ErrorScope, MalformedMessageError, SyncError
+from serversync.errors import (
+    ConfigurationError,
+    ErrorScope,
+    MalformedMessageError,
+    MessageTooLargeError,
+    SyncError,
+)
 from serversync.mime import ensure_message_id, forwarded_message, parse_headers, parse_message
 from serversync.model import (
     INBOX,
@@ -372,6 +378,10 @@ class IncomingPipeline:
             return judged.outcome
         trace = judged.outcome.trace
 
+        # A size the server announced spares the download; a size it did not is checked after.
+        too_large = self._too_large(ref.size)
+        if too_large is not None:
+            return self._failed(ref, too_large.message, too_large, trace=trace, **common)
         try:
             message = await deadline(
                 ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
@@ -381,6 +391,9 @@ class IncomingPipeline:
                 raise
             # This message alone (it vanished, or the server refuses to return it).
             return self._failed(ref, f"cannot fetch the message: {exc}", exc, trace=trace, **common)
+        too_large = self._too_large(len(message.data))
+        if too_large is not None:
+            return self._failed(ref, too_large.message, too_large, trace=trace, **common)
         try:
             parsed = parse_message(message.data)
         except MalformedMessageError as exc:
@@ -403,9 +416,15 @@ class IncomingPipeline:
         ctx = self._ctx
         try:
             wrapper = parse_headers(raw.data)
+            too_large = self._too_large(ref.size)
+            if too_large is not None:
+                raise too_large
             data = await deadline(
                 ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
             )
+            too_large = self._too_large(len(data.data))
+            if too_large is not None:
+                raise too_large
             original = forwarded_message(data.data)
             headers = parse_headers(original)
             parsed = parse_message(original)
@@ -533,6 +552,19 @@ class IncomingPipeline:
             explanation=explanation,
             error=ErrorRecord.from_exception(exc),
             **fields,
+        )
+
+    def _too_large(self, size: int | None) -> MessageTooLargeError | None:
+        """The error for a message of ``size`` bytes over ``Limits.max_message_size``."""
+        limit = self._ctx.settings.limits.max_message_size
+        if limit is None or size is None or size <= limit:
+            return None
+        return MessageTooLargeError(
+            f"the message is too large: {size} bytes, more than the {limit} allowed "
+            "(Limits.max_message_size)",
+            size=size,
+            limit=limit,
+            mailbox_id=self._mailbox.id,
         )
 
     def _before_cutoff(self, ref: RemoteMessageRef) -> ItemOutcome | None:

@@ -253,6 +253,7 @@ class OutgoingPipeline:
             attachments=files,
             max_attachment_size=org.max_upload_file_size,
             blocked_extensions=org.blocked_attachment_extensions,
+            max_message_size=ctx.settings.limits.max_message_size,
         )
         self._composed = message
         limit = ctx.settings.timeouts.send + _SEND_GRACE

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from html.parser import HTMLParser
 
-from serversync.errors import ConfigurationError, ErrorScope
+from serversync.errors import ConfigurationError, ErrorScope, MessageTooLargeError
 from serversync.model import (
     ActivityId,
     EmailActivity,
@@ -138,6 +138,7 @@ def compose(
     attachments: Sequence[OutgoingAttachment] = (),
     max_attachment_size: int | None = None,
     blocked_extensions: Collection[str] = (),
+    max_message_size: int | None = None,
 ) -> OutgoingMessage:
     """Build the message for ``activity`` sent from ``sender_address``.
 
@@ -145,7 +146,8 @@ def compose(
     become headers; Bcc recipients only join the envelope. An HTML body goes out with a
     plain-text alternative. Raises :class:`ConfigurationError` (scope item) when there is no
     recipient address, a header would carry a line break, or an attachment is too large or
-    of a blocked type.
+    of a blocked type, and :class:`MessageTooLargeError` (scope item) when the whole message
+    is larger than ``max_message_size`` bytes.
     """
     message_id = message_id_for(
         activity, sender_address=sender_address, message_id_domain=message_id_domain
@@ -198,6 +200,14 @@ def compose(
         raise ConfigurationError(
             f"email {activity.id} cannot be composed: {exc}", scope=ErrorScope.ITEM
         ) from exc
+    if max_message_size is not None and len(data) > max_message_size:
+        raise MessageTooLargeError(
+            f"email {activity.id} is {len(data)} bytes once composed, more than the "
+            f"{max_message_size} allowed (Limits.max_message_size)",
+            size=len(data),
+            limit=max_message_size,
+            scope=ErrorScope.ITEM,
+        )
     return OutgoingMessage(
         message_id=message_id,
         sender=sender_address,

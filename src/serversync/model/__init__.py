@@ -116,7 +116,7 @@ from serversync.model.outcomes import (
     SkipReason,
 )
 from serversync.model.profiles import EmailServerProfile, ServerEndpoint, TlsMode
-from serversync.model.quarantine import QuarantinedMessage
+from serversync.model.quarantine import QuarantineCount, QuarantinedMessage
 from serversync.model.tracking import CorrelationMatch, MailboxTrackingFolder
 
 __all__ = [
@@ -192,6 +192,7 @@ __all__ = [
     "ParticipationType",
     "Pop3Checkpoint",
     "ProfileId",
+    "QuarantineCount",
     "QuarantinedMessage",
     "QueueItem",
     "QueueItemId",

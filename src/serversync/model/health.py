@@ -9,6 +9,7 @@ import attrs
 from serversync.model.ids import MailboxId, ProfileId
 from serversync.model.options import TestStatus, Workload
 from serversync.model.outcomes import ErrorRecord, SkipReason
+from serversync.model.quarantine import QuarantineCount
 
 __all__ = ["MailboxHealth"]
 
@@ -23,6 +24,8 @@ class MailboxHealth:
     ``next_run_at``. ``lease_holder`` is the engine processing it right now, if any.
     ``backlog`` is the number of emails waiting to be sent for the outgoing workload, and
     ``None`` where it is not known (incoming and ACT: the server is not asked).
+    ``quarantined`` counts the incoming workload's poison messages (waiting and given up, and
+    the earliest next try); it is ``None`` for the other workloads.
     """
 
     mailbox_id: MailboxId
@@ -41,6 +44,7 @@ class MailboxHealth:
     next_run_at: datetime | None = None
     lease_holder: str | None = None
     backlog: int | None = None
+    quarantined: QuarantineCount | None = None
 
     @property
     def failing(self) -> bool:

@@ -97,6 +97,13 @@ class Mailbox:
             changes["test_completed_on"] = at
         return attrs.evolve(self, **changes)
 
+    def with_email_address(self, address: str) -> Mailbox:
+        """This mailbox with a new email address; its approval goes back to Empty unless only
+        the letter case changed (an approval is for an address, see ``docs/decisions.md``)."""
+        if address.casefold() == self.email_address.casefold():
+            return attrs.evolve(self, email_address=address)
+        return attrs.evolve(self, email_address=address, approval=EmailApprovalStatus.EMPTY)
+
     def uses_server_side_sync(self, workload: Workload) -> bool:
         """Whether the workload's delivery method is server-side synchronization."""
         # A user whose incoming method is Forward Mailbox is served by the forward mailbox,

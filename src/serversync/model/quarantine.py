@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import attrs
@@ -10,7 +11,7 @@ from serversync.model.ids import MailboxId, MessageId
 from serversync.model.messages import RemoteMessageRef
 from serversync.model.outcomes import ErrorRecord
 
-__all__ = ["QuarantinedMessage"]
+__all__ = ["QuarantineCount", "QuarantinedMessage"]
 
 
 @attrs.frozen(kw_only=True)
@@ -57,3 +58,34 @@ class QuarantinedMessage:
         """Whether the engine tries it again in a cycle running at ``now``."""
         due_at = self.next_attempt_at
         return not self.given_up and due_at is not None and due_at <= now
+
+
+@attrs.frozen(kw_only=True)
+class QuarantineCount:
+    """A mailbox's quarantine at a glance: ``waiting`` messages still to be tried again (the
+    earliest at ``next_attempt_at``) and ``given_up`` ones, tagged Undeliverable."""
+
+    waiting: int = 0
+    given_up: int = 0
+    next_attempt_at: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        """Every quarantined message of the mailbox."""
+        return self.waiting + self.given_up
+
+    @classmethod
+    def of(cls, messages: Iterable[QuarantinedMessage]) -> QuarantineCount:
+        """The count of ``messages`` (all of one mailbox)."""
+        waiting = given_up = 0
+        earliest: datetime | None = None
+        for message in messages:
+            due = message.next_attempt_at
+            # Without a next try it will never run again: as good as given up.
+            if message.given_up or due is None:
+                given_up += 1
+                continue
+            waiting += 1
+            if earliest is None or due < earliest:
+                earliest = due
+        return cls(waiting=waiting, given_up=given_up, next_attempt_at=earliest)

@@ -17,6 +17,9 @@ from serversync.settings import RetryPolicy
 
 __all__ = ["quarantine_after_failure"]
 
+# Failures that the same message meets again on every try: given up at the first.
+_NOT_RETRIED = frozenset({"MessageTooLargeError"})
+
 
 def quarantine_after_failure(
     previous: QuarantinedMessage | None,
@@ -31,13 +34,15 @@ def quarantine_after_failure(
     A first failure starts a new entry; a later one counts one more attempt and keeps what
     was known of the message (its Message-ID, subject and sender may have been read on an
     earlier attempt only). Once ``policy.quarantine_max_attempts`` attempts failed, the entry
-    is given up at ``now`` (or stays given up since it was) and has no next attempt.
+    is given up at ``now`` (or stays given up since it was) and has no next attempt. A
+    message too large for ``Limits.max_message_size`` is given up at its first failure: its
+    size does not change (an operator who raises the limit can retry it).
     """
     error = failed.error or ErrorRecord(
         error_type="UnknownError", message=failed.explanation, transient=True, scope="item"
     )
     attempts = previous.attempts + 1 if previous is not None else 1
-    give_up = attempts >= policy.quarantine_max_attempts
+    give_up = attempts >= policy.quarantine_max_attempts or error.error_type in _NOT_RETRIED
     given_up_at: datetime | None = None
     if give_up:
         given_up_at = previous.given_up_at if previous is not None else None

@@ -23,6 +23,7 @@ from serversync.model import (
     CorrelationQuery,
     CrmRecord,
     EmailActivity,
+    EmailApprovalStatus,
     EmailServerProfile,
     ErrorRecord,
     Mailbox,
@@ -30,6 +31,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     MessageId,
     ProfileId,
+    QuarantineCount,
     QuarantinedMessage,
     RecordRef,
     SendClaim,
@@ -46,6 +48,7 @@ __all__ = [
     "EmailServerProfileRepository",
     "FolderTrackingRepository",
     "LeaseRepository",
+    "MailboxAdministration",
     "MailboxRepository",
     "QuarantineRepository",
     "RecordDirectory",
@@ -94,6 +97,33 @@ class MailboxRepository(Protocol):
         """Store a Test & Enable run: each tested workload's ``<workload>_status``, the time in
         ``test_completed_on``, and ``enabled_for_<workload>`` set to whether it succeeded.
         Workloads not in ``results`` are left alone; an unknown mailbox is ignored."""
+        ...
+
+
+class MailboxAdministration(Protocol):
+    """Adds mailboxes and changes what an administrator changes: the address and its approval.
+
+    Each method changes one mailbox atomically, so that it cannot undo a concurrent change
+    of other fields (a workload the engine disables meanwhile).
+    """
+
+    async def create_mailbox(self, mailbox: Mailbox) -> Mailbox | None:
+        """Store ``mailbox`` unless a mailbox with its id, or one of the same owner (user or
+        queue; forward mailboxes have none), exists; then write nothing and return that
+        mailbox. ``None`` means it was stored. Two concurrent calls for one owner store one."""
+        ...
+
+    async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox | None:
+        """Set the mailbox's email address as :meth:`Mailbox.with_email_address` does (the
+        approval goes back to Empty when the address really changes); return the mailbox as
+        saved, or ``None`` when it does not exist."""
+        ...
+
+    async def set_mailbox_approval(
+        self, mailbox_id: MailboxId, approval: EmailApprovalStatus
+    ) -> Mailbox | None:
+        """Set the mailbox's email address status; return the mailbox as saved, or ``None``
+        when it does not exist."""
         ...
 
 
@@ -306,6 +336,11 @@ class QuarantineRepository(Protocol):
         there was one."""
         ...
 
+    async def count_quarantine(self, mailbox_id: MailboxId) -> QuarantineCount:
+        """How many entries the mailbox has, waiting and given up, and the earliest
+        ``next_attempt_at`` among those waiting (for mailbox health)."""
+        ...
+
 
 class RecordDirectory(Protocol):
     """Resolves email addresses to CRM records (users, queues, contacts, accounts, leads...)."""
@@ -327,6 +362,7 @@ class RecordDirectory(Protocol):
 class Repositories(
     EmailServerProfileRepository,
     MailboxRepository,
+    MailboxAdministration,
     WorkloadStateRepository,
     CheckpointRepository,
     EmailActivityRepository,

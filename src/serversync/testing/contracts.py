@@ -33,6 +33,7 @@ from serversync.model import (
     Created,
     Credentials,
     EmailActivity,
+    EmailApprovalStatus,
     EmailDirection,
     EmailServerProfile,
     EmailStateCode,
@@ -312,7 +313,8 @@ def _incoming(activity_id: str, message_id: str, *, direction: EmailDirection) -
 
 async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]) -> None:
     """Every repository promise: lookups, state, cursors, dedupe, queue items, the send claim
-    cycle (including races), leases and the quarantine. ``factory`` returns a fresh, empty
+    cycle (including races), leases, the quarantine and mailbox administration (one mailbox
+    per user or queue, also under concurrent creation). ``factory`` returns a fresh, empty
     store."""
     await _check_profiles_and_mailboxes(await factory())
     await _check_state_and_checkpoints(await factory())
@@ -326,6 +328,8 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
     await _check_quarantine(await factory())
+    await _check_quarantine_count(await factory())
+    await _check_mailbox_administration(await factory())
 
 
 async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
@@ -937,3 +941,86 @@ async def _check_quarantine(harness: RepositoryHarness) -> None:
     assert await repos.get_quarantined(other, INBOX, "1") == elsewhere, (
         "releasing one entry leaves other mailboxes alone"
     )
+
+
+async def _check_quarantine_count(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    box = MailboxId("mailbox:counted@contract.test")
+    other = MailboxId("mailbox:not-counted@contract.test")
+    empty = await repos.count_quarantine(box)
+    assert (empty.waiting, empty.given_up, empty.next_attempt_at) == (0, 0, None), (
+        f"a mailbox without quarantined messages counts none, got {empty}"
+    )
+    await repos.quarantine(_poison(box, INBOX, "1", next_attempt_at=_T0 + timedelta(minutes=15)))
+    await repos.quarantine(_poison(box, "Archive", "1", next_attempt_at=_T0 + timedelta(minutes=5)))
+    await repos.quarantine(
+        _poison(box, INBOX, "2", attempts=5, next_attempt_at=None, given_up_at=_T0)
+    )
+    await repos.quarantine(_poison(other, INBOX, "1", next_attempt_at=_T0))
+    counted = await repos.count_quarantine(box)
+    assert (counted.waiting, counted.given_up) == (2, 1), (
+        f"count_quarantine counts the mailbox's waiting and given-up entries, got {counted}"
+    )
+    assert counted.total == 3
+    assert counted.next_attempt_at == _T0 + timedelta(minutes=5), (
+        "count_quarantine gives the earliest next attempt of the waiting entries, got "
+        f"{counted.next_attempt_at}"
+    )
+    await repos.release_quarantine(box, "Archive", "1")
+    after = await repos.count_quarantine(box)
+    assert (after.waiting, after.next_attempt_at) == (1, _T0 + timedelta(minutes=15)), (
+        f"a released entry is no longer counted, got {after}"
+    )
+
+
+async def _check_mailbox_administration(harness: RepositoryHarness) -> None:
+    repos = harness.repositories
+    owner = RecordRef(EntityName.SYSTEMUSER.value, "admin-user")
+    box = attrs.evolve(
+        a_mailbox("admin@contract.test"), owner=owner, approval=EmailApprovalStatus.APPROVED
+    )
+    assert await repos.create_mailbox(box) is None, "creating a new mailbox answers None"
+    assert await repos.get_mailbox(box.id) == box, "a created mailbox is stored as given"
+    second = attrs.evolve(a_mailbox("admin-2@contract.test"), owner=owner)
+    existing = await repos.create_mailbox(second)
+    assert existing == box, "a second mailbox of the same owner is refused with the first"
+    assert await repos.get_mailbox(second.id) is None, "a refused mailbox is not stored"
+    same_id = attrs.evolve(box, owner=RecordRef(EntityName.QUEUE.value, "another-queue"))
+    assert await repos.create_mailbox(same_id) == box, "a taken id is refused"
+    assert await repos.get_mailbox(box.id) == box, "a refused mailbox changes nothing"
+
+    queue = RecordRef(EntityName.QUEUE.value, "race-queue")
+    racers = [attrs.evolve(a_mailbox(f"race-{n}@contract.test"), owner=queue) for n in range(5)]
+    answers = await asyncio.gather(*(repos.create_mailbox(m) for m in racers))
+    stored = [m for m in await repos.list_mailboxes() if m.owner == queue]
+    assert len(stored) == 1 and answers.count(None) == 1, (
+        f"concurrent creations for one queue store exactly one mailbox, stored {len(stored)}"
+    )
+    forwards = [
+        attrs.evolve(a_mailbox(f"forward-{n}@contract.test"), owner=None, is_forward_mailbox=True)
+        for n in range(2)
+    ]
+    for forward in forwards:
+        assert await repos.create_mailbox(forward) is None, "forward mailboxes have no owner"
+
+    await repos.disable_workload(box.id, Workload.INCOMING, error=_error(transient=False), at=_T0)
+    case_only = await repos.change_mailbox_address(box.id, "ADMIN@contract.test")
+    assert case_only is not None and case_only.email_address == "ADMIN@contract.test"
+    assert case_only.approval is EmailApprovalStatus.APPROVED, (
+        "an address that changed only in letter case keeps its approval"
+    )
+    moved = await repos.change_mailbox_address(box.id, "admin-new@contract.test")
+    assert moved is not None and moved.email_address == "admin-new@contract.test"
+    assert moved.approval is EmailApprovalStatus.EMPTY, "a new address is no longer approved"
+    assert not moved.enabled_for_incoming, "changing the address keeps other changes"
+    assert await repos.get_mailbox(box.id) == moved, "the new address is stored"
+    approved = await repos.set_mailbox_approval(box.id, EmailApprovalStatus.APPROVED)
+    assert approved is not None and approved.approval is EmailApprovalStatus.APPROVED
+    assert attrs.evolve(approved, approval=moved.approval) == moved, (
+        "setting the approval changes nothing else"
+    )
+    assert await repos.get_mailbox(box.id) == approved, "the approval is stored"
+    missing = MailboxId("missing")
+    assert await repos.change_mailbox_address(missing, "x@contract.test") is None
+    assert await repos.set_mailbox_approval(missing, EmailApprovalStatus.APPROVED) is None
+    assert await repos.get_mailbox(missing) is None, "no mailbox is created"

@@ -32,6 +32,7 @@ from serversync.model import (
     CrmRecord,
     DedupeKey,
     EmailActivity,
+    EmailApprovalStatus,
     EmailDirection,
     EmailServerProfile,
     EmailStatus,
@@ -41,6 +42,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     MessageId,
     ProfileId,
+    QuarantineCount,
     QuarantinedMessage,
     QueueItem,
     QueueItemId,
@@ -186,6 +188,37 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
         if mailbox is not None:
             self._mailboxes[mailbox_id] = mailbox.with_test_results(results, at=at)
         self._after("record_mailbox_test")
+
+    async def create_mailbox(self, mailbox: Mailbox) -> Mailbox | None:
+        self._before("create_mailbox")
+        for other in self._mailboxes.values():
+            if other.id == mailbox.id or (
+                mailbox.owner is not None and other.owner == mailbox.owner
+            ):
+                return other
+        self._mailboxes[mailbox.id] = mailbox
+        self._after("create_mailbox")
+        return None
+
+    async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox | None:
+        self._before("change_mailbox_address")
+        mailbox = self._mailboxes.get(mailbox_id)
+        if mailbox is None:
+            return None
+        self._mailboxes[mailbox_id] = changed = mailbox.with_email_address(address)
+        self._after("change_mailbox_address")
+        return changed
+
+    async def set_mailbox_approval(
+        self, mailbox_id: MailboxId, approval: EmailApprovalStatus
+    ) -> Mailbox | None:
+        self._before("set_mailbox_approval")
+        mailbox = self._mailboxes.get(mailbox_id)
+        if mailbox is None:
+            return None
+        self._mailboxes[mailbox_id] = changed = attrs.evolve(mailbox, approval=approval)
+        self._after("set_mailbox_approval")
+        return changed
 
     # -- workload state and checkpoints ---------------------------------------------------------
 
@@ -508,6 +541,12 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
         released = self._quarantine.pop((mailbox_id, folder, remote_id), None) is not None
         self._after("release_quarantine")
         return released
+
+    async def count_quarantine(self, mailbox_id: MailboxId) -> QuarantineCount:
+        self._before("count_quarantine")
+        return QuarantineCount.of(
+            q for q in self._quarantine.values() if q.mailbox_id == mailbox_id
+        )
 
 
 def _newest_first(activity: EmailActivity) -> float:

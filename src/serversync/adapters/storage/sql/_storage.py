@@ -47,6 +47,7 @@ from serversync.model import (
     CorrelationQuery,
     Created,
     EmailActivity,
+    EmailApprovalStatus,
     EmailDirection,
     EmailServerProfile,
     EmailStatus,
@@ -56,6 +57,7 @@ from serversync.model import (
     MailboxTrackingFolder,
     MessageId,
     ProfileId,
+    QuarantineCount,
     QuarantinedMessage,
     QueueItem,
     QueueItemId,
@@ -101,6 +103,8 @@ __all__ = ["SqlStorage"]
 _T = TypeVar("_T")
 _TRACKING_COUNTER = "tracking_token"
 _USER_NUMBER_COUNTER = "tracking_user"
+# Serialises mailbox provisioning on PostgreSQL (one mailbox per user or queue).
+_PROVISIONING_LOCK = 0x5E5E_5C02
 ORDER_COUNTER = "order"
 
 
@@ -263,6 +267,46 @@ class SqlStorage:
             mailbox = await _locked_mailbox(c, mailbox_id)
             if mailbox is not None:
                 await _save_mailbox(c, mailbox.with_test_results(results, at=at))
+
+    async def create_mailbox(self, mailbox: Mailbox) -> Mailbox | None:
+        async with self._tx() as c:
+            # One provisioning at a time (SQLite's BEGIN IMMEDIATE already serialises writers):
+            # the owner is inside the JSON, so no unique constraint can guard it.
+            if c.dialect.name == "postgresql":
+                await c.execute(select(func.pg_advisory_xact_lock(_PROVISIONING_LOCK)))
+            rows = await c.execute(select(mailboxes.c.data))
+            for row in rows:
+                other = load(row.data, Mailbox)
+                if other.id == mailbox.id or (
+                    mailbox.owner is not None and other.owner == mailbox.owner
+                ):
+                    return other
+            await c.execute(
+                insert(mailboxes).values(
+                    id=mailbox.id, profile_id=mailbox.profile_id, data=dump(mailbox)
+                )
+            )
+            return None
+
+    async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox | None:
+        async with self._tx() as c:
+            mailbox = await _locked_mailbox(c, mailbox_id)
+            if mailbox is None:
+                return None
+            changed = mailbox.with_email_address(address)
+            await _save_mailbox(c, changed)
+            return changed
+
+    async def set_mailbox_approval(
+        self, mailbox_id: MailboxId, approval: EmailApprovalStatus
+    ) -> Mailbox | None:
+        async with self._tx() as c:
+            mailbox = await _locked_mailbox(c, mailbox_id)
+            if mailbox is None:
+                return None
+            changed = attrs.evolve(mailbox, approval=approval)
+            await _save_mailbox(c, changed)
+            return changed
 
     async def _one(self, query: Any, kind: type[_T]) -> _T | None:
         async with self._engine.connect() as c:
@@ -692,6 +736,20 @@ class SqlStorage:
                 )
             )
         return result.rowcount > 0
+
+    async def count_quarantine(self, mailbox_id: MailboxId) -> QuarantineCount:
+        query = select(
+            func.count(),
+            func.count(quarantine.c.next_attempt_at),
+            func.min(quarantine.c.next_attempt_at),
+        ).where(quarantine.c.mailbox_id == mailbox_id)
+        async with self._engine.connect() as c:
+            total, waiting, earliest = (await c.execute(query)).one()
+        return QuarantineCount(
+            waiting=waiting,
+            given_up=total - waiting,
+            next_attempt_at=None if earliest is None else from_micros(earliest),
+        )
 
 
 # -- row helpers ----------------------------------------------------------------------------
