@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from serversync.sql import SqlStorage
@@ -18,7 +19,9 @@ _TEMPLATE = "serversync_template"
 
 # The machines tests run on are shared and noisy: an example that runs slowly is not a
 # failure (benchmarks measure speed), a wrong answer is.
-hypothesis_settings.register_profile("serversync", deadline=None)
+hypothesis_settings.register_profile(
+    "serversync", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 hypothesis_settings.load_profile("serversync")
 
 
