@@ -31,7 +31,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev,sql,cli]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev,sql,cli,graph]'
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -45,6 +45,7 @@ from serversync.model.alerts import Alert, AlertKind, AlertLevel
 from serversync.model.checkpoints import (
     Checkpoint,
     EwsCheckpoint,
+    GraphCheckpoint,
     ImapCheckpoint,
     IncomingBatch,
     Pop3Checkpoint,
@@ -170,6 +171,7 @@ __all__ = [
     "FieldValue",
     "FieldValues",
     "FilterGroup",
+    "GraphCheckpoint",
     "ImapCheckpoint",
     "IncomingBatch",
     "IncomingDeliveryMethod",

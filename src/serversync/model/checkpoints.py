@@ -13,6 +13,7 @@ from serversync.model.messages import RemoteMessageRef
 __all__ = [
     "Checkpoint",
     "EwsCheckpoint",
+    "GraphCheckpoint",
     "ImapCheckpoint",
     "IncomingBatch",
     "Pop3Checkpoint",
@@ -42,7 +43,24 @@ class EwsCheckpoint:
     sync_state: str
 
 
-Checkpoint = ImapCheckpoint | Pop3Checkpoint | EwsCheckpoint
+@attrs.frozen(kw_only=True)
+class GraphCheckpoint:
+    """Microsoft Graph cursor: the whole URL a folder's message delta resumes from.
+
+    ``resume_url`` is an ``@odata.nextLink`` (a round under way) or an ``@odata.deltaLink``
+    (``round_complete``); Graph bakes the query into its tokens, so the URL is kept as Graph
+    gave it. ``done`` holds the ids of messages of that URL's page already processed, so that
+    a cursor can stand between two messages of one page. ``query`` names the query the round
+    was started with; a cursor of another query starts a new round.
+    """
+
+    resume_url: str
+    done: frozenset[str] = frozenset()
+    round_complete: bool = False
+    query: str = ""
+
+
+Checkpoint = ImapCheckpoint | Pop3Checkpoint | EwsCheckpoint | GraphCheckpoint
 """Any transport's cursor."""
 
 

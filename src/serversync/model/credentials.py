@@ -32,10 +32,15 @@ class Secret:
 
 
 class CredentialKind(enum.StrEnum):
-    """What the secret is: a password, or an OAuth 2.0 access token (XOAUTH2 / bearer)."""
+    """What the secret is: a password, an OAuth 2.0 access token (XOAUTH2 / bearer), or an
+    application's client secret or certificate (the user name is then its client id) that a
+    token source such as Microsoft Graph's MSAL client credentials exchanges for access
+    tokens. A certificate secret is PEM text holding the private key and the certificate."""
 
     PASSWORD = "password"
     OAUTH2_ACCESS_TOKEN = "oauth2_access_token"
+    OAUTH2_CLIENT_SECRET = "oauth2_client_secret"
+    OAUTH2_CLIENT_CERTIFICATE = "oauth2_client_certificate"
 
 
 @attrs.frozen(kw_only=True)

@@ -36,6 +36,8 @@ class ServerType(enum.IntEnum):
     EXCHANGE_SERVER_HYBRID = 2
     EXCHANGE_ONLINE_HYBRID = 3
     IMAP_SMTP = 4
+    MICROSOFT_GRAPH = 100
+    """serversync's own value, not a Dataverse one: Exchange Online through Microsoft Graph."""
 
 
 class AuthenticationProtocol(enum.IntEnum):

@@ -41,6 +41,7 @@ from serversync.model import (
     EntityName,
     ErrorRecord,
     EwsCheckpoint,
+    GraphCheckpoint,
     ImapCheckpoint,
     Mailbox,
     MailboxId,
@@ -377,6 +378,12 @@ async def _check_state_and_checkpoints(harness: RepositoryHarness) -> None:
         ImapCheckpoint(uidvalidity=7, last_uid=42, highest_modseq=1001),
         Pop3Checkpoint(seen_uidls=frozenset({"a1", "b2"})),
         EwsCheckpoint(sync_state="H4sIAAAAAAAEAO29B2AcSZYlJi9tynt"),
+        GraphCheckpoint(
+            resume_url="https://graph.microsoft.com/v1.0/users/a%40b.test/mailFolders/inbox"
+            "/messages/delta?$skiptoken=Xq9nW2",
+            done=frozenset({"AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A", "AAkALgAAAAAAHYQDEapmEc2"}),
+            query="v1",
+        ),
     ]
     for cursor in cursors:
         await repos.save_checkpoint(box, INBOX, cursor)

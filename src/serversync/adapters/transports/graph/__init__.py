@@ -1,0 +1,349 @@
+"""The Microsoft Graph transports: Exchange Online mail over Graph's REST API, for profiles
+of server type :attr:`~serversync.model.ServerType.MICROSOFT_GRAPH`. Needs the ``graph``
+extra (``pip install 'serversync[graph]'``: httpx and MSAL).
+
+:class:`GraphTransport` holds both halves: ``GraphTransport().incoming`` reads mail
+(:class:`GraphIncomingTransport`) and ``GraphTransport().outgoing`` sends it
+(:class:`GraphOutgoingTransport`).
+
+- **Connection.** The profile endpoint's ``host`` is the Graph base URL
+  (``https://graph.microsoft.com/v1.0``, the default when the profile names none); plain
+  ``http`` only with ``tls=TlsMode.NONE``. Mailboxes are addressed as
+  ``/users/{email address}``. The bearer token goes to that origin only.
+- **Tokens.** A :class:`GraphTokenSource` gives them: by default the access token the
+  credential provider resolves (:class:`AccessTokenCredentials`); :class:`TokenCallback`
+  for delegated tokens the host refreshes; :class:`MsalClientCredentials` for application
+  permissions through MSAL, with its token cache. A 401 gets one fresh token, then raises
+  :class:`~serversync.errors.AuthenticationError`.
+- **Reading.** Per-folder message delta; the cursor is the whole resume URL
+  (:class:`~serversync.model.GraphCheckpoint`). A token Graph has forgotten (410,
+  ``syncStateNotFound``) lists the folder again (``reset=True``). Headers come from the
+  delta's selected properties (``internetMessageHeaders``), MIME (``$value``) only for the
+  messages the engine tracks. Processed messages get a category and an extended property
+  (:data:`MARK_PROPERTY`), and with the profile's
+  ``move_undelivered_emails`` undeliverable ones move to the Undeliverable folder under the
+  Inbox.
+- **Sending.** A draft with our Message-ID and an extended property, then ``send`` with no
+  automatic retry; Sent Items and Drafts are asked before any resend, so an email is never
+  sent twice (see :class:`GraphOutgoingTransport`).
+- **Throttling.** A 429 or 503 with a ``Retry-After`` of a few seconds is waited out for
+  reads; a longer one is raised as :class:`~serversync.errors.ServerBusyError` with
+  ``retry_after`` for the engine to honour. POSTs are never repeated by the client.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Final, final
+
+import httpx
+
+from serversync.adapters._ports_docs import documented_by
+from serversync.adapters.transports.graph._auth import (
+    GRAPH_DEFAULT_SCOPE,
+    AccessTokenCredentials,
+    GraphTokenSource,
+    MsalClientCredentials,
+    TokenCallback,
+)
+from serversync.adapters.transports.graph._client import GraphClient, GraphOptions
+from serversync.adapters.transports.graph._incoming import (
+    MARK_PROPERTY,
+    GraphIncomingSession,
+    IncomingOptions,
+)
+from serversync.adapters.transports.graph._outgoing import (
+    MESSAGE_ID_PROPERTY,
+    GraphOutgoingSession,
+    OutgoingOptions,
+)
+from serversync.adapters.transports.graph._stats import GraphStats
+from serversync.errors import ConfigurationError
+from serversync.model import (
+    Credentials,
+    EmailServerProfile,
+    Mailbox,
+    ServerEndpoint,
+    ServerType,
+    TlsMode,
+)
+from serversync.ports import (
+    Clock,
+    IncomingMailSession,
+    IncomingMailTransport,
+    OutgoingMailSession,
+    OutgoingMailTransport,
+)
+from serversync.settings import Timeouts
+
+__all__ = [
+    "GRAPH_BASE_URL",
+    "GRAPH_DEFAULT_SCOPE",
+    "GRAPH_SERVER_TYPES",
+    "MARK_PROPERTY",
+    "MESSAGE_ID_PROPERTY",
+    "TRACKED_CATEGORY",
+    "UNDELIVERABLE_CATEGORY",
+    "UNDELIVERABLE_FOLDER",
+    "AccessTokenCredentials",
+    "GraphIncomingTransport",
+    "GraphOutgoingTransport",
+    "GraphStats",
+    "GraphTokenSource",
+    "GraphTransport",
+    "MsalClientCredentials",
+    "TokenCallback",
+]
+
+GRAPH_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
+"""Microsoft Graph v1.0 in the global cloud (national clouds have their own hosts)."""
+GRAPH_SERVER_TYPES: Final = (ServerType.MICROSOFT_GRAPH,)
+"""The server types the Graph transports serve."""
+TRACKED_CATEGORY: Final = "ServerSync Tracked"
+"""The category given to a message once it is stored (or found to be a duplicate)."""
+UNDELIVERABLE_CATEGORY: Final = "ServerSync Undeliverable"
+"""The category given to a message that could not be processed."""
+UNDELIVERABLE_FOLDER: Final = "Undeliverable"
+"""The folder under the Inbox that undeliverable messages move to, when the profile asks and
+the mailbox names no folder of its own (``Mailbox.undeliverable_folder``)."""
+
+
+def _base_url(endpoint: ServerEndpoint | None, mailbox: Mailbox) -> str:
+    if endpoint is None or not endpoint.host:
+        return GRAPH_BASE_URL
+    host = endpoint.host.rstrip("/")
+    if "://" not in host:
+        raise ConfigurationError(
+            f"the Graph endpoint {host!r} is no URL (https://graph.microsoft.com/v1.0)",
+            mailbox_id=mailbox.id,
+        )
+    if host.lower().startswith("http://") and endpoint.tls is not TlsMode.NONE:
+        # A bearer token in plain text: only when the profile asks for it (a loopback fake).
+        raise ConfigurationError(
+            f"the Graph endpoint {host} is plain HTTP but the profile asks for TLS "
+            "(set tls=TlsMode.NONE to allow it)",
+            mailbox_id=mailbox.id,
+        )
+    return host
+
+
+def _verify(endpoint: ServerEndpoint | None, mailbox: Mailbox) -> bool | ssl.SSLContext:
+    if endpoint is None:
+        return True
+    if endpoint.ca_file is not None:
+        # The profile's CA bundle, and nothing else, for this connection.
+        try:
+            return ssl.create_default_context(cafile=endpoint.ca_file)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read the CA file {endpoint.ca_file}: {exc.strerror or exc}",
+                mailbox_id=mailbox.id,
+            ) from exc
+    return endpoint.verify_certificate
+
+
+class _Base:
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None,
+        tokens: GraphTokenSource | None,
+        http_transport: httpx.AsyncBaseTransport | None,
+        max_inline_wait: timedelta,
+        page_size: int,
+        stats: GraphStats | None,
+    ) -> None:
+        self.stats = stats if stats is not None else GraphStats()
+        self._timeouts = timeouts or Timeouts()
+        self._tokens: GraphTokenSource = tokens or AccessTokenCredentials()
+        self._http_transport = http_transport
+        self._max_inline_wait = max_inline_wait
+        self._page_size = page_size
+
+    @asynccontextmanager
+    async def _client(
+        self, mailbox: Mailbox, endpoint: ServerEndpoint | None, credentials: Credentials | None
+    ) -> AsyncIterator[GraphClient]:
+        base = _base_url(endpoint, mailbox)
+        tokens = self._tokens
+
+        async def token(refresh: bool) -> str:
+            return await tokens.token(mailbox, credentials, refresh=refresh)
+
+        self.stats._count("sessions")
+        http = httpx.AsyncClient(
+            transport=self._http_transport,
+            verify=_verify(endpoint, mailbox),
+            follow_redirects=False,
+            timeout=self._timeouts.command.total_seconds(),
+        )
+        try:
+            yield GraphClient(
+                http,
+                options=GraphOptions(
+                    base_url=base,
+                    max_inline_wait=self._max_inline_wait,
+                    page_size=self._page_size,
+                ),
+                token=token,
+                mailbox_id=mailbox.id,
+                stats=self.stats,
+            )
+        finally:
+            await http.aclose()
+
+
+@final
+@documented_by(IncomingMailTransport)
+class GraphIncomingTransport(_Base):
+    """Reads mail through Graph; one instance serves every Graph mailbox.
+
+    ``timeouts`` bounds every request: listings and tagging under ``command``, MIME under
+    ``fetch``. ``http_transport`` replaces httpx's network transport (tests hand in the fake
+    Graph's). ``page_size`` is the delta page size asked for (``odata.maxpagesize``).
+    ``stats`` is shared with a :class:`GraphTransport`'s outgoing half when it built this
+    one.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        tokens: GraphTokenSource | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        max_inline_wait: timedelta = timedelta(seconds=5),
+        page_size: int = 100,
+        tracked_category: str = TRACKED_CATEGORY,
+        undeliverable_category: str = UNDELIVERABLE_CATEGORY,
+        undeliverable_folder: str = UNDELIVERABLE_FOLDER,
+        stats: GraphStats | None = None,
+    ) -> None:
+        super().__init__(
+            timeouts=timeouts,
+            tokens=tokens,
+            http_transport=http_transport,
+            max_inline_wait=max_inline_wait,
+            page_size=page_size,
+            stats=stats,
+        )
+        self._tracked_category = tracked_category
+        self._undeliverable_category = undeliverable_category
+        self._undeliverable_folder = undeliverable_folder
+
+    @asynccontextmanager
+    async def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AsyncIterator[IncomingMailSession]:
+        options = IncomingOptions(
+            timeouts=self._timeouts,
+            tracked_category=self._tracked_category,
+            undeliverable_category=self._undeliverable_category,
+            undeliverable_folder_name=self._undeliverable_folder,
+            move_undeliverable=profile.move_undelivered_emails,
+        )
+        async with self._client(mailbox, profile.incoming, credentials) as client:
+            session = GraphIncomingSession(client, mailbox=mailbox, options=options)
+            await session.probe()
+            yield session
+
+
+@final
+@documented_by(OutgoingMailTransport)
+class GraphOutgoingTransport(_Base):
+    """Sends mail through Graph; one instance serves every Graph mailbox.
+
+    Each send is a draft (the composed MIME, tagged with :data:`MESSAGE_ID_PROPERTY`) and
+    one ``send`` request, never repeated blindly: Sent Items, Drafts and the Outbox are
+    asked first, and again when ``send`` fails in a way that may have sent the message. So
+    the engine's retries, and ``ExpiredClaimPolicy.RESEND``, never send an email twice.
+    ``timeouts.send`` bounds one whole send, look-ups included.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        tokens: GraphTokenSource | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        max_inline_wait: timedelta = timedelta(seconds=5),
+        stats: GraphStats | None = None,
+    ) -> None:
+        super().__init__(
+            timeouts=timeouts,
+            tokens=tokens,
+            http_transport=http_transport,
+            max_inline_wait=max_inline_wait,
+            page_size=100,
+            stats=stats,
+        )
+        self._now: Callable[[], datetime] = (
+            clock.now if clock is not None else lambda: datetime.now(UTC)
+        )
+
+    @asynccontextmanager
+    async def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AsyncIterator[OutgoingMailSession]:
+        options = OutgoingOptions(timeouts=self._timeouts, now=self._now)
+        async with self._client(mailbox, profile.outgoing_endpoint, credentials) as client:
+            session = GraphOutgoingSession(client, mailbox=mailbox, options=options)
+            await session.probe()
+            yield session
+
+
+@final
+class GraphTransport:
+    """Both Graph transports with one set of settings and one :class:`GraphStats`.
+
+    Register ``incoming`` and ``outgoing`` for :data:`GRAPH_SERVER_TYPES`::
+
+        graph = GraphTransport(
+            timeouts=settings.timeouts,
+            tokens=MsalClientCredentials(authority="https://login.microsoftonline.com/contoso.example"),
+        )
+        transports = Transports.by_server_type(
+            incoming=dict.fromkeys(GRAPH_SERVER_TYPES, graph.incoming),
+            outgoing=dict.fromkeys(GRAPH_SERVER_TYPES, graph.outgoing),
+        )
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        tokens: GraphTokenSource | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        max_inline_wait: timedelta = timedelta(seconds=5),
+        page_size: int = 100,
+        tracked_category: str = TRACKED_CATEGORY,
+        undeliverable_category: str = UNDELIVERABLE_CATEGORY,
+        undeliverable_folder: str = UNDELIVERABLE_FOLDER,
+    ) -> None:
+        self.stats = GraphStats()
+        """What both halves did (:class:`GraphStats`)."""
+        self.incoming = GraphIncomingTransport(
+            timeouts=timeouts,
+            tokens=tokens,
+            http_transport=http_transport,
+            max_inline_wait=max_inline_wait,
+            page_size=page_size,
+            tracked_category=tracked_category,
+            undeliverable_category=undeliverable_category,
+            undeliverable_folder=undeliverable_folder,
+            stats=self.stats,
+        )
+        """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`)."""
+        self.outgoing = GraphOutgoingTransport(
+            timeouts=timeouts,
+            tokens=tokens,
+            http_transport=http_transport,
+            clock=clock,
+            max_inline_wait=max_inline_wait,
+            stats=self.stats,
+        )
+        """Sends mail (an :class:`~serversync.ports.OutgoingMailTransport`)."""
