@@ -40,7 +40,12 @@ __all__ = ["mailbox", "profile"]
 
 _T = TypeVar("_T")
 
-_SERVER_TYPES = {"imap": ServerType.IMAP_SMTP, "pop3": ServerType.OTHER_POP3_SMTP}
+_SERVER_TYPES = {
+    "imap": ServerType.IMAP_SMTP,
+    "pop3": ServerType.OTHER_POP3_SMTP,
+    "exchange": ServerType.EXCHANGE_SERVER,
+    "graph": ServerType.MICROSOFT_GRAPH,
+}
 _SOURCES = {
     "mailbox": CredentialSource.USER_OR_QUEUE,
     "profile": CredentialSource.EMAIL_SERVER_PROFILE,
@@ -82,7 +87,10 @@ def _endpoint(
 ) -> ServerEndpoint | None:
     if value is None:
         return None
-    host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
+    if "://" in value:  # an EWS or Graph URL is the host as a whole
+        host, port = value, ""
+    else:
+        host, _, port = value.rpartition(":") if ":" in value else (value, "", "")
     return ServerEndpoint(
         host=host or value,
         port=int(port) if port else None,
@@ -127,7 +135,12 @@ def profile() -> None:
 @click.argument("name")
 @click.option("--id", "profile_id", help="Profile id (default: the name).")
 @click.option("--type", "server_type", type=click.Choice(sorted(_SERVER_TYPES)), default="imap")
-@click.option("--incoming", metavar="HOST[:PORT]", required=True, help="Incoming server.")
+@click.option(
+    "--incoming",
+    metavar="HOST[:PORT]|URL",
+    required=True,
+    help="Incoming server (the EWS or Graph URL for exchange and graph).",
+)
 @click.option("--outgoing", metavar="HOST[:PORT]", help="SMTP server (default: incoming host).")
 @click.option("--tls", type=click.Choice([m.value for m in TlsMode]), default="implicit")
 @click.option("--outgoing-tls", type=click.Choice([m.value for m in TlsMode]))

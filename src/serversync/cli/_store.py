@@ -18,6 +18,7 @@ from serversync import (
     Transports,
 )
 from serversync.adapters.transports.ews import EXCHANGE_SERVER_TYPES, EwsTransport
+from serversync.adapters.transports.graph import GRAPH_SERVER_TYPES, GraphTransport
 from serversync.adapters.transports.imap import ImapTransport
 from serversync.adapters.transports.pop3 import Pop3Transport
 from serversync.adapters.transports.smtp import SmtpTransport
@@ -58,20 +59,23 @@ class Store:
     def engine(
         self, *, engine_id: str | None = None, observer: SyncObserver | None = None
     ) -> SyncEngine:
-        """An engine over this store with the IMAP, POP3, SMTP and EWS transports."""
+        """An engine over this store with the IMAP, POP3, SMTP, EWS and Graph transports."""
         settings = SyncSettings()
         smtp = SmtpTransport(timeouts=settings.timeouts)
         ews = EwsTransport(timeouts=settings.timeouts)
+        graph = GraphTransport(timeouts=settings.timeouts)
         transports = Transports.by_server_type(
             incoming={
                 ServerType.IMAP_SMTP: ImapTransport(timeouts=settings.timeouts),
                 ServerType.OTHER_POP3_SMTP: Pop3Transport(timeouts=settings.timeouts),
                 **dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.incoming),
+                **dict.fromkeys(GRAPH_SERVER_TYPES, graph.incoming),
             },
             outgoing={
                 ServerType.IMAP_SMTP: smtp,
                 ServerType.OTHER_POP3_SMTP: smtp,
                 **dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.outgoing),
+                **dict.fromkeys(GRAPH_SERVER_TYPES, graph.outgoing),
             },
         )
         return SyncEngine(

@@ -11,9 +11,18 @@ from serversync.errors import (
     OperationTimeoutError,
     SyncError,
 )
-from serversync.model import Credentials, EmailServerProfile, ServerEndpoint, TlsMode
+from serversync.model import (
+    CredentialKind,
+    Credentials,
+    EmailServerProfile,
+    ServerEndpoint,
+    TlsMode,
+)
 
-__all__ = ["incoming_server", "network_error", "tls_context"]
+__all__ = ["incoming_server", "login_credentials", "network_error", "tls_context"]
+
+# What a mail server accepts at login; application secrets are for a token source.
+_LOGIN_KINDS = frozenset({CredentialKind.PASSWORD, CredentialKind.OAUTH2_ACCESS_TOKEN})
 
 # Handshake failures that repeat until someone fixes the profile (TLS on a plain port, a
 # server stuck on an old protocol), unlike a reset in the middle of a handshake.
@@ -47,7 +56,24 @@ def incoming_server(
             f"{protocol} needs credentials, and the profile's credential source gave none",
             mailbox_id=mailbox_id,
         )
-    return endpoint, credentials
+    return endpoint, login_credentials(credentials, protocol=protocol, mailbox_id=mailbox_id)
+
+
+def login_credentials(
+    credentials: Credentials, *, protocol: str, mailbox_id: str | None = None
+) -> Credentials:
+    """``credentials`` when a server login can use them: a password or an access token.
+
+    An application's client secret or certificate is exchanged for tokens by a token source
+    (Microsoft Graph's); sent as a password it would only fail the login, or leak.
+    """
+    if credentials.kind not in _LOGIN_KINDS:
+        raise ConfigurationError(
+            f"{protocol} logs in with a password or an OAuth 2.0 access token, not with "
+            f"an application's {credentials.kind.value.removeprefix('oauth2_').replace('_', ' ')}",
+            mailbox_id=mailbox_id,
+        )
+    return credentials
 
 
 def tls_context(

@@ -64,6 +64,7 @@ from exchangelib.transport import BASIC, NTLM, OAUTH2  # type: ignore[import-unt
 from exchangelib.version import EXCHANGE_2013_SP1, Version  # type: ignore[import-untyped]
 from oauthlib.oauth2 import OAuth2Token  # type: ignore[import-untyped]
 
+from serversync.adapters.transports._connection import login_credentials
 from serversync.adapters.transports._ews_errors import translate
 from serversync.adapters.transports._ews_stats import EwsStats
 from serversync.errors import ConfigurationError, ConnectionFailedError, OperationTimeoutError
@@ -237,7 +238,7 @@ class EwsLogin:
 
 
 def _exchangelib_credentials(login: EwsLogin, mailbox_id: str) -> tuple[Any, str]:
-    credentials = login.credentials
+    credentials = login_credentials(login.credentials, protocol="EWS", mailbox_id=mailbox_id)
     secret = credentials.secret.reveal()
     if credentials.kind is CredentialKind.OAUTH2_ACCESS_TOKEN:
         token = OAuth2Token({"access_token": secret, "token_type": "Bearer"})

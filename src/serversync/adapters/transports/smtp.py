@@ -40,6 +40,7 @@ from typing import Any, NoReturn, final
 
 import aiosmtplib
 
+from serversync.adapters.transports._connection import login_credentials
 from serversync.engine import SystemClock
 from serversync.errors import (
     AuthenticationError,
@@ -497,6 +498,7 @@ class SmtpTransport(OutgoingMailTransport):
     ) -> None:
         if credentials is None:
             return  # anonymous; a server that wants AUTH answers MAIL with 530
+        login_credentials(credentials, protocol="SMTP", mailbox_id=mailbox.id)
         offered = smtp.server_auth_methods
         secret = credentials.secret.reveal()
         if credentials.kind is CredentialKind.OAUTH2_ACCESS_TOKEN:
