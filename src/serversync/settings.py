@@ -406,6 +406,9 @@ class OrganizationSettings:
     ignore_conversation_index_and_in_reply_to: bool = False
     do_not_correlate_forwarded_emails_as_replies: bool = False
     use_filtering_method_of_syncing_mailbox_only: bool = False
+    force_filtering_method_for_user_mailboxes: bool = False
+    """OrgDB ``SSSForceFilteringMethodForUserMailboxes`` (gap G2): a user's mailbox tracks
+    only what its owner's filter accepts; queue mailboxes still ask every recipient."""
     unresolve_sender_in_case_of_multiple_match: bool = False
     unresolve_email_address_if_multiple_match: bool = False
     max_upload_file_size: int = attrs.field(default=5_120 * 1024, validator=attrs.validators.ge(0))

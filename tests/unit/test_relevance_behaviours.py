@@ -97,6 +97,25 @@ async def test_4_user_with_no_email_and_queue_accepting_all_track_once_for_the_q
     assert [q.queue for q in world.storage.queue_items()] == [support.owner]
 
 
+async def test_forcing_the_filtering_method_for_user_mailboxes_asks_only_the_owner() -> None:
+    world = world_with(force_filtering_method_for_user_mailboxes=True)
+    alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.NO_EMAIL_MESSAGES)
+    support = world.add_queue(SUPPORT)
+    message = an_email(sender=JANE, to=[ALICE, SUPPORT])
+    world.deliver(ALICE, message)
+    world.deliver(SUPPORT, message)
+    async with world.engine() as engine:
+        (in_alices,) = await engine.sync_mailbox(alice.id, workloads=[Workload.INCOMING])
+        (in_support,) = await engine.sync_mailbox(support.id, workloads=[Workload.INCOMING])
+    # Alice's mailbox asks Alice alone, who tracks nothing; the queue still accepts its copy.
+    (rejected,) = in_alices.items
+    assert rejected.kind is OutcomeKind.NOT_RELEVANT
+    (tracked,) = in_support.items
+    assert tracked.reason is DecisionReason.ACCEPT_ALL
+    (activity,) = incoming(world)
+    assert activity.receiving_mailbox_id == support.id
+
+
 async def _send_with_token(world: InMemoryWorld, subject: str) -> EmailActivity:
     alice = world.add_user(ALICE)
     world.add_record(a_contact(JANE))

@@ -85,7 +85,8 @@ def acceptance_candidates(
     """The users and queues to ask, in order, each with whether it is a visible recipient.
 
     The processing mailbox's owner comes first, then To, Cc and Bcc. With
-    ``UseFilteringMethodOfSyncingMailboxOnlyForCorrelation`` only the owner is asked.
+    ``UseFilteringMethodOfSyncingMailboxOnlyForCorrelation``, or with
+    ``SSSForceFilteringMethodForUserMailboxes`` in a user's mailbox, only the owner is asked.
     """
     owner = facts.mailbox_owner
     if facts.direction is EmailDirection.OUTGOING:
@@ -99,7 +100,11 @@ def acceptance_candidates(
     if owner is not None and owner.is_active:
         own = (visible.get(str(owner.ref), owner), str(owner.ref) in visible)
         candidates = [own] + [c for c in candidates if c[0].ref != owner.ref]
-        if facts.organization.use_filtering_method_of_syncing_mailbox_only:
+        org = facts.organization
+        if org.use_filtering_method_of_syncing_mailbox_only or (
+            org.force_filtering_method_for_user_mailboxes
+            and owner.ref.entity == EntityName.SYSTEMUSER.value
+        ):
             candidates = [own]
     return candidates
 
