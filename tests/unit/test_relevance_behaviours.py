@@ -13,8 +13,10 @@ import attrs
 from serversync import (
     CorrelationMethod,
     DecisionReason,
+    EmailApprovalStatus,
     EmailDirection,
     EmailStatus,
+    ErrorScope,
     IncomingFilteringMethod,
     LoopGuardSettings,
     OrganizationSettings,
@@ -25,6 +27,7 @@ from serversync import (
     SmartMatchingSettings,
     SyncSettings,
     TrackingTokenSettings,
+    TransientError,
     Workload,
 )
 from serversync.mime import parse_headers
@@ -530,3 +533,160 @@ async def test_an_inactive_contact_does_not_make_its_mail_a_sender_match() -> No
     world.deliver(ALICE, an_email(sender=JANE, to=[ALICE]))
     report = await run(world)
     assert next(iter(report.items())).reason is DecisionReason.NO_CORRELATION_MATCH
+
+
+# -- behaviours of §12 that other files cover in depth, here under their numbers ------------
+
+
+async def test_1_a_reply_by_in_reply_to_is_one_email_correlated_with_the_sent_one() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL)
+    opportunity = RecordRef("opportunity", "o1")
+    sent = a_sent_email(
+        sender_mailbox=alice,
+        to=[JANE],
+        subject="Quote",
+        message_id="<a@x>",
+        regarding=opportunity,
+    )
+    world.storage.put_activity(sent)
+    world.deliver(
+        ALICE, an_email(sender=JANE, to=[ALICE], subject="RE: Quote", in_reply_to="<a@x>")
+    )
+
+    (outcome,) = (await run(world)).items()
+
+    assert outcome.reason is DecisionReason.CORRELATION_MATCH
+    (reply,) = incoming(world)
+    assert reply.correlation_method is CorrelationMethod.IN_REPLY_TO
+    assert reply.parent_activity_id == sent.id
+    assert reply.correlated_activity_id == sent.id
+    assert reply.regarding == opportunity
+
+
+async def test_2_a_new_message_from_a_known_contact_is_not_tracked_and_the_cursor_moves() -> None:
+    world = InMemoryWorld()
+    world.add_user(ALICE, filtering=IncomingFilteringMethod.IN_RESPONSE_TO_CRM_EMAIL)
+    world.add_record(a_contact(JANE))
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE], subject="Hello"))
+
+    (outcome,) = (await run(world)).items()
+    assert outcome.kind is OutcomeKind.NOT_RELEVANT
+    assert outcome.reason is DecisionReason.NO_CORRELATION_MATCH
+    assert incoming(world) == []
+    world.clock.advance(timedelta(minutes=10))
+    assert list((await run(world)).items()) == [], "the cursor moved past it"
+
+
+async def test_5_one_message_in_a_user_and_a_queue_mailbox_is_one_email_whatever_the_order() -> (
+    None
+):
+    for first_box, second_box in ((ALICE, SUPPORT), (SUPPORT, ALICE)):
+        world = InMemoryWorld()
+        boxes = {
+            ALICE: world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES),
+            SUPPORT: world.add_queue(SUPPORT),
+        }
+        message = an_email(sender=JANE, to=[ALICE, SUPPORT], message_id="<same@fabrikam.example>")
+        uids = {box: world.deliver(box, message) for box in (ALICE, SUPPORT)}
+        # Two engines, one after the other: the second starts from what the first stored.
+        async with world.engine() as engine:
+            (first,) = await engine.sync_mailbox(boxes[first_box].id, workloads=[Workload.INCOMING])
+        async with world.engine() as engine:
+            (second,) = await engine.sync_mailbox(
+                boxes[second_box].id, workloads=[Workload.INCOMING]
+            )
+        assert [i.kind for i in first.items] == [OutcomeKind.TRACKED]
+        assert [i.reason for i in second.items] == [DecisionReason.DUPLICATE]
+        assert len(incoming(world)) == 1
+        for box in (ALICE, SUPPORT):
+            (copy,) = [m for m in world.server.messages(box) if m.uid == uids[box]]
+            assert "$ServerSyncTracked" in copy.keywords, f"the copy in {box} is tagged"
+
+
+async def test_13_a_message_without_message_id_is_stored_once_under_a_derived_id() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    message = an_email(sender=JANE, to=[ALICE], subject="No id", message_id="")
+    world.deliver(ALICE, message)
+    world.deliver(ALICE, message)  # the same message seen again, as after a crash and re-poll
+
+    report = await run(world)
+
+    kinds = [i.kind for i in report.items()]
+    assert kinds == [OutcomeKind.TRACKED, OutcomeKind.DUPLICATE]
+    (email,) = incoming(world)
+    assert email.message_id is not None
+    assert email.receiving_mailbox_id == alice.id
+    assert all(r.error is None for r in report.mailboxes)
+
+
+async def test_14_an_unparsable_sender_is_undeliverable_and_the_others_go_on() -> None:
+    world = world_with()
+    world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    broken = world.deliver(
+        ALICE,
+        b"From: not an address at all\r\nTo: alice@contoso.example\r\nSubject: x\r\n"
+        b"Message-ID: <broken@x>\r\n\r\nbody\r\n",
+    )
+    world.deliver(ALICE, an_email(sender=JANE, to=[ALICE], subject="fine"))
+
+    first = await run(world)
+    by_subject = {i.subject: i for i in first.items()}
+    assert by_subject["fine"].kind is OutcomeKind.TRACKED
+    rejected = next(i for i in first.items() if i.subject != "fine")
+    assert rejected.kind is not OutcomeKind.TRACKED
+    assert rejected.reason is DecisionReason.INVALID_SENDER
+    assert [a.subject for a in incoming(world)] == ["fine"]
+    flags = {m.uid: m.keywords for m in world.server.messages(ALICE)}
+    assert flags[broken] == {"$ServerSyncUndeliverable"}, "tagged at once: a retry cannot help"
+    world.clock.advance(timedelta(minutes=10))
+    assert list((await run(world)).items()) == [], "and not read again"
+
+
+async def test_18_no_send_without_outgoing_enabled_or_an_approved_address() -> None:
+    for overrides in (
+        {"enabled_for_outgoing": False},
+        {"approval": EmailApprovalStatus.EMPTY},
+    ):
+        world = InMemoryWorld()
+        alice = world.add_user(ALICE, **overrides)
+        email = a_pending_email(sender_mailbox=alice, to=[JANE], subject="Quote")
+        world.storage.put_activity(email)
+
+        await run(world, Workload.OUTGOING)
+
+        after = next(a for a in world.storage.activities() if a.id == email.id)
+        assert after.status is EmailStatus.PENDING_SEND, overrides
+        assert after.delivery_attempts == email.delivery_attempts, overrides
+        assert world.server.outbox == [], overrides
+
+
+async def test_19_a_4xx_is_retried_per_attempt_until_failed_and_a_250_is_sent() -> None:
+    world = InMemoryWorld()
+    alice = world.add_user(ALICE)
+    failing = a_pending_email(sender_mailbox=alice, to=[JANE], subject="Refused")
+    world.storage.put_activity(failing)
+    world.server.faults.fail_next(
+        "send",
+        lambda: TransientError("451 try later", server_code="451", scope=ErrorScope.ITEM),
+        times=5,
+    )
+    attempts = []
+    for _ in range(5):
+        (result,) = (await run(world, Workload.OUTGOING)).sends()
+        attempts.append((result.status, result.attempt))
+        world.clock.advance(timedelta(minutes=5))
+    assert attempts == [(EmailStatus.PENDING_SEND, n) for n in range(1, 5)] + [
+        (EmailStatus.FAILED, 5)
+    ]
+
+    accepted = a_pending_email(sender_mailbox=alice, to=[JANE], subject="Accepted")
+    world.storage.put_activity(accepted)
+    (result,) = (await run(world, Workload.OUTGOING)).sends()
+    after = next(a for a in world.storage.activities() if a.id == accepted.id)
+    assert after.status is EmailStatus.SENT
+    assert after.sent_on == world.clock.now()
+    assert after.message_id is not None
+    (sent,) = world.server.outbox
+    assert parse_headers(sent.data).message_id == after.message_id

@@ -374,6 +374,11 @@ class IncomingPipeline:
             return judged.outcome
         verdict = judged.decision.verdict if judged.decision else None
         facts = judged.facts
+        if isinstance(verdict, Reject) and verdict.reason is DecisionReason.INVALID_SENDER:
+            # Dynamics retries such a message for 5 cycles, then tags it Undeliverable; its
+            # From will not parse on a later cycle either, so it is tagged at once.
+            await self._mark(session, ref, RemoteMark.UNDELIVERABLE)
+            return judged.outcome
         if not isinstance(verdict, Track) or facts is None:
             return judged.outcome
         trace = judged.outcome.trace
