@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +23,12 @@ _TEMPLATE = "serversync_template"
 hypothesis_settings.register_profile(
     "serversync", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-hypothesis_settings.load_profile("serversync")
+# The long run: SERVERSYNC_HYPOTHESIS=long gives every property without its own
+# max_examples (the parser fuzzing among them) 10,000 examples.
+hypothesis_settings.register_profile(
+    "long", parent=hypothesis_settings.get_profile("serversync"), max_examples=10_000
+)
+hypothesis_settings.load_profile(os.environ.get("SERVERSYNC_HYPOTHESIS", "serversync"))
 
 
 class Postgres:
