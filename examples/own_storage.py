@@ -74,12 +74,7 @@ from serversync import (
     Repositories,
     Secret,
     SendClaim,
-    SendFailed,
     SendOutcome,
-    SendReleased,
-    SendRetry,
-    SendSucceeded,
-    SendUncertain,
     StorageConflictError,
     SyncEngine,
     TestStatus,
@@ -87,6 +82,7 @@ from serversync import (
     Transports,
     Workload,
     WorkloadState,
+    apply_send_outcome,
 )
 from serversync.serialization import make_converter
 from serversync.testing import (
@@ -178,47 +174,6 @@ def _ts(value: datetime | None) -> float | None:
 
 def _address(value: str) -> str:
     return value.strip().lower()
-
-
-def _apply(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:
-    """What a send outcome does to the email (the port leaves this to the store)."""
-    attempts = activity.delivery_attempts + 1
-    if isinstance(outcome, SendSucceeded):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.SENT,
-            message_id=outcome.message_id,
-            sent_on=outcome.sent_on,
-            server_reply=outcome.server_reply,
-            delivery_attempts=attempts,
-            postpone_sending_until=None,
-            last_send_error=None,
-        )
-    if isinstance(outcome, SendRetry):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.PENDING_SEND,
-            delivery_attempts=attempts,
-            postpone_sending_until=outcome.not_before,
-            last_send_error=outcome.error,
-        )
-    if isinstance(outcome, SendFailed | SendUncertain):
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.FAILED,
-            delivery_attempts=attempts,
-            postpone_sending_until=None,
-            delivery_uncertain=isinstance(outcome, SendUncertain),
-            last_send_error=outcome.error,
-        )
-    if isinstance(outcome, SendReleased):  # given back unsent: no attempt is counted
-        return attrs.evolve(
-            activity,
-            status=EmailStatus.PENDING_SEND,
-            postpone_sending_until=outcome.not_before,
-            last_send_error=outcome.error,
-        )
-    raise TypeError(f"unknown send outcome {outcome!r}")
 
 
 class SqliteStorage:
@@ -633,7 +588,7 @@ class SqliteStorage:
 
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
         with self._transaction() as db:
-            updated = _apply(self._claimed(claim), outcome)
+            updated = apply_send_outcome(self._claimed(claim), outcome)
             self._write_email(db, updated)
             db.execute(
                 "UPDATE email SET claim_token = NULL, claim_owner = NULL, claim_expires_at = NULL"

@@ -10,6 +10,7 @@ is pending send. Hosts provide storage and credentials through the ports in
 from importlib.metadata import PackageNotFoundError, version
 
 from serversync.adapters.credentials import MappingCredentials, ReferencedCredentials
+from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.engine import BaseSyncObserver, SyncEngine, SystemClock, Transports
 from serversync.errors import (
     AuthenticationError,
@@ -104,6 +105,7 @@ __all__ = [
     "TransientError",
     "Transports",
     "__version__",
+    "apply_send_outcome",
     "check_mailbox",
     "default_rules",
     "evaluate",

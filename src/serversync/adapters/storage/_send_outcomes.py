@@ -19,6 +19,13 @@ __all__ = ["apply_send_outcome"]
 
 
 def apply_send_outcome(activity: EmailActivity, outcome: SendOutcome) -> EmailActivity:
+    """The email after ``outcome`` was recorded: its status, attempts, retry time and error.
+
+    :meth:`~serversync.ports.EmailActivityRepository.record_send_outcome` leaves this change
+    to the store; a host's store calls this so that it changes emails exactly as the shipped
+    stores do. Every outcome but :class:`~serversync.model.SendReleased` (given back unsent)
+    counts one delivery attempt.
+    """
     attempts = activity.delivery_attempts + 1
     if isinstance(outcome, SendSucceeded):
         return attrs.evolve(
