@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import attrs
 import pytest
 
 from serversync.errors import StorageConflictError
@@ -163,3 +164,16 @@ async def test_two_stores_link_one_record_and_one_item_once(
         assert sum(m.exchange_entry_id == "contested-item" for m in linked) == 1
     finally:
         await second.aclose()
+
+
+async def test_relinking_an_ended_mapping_to_a_linked_record_conflicts(
+    fresh_storage: StorageFactory,
+) -> None:
+    storage = await fresh_storage()
+    await storage.save_mapping(_linked(1, record="shared"))
+    ended = attrs.evolve(_linked(2, record="shared"), is_unlinked_in_crm=True)
+    await storage.save_mapping(ended)
+    with pytest.raises(StorageConflictError):
+        await storage.save_mapping(attrs.evolve(ended, is_unlinked_in_crm=False))
+    stored = {m.id: m for m in await storage.list_mappings(_OWNER, ActEntity.CONTACT)}
+    assert stored[ended.id] == ended, "a refused save changes nothing"
