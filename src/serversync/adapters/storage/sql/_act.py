@@ -15,10 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from serversync.adapters._ports_docs import documented_by
 from serversync.errors import StorageConflictError
 from serversync.model import ExchangeSyncIdMapping, MailboxId, MappingId, RecordRef
-from serversync.model.act import (
-    ActEntity,
-    ActSyncState,
-)
+from serversync.model.act import ActEntity, ActSyncState
 from serversync.ports import ExchangeSyncIdMappingRepository
 
 from ._codec import dump, load, micros
