@@ -14,14 +14,19 @@ from typing import TypeVar
 from hypothesis import strategies as st
 
 from serversync.model import (
+    ActEntity,
     ActivityId,
     ActivityParty,
+    ActRecord,
+    ActSyncState,
     AddResult,
     AlreadyExists,
     AttachmentInfo,
+    Attendee,
     AuthenticationProtocol,
     Checkpoint,
     ClaimToken,
+    ConditionOperator,
     CorrelationMatch,
     CorrelationMethod,
     Created,
@@ -38,6 +43,9 @@ from serversync.model import (
     ErrorRecord,
     EwsCheckpoint,
     ExchangeSyncIdMapping,
+    FieldCondition,
+    FieldValue,
+    FilterGroup,
     ImapCheckpoint,
     IncomingBatch,
     IncomingDeliveryMethod,
@@ -58,6 +66,8 @@ from serversync.model import (
     QueueItemId,
     RecordRef,
     RecordState,
+    Recurrence,
+    RecurrenceKind,
     RemoteMessageRef,
     RuleDecision,
     RuleStep,
@@ -75,6 +85,7 @@ from serversync.model import (
     ServerEndpoint,
     ServerType,
     SkipReason,
+    SyncFilter,
     TestStatus,
     TlsMode,
     TrackingFolderId,
@@ -84,6 +95,8 @@ from serversync.model import (
 from serversync.model.options import ActDeliveryMethod
 
 __all__ = [
+    "act_records",
+    "act_sync_states",
     "activity_parties",
     "add_results",
     "attachment_infos",
@@ -100,6 +113,7 @@ __all__ = [
     "error_records",
     "ews_checkpoints",
     "exchange_sync_id_mappings",
+    "field_values",
     "folding_whitespace",
     "imap_checkpoints",
     "incoming_batches",
@@ -112,6 +126,7 @@ __all__ = [
     "pop3_checkpoints",
     "queue_items",
     "record_refs",
+    "recurrences",
     "remote_message_refs",
     "rule_steps",
     "run_reports",
@@ -125,6 +140,7 @@ __all__ = [
     "send_succeeded",
     "send_uncertain",
     "server_endpoints",
+    "sync_filters",
     "workload_states",
 ]
 
@@ -669,4 +685,94 @@ def exchange_sync_id_mappings() -> st.SearchStrategy[ExchangeSyncIdMapping]:
         last_sync_error_occurred_on=optional(aware_datetimes()),
         item_subject=optional(_text),
         version_number=optional(small),
+    )
+
+
+# --- appointments, contacts and tasks --------------------------------------------------------
+
+
+def recurrences() -> st.SearchStrategy[Recurrence]:
+    """:class:`Recurrence`."""
+    return st.builds(
+        Recurrence,
+        kind=st.sampled_from(RecurrenceKind),
+        interval=st.integers(min_value=1, max_value=12),
+        weekdays=st.lists(st.integers(min_value=1, max_value=7), max_size=7).map(tuple),
+        day_of_month=optional(st.integers(min_value=1, max_value=31)),
+        month=optional(st.integers(min_value=1, max_value=12)),
+        start_date=st.dates(),
+        end_date=optional(st.dates()),
+        count=optional(_small_ints),
+        time_zone=_text,
+    )
+
+
+def field_values() -> st.SearchStrategy[FieldValue]:
+    """One ACT field value of any of its types."""
+    attendees = st.lists(
+        st.builds(Attendee, address=_text, optional=st.booleans()), max_size=3
+    ).map(tuple)
+    return st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        _text,
+        aware_datetimes(),
+        st.dates(),
+        recurrences(),
+        attendees,
+    )
+
+
+def act_records() -> st.SearchStrategy[ActRecord]:
+    """:class:`ActRecord` with fields of every value type."""
+    return st.builds(
+        ActRecord,
+        ref=record_refs(),
+        owner=record_refs(),
+        fields=st.dictionaries(_text, field_values(), max_size=6),
+        version=_text,
+        modified_on=aware_datetimes(),
+        organizer=optional(_text),
+        series=optional(record_refs()),
+        original_start=optional(aware_datetimes()),
+    )
+
+
+def sync_filters() -> st.SearchStrategy[SyncFilter]:
+    """:class:`SyncFilter` with nested groups and conditions on single values and lists."""
+    values = field_values() | st.lists(field_values(), max_size=3).map(tuple)
+    conditions = st.builds(
+        FieldCondition, field=_text, operator=st.sampled_from(ConditionOperator), value=values
+    )
+    groups = st.recursive(
+        st.builds(FilterGroup, any_of=st.booleans(), conditions=st.lists(conditions).map(tuple)),
+        lambda inner: st.builds(
+            FilterGroup,
+            any_of=st.booleans(),
+            conditions=st.lists(conditions, max_size=3).map(tuple),
+            groups=st.lists(inner, max_size=2).map(tuple),
+        ),
+        max_leaves=4,
+    )
+    return st.builds(
+        SyncFilter,
+        id=_text,
+        name=_text,
+        owner=record_refs(),
+        entity=st.sampled_from(ActEntity),
+        criteria=groups,
+        enabled=st.booleans(),
+    )
+
+
+def act_sync_states() -> st.SearchStrategy[ActSyncState]:
+    """:class:`ActSyncState`."""
+    return st.builds(
+        ActSyncState,
+        mailbox_id=_mailbox_ids,
+        entity=st.sampled_from(ActEntity),
+        exchange_state=optional(_text),
+        crm_modified_after=optional(aware_datetimes()),
     )

@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from serversync.model import (
     ActivityId,
     ActivityParty,
+    ActRecord,
+    ActSyncState,
     AddResult,
     AlreadyExists,
     AttachmentInfo,
@@ -54,6 +56,7 @@ from serversync.model import (
     SendSucceeded,
     SendUncertain,
     ServerEndpoint,
+    SyncFilter,
     WorkloadState,
 )
 from serversync.serialization import make_converter
@@ -100,6 +103,9 @@ CASES: list[tuple[Any, st.SearchStrategy[Any]]] = [
     (MailboxTrackingFolder, s.mailbox_tracking_folders()),
     (CorrelationMatch, s.correlation_matches()),
     (ExchangeSyncIdMapping, s.exchange_sync_id_mappings()),
+    (ActRecord, s.act_records()),
+    (SyncFilter, s.sync_filters()),
+    (ActSyncState, s.act_sync_states()),
 ]
 
 UNIONS: list[tuple[Any, st.SearchStrategy[Any]]] = [

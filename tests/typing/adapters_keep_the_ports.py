@@ -19,7 +19,7 @@ from serversync.ports import (
     RecordDirectory,
     Repositories,
 )
-from serversync.sql import SqlCredentials, SqlDirectory, SqlStorage
+from serversync.sql import SqlActRecords, SqlCredentials, SqlDirectory, SqlStorage
 from serversync.testing import (
     InMemoryDirectory,
     InMemoryExchangeItemsTransport,
@@ -81,4 +81,12 @@ def in_memory_exchange_mappings(adapter: InMemoryStorage) -> ExchangeSyncIdMappi
 
 
 def in_memory_exchange_items(adapter: InMemoryExchangeItemsTransport) -> ExchangeItemsTransport:
+    return adapter
+
+
+def sql_act_records(adapter: SqlActRecords) -> ActRecordRepository:
+    return adapter
+
+
+def sql_exchange_mappings(adapter: SqlStorage) -> ExchangeSyncIdMappingRepository:
     return adapter

@@ -23,6 +23,10 @@ from sqlalchemy import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "act_mappings",
+    "act_records",
+    "act_states",
+    "act_sync_filters",
     "activities",
     "activity_addresses",
     "checkpoints",
@@ -40,7 +44,7 @@ __all__ = [
     "workload_states",
 ]
 
-SCHEMA_VERSION = "0002"
+SCHEMA_VERSION = "0003"
 """The Alembic revision this code expects (``serversync db upgrade`` brings a store to it)."""
 
 # SQLite only gives an auto-incrementing rowid to a column spelled INTEGER PRIMARY KEY.
@@ -193,4 +197,58 @@ quarantine = Table(
     Column("next_attempt_at", BigInteger),
     Column("data", Text, nullable=False),
     Index(None, "mailbox_id", "next_attempt_at"),
+)
+
+# Exchange sync id mappings, one row per mapping. ``linked_record`` and ``linked_item`` are
+# the record and the Exchange item while the mapping links them and NULL otherwise, so the
+# unique constraints allow one linked mapping per (owner, record) and per (owner, item)
+# (NULLs are distinct in both dialects). ``failed_at`` is the last failure of a mapping that
+# never linked, what the retention purge deletes by.
+act_mappings = Table(
+    "serversync_act_mappings",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("owner", String(400), nullable=False),
+    Column("entity", String(20), nullable=False),
+    Column("linked_record", String(400)),
+    Column("linked_item", String(1000)),
+    Column("failed_at", BigInteger, index=True),
+    Column("data", Text, nullable=False),
+    UniqueConstraint("owner", "linked_record"),
+    UniqueConstraint("owner", "linked_item"),
+    Index(None, "owner", "entity"),
+)
+
+# Each mailbox's ACT sync state per entity.
+act_states = Table(
+    "serversync_act_states",
+    metadata,
+    Column("mailbox_id", String(400), primary_key=True),
+    Column("entity", String(20), primary_key=True),
+    Column("data", Text, nullable=False),
+)
+
+# CRM appointments, contacts and tasks for hosts without their own tables (the CLI, the
+# demo). ``version`` is a random token replaced on every write.
+act_records = Table(
+    "serversync_act_records",
+    metadata,
+    Column("ref", String(400), primary_key=True),
+    Column("entity", String(20), nullable=False),
+    Column("owner", String(400), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("modified_on", BigInteger, nullable=False),
+    Column("data", Text, nullable=False),
+    Index(None, "entity", "modified_on", "ref"),
+)
+
+# Users' synchronization filters, next to the records they select.
+act_sync_filters = Table(
+    "serversync_act_sync_filters",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("owner", String(400), nullable=False),
+    Column("entity", String(20), nullable=False),
+    Column("data", Text, nullable=False),
+    Index(None, "owner", "entity"),
 )

@@ -73,6 +73,7 @@ from serversync.model.messages import normalize_address
 from serversync.ports import Repositories
 
 from . import _database
+from ._act import SqlExchangeMappings
 from ._codec import (
     activity_columns,
     dump,
@@ -110,8 +111,10 @@ ORDER_COUNTER = "order"
 
 @final
 @documented_by(Repositories)
-class SqlStorage:
+class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
+
+    It is the :class:`~serversync.ports.ExchangeSyncIdMappingRepository` of ACT sync too.
 
     Open it with :meth:`open` (which checks, or with ``upgrade=True`` brings up to date, the
     schema) and close it with :meth:`aclose`, or use it as an async context manager.
