@@ -230,6 +230,7 @@ class _EntitySync:
             current_items=current,
             settings=settings,
             now=ctx.clock.now(),
+            held_fields=self._session.held_fields(entity),
         )
         for step in plan.steps:
             self._pipeline._check()
