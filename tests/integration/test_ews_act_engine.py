@@ -307,11 +307,9 @@ async def test_behaviour_15_an_appointment_deleted_in_outlook_is_deleted_in_crm(
     seen = outlook.calendar.get(id=world.linked(meeting.ref))
     assert (seen.importance, seen.legacy_free_busy_status) == ("High", "Tentative")
 
-    # The next cycle reads the creation back; Exchange reports the deletes of items a sync
-    # state has listed.
-    assert writes(await world.sync(mailbox)) == [], "the creation reads back as an echo"
     assert crm(world, meeting.ref)["regarding"] == "account:fabrikam"
 
+    # Deleted before any sync state listed it: Exchange reports no delete for it.
     seen.delete()
     report = await world.sync(mailbox)
 
@@ -319,6 +317,28 @@ async def test_behaviour_15_an_appointment_deleted_in_outlook_is_deleted_in_crm(
     assert world.storage.act_record(meeting.ref) is None
     (mapping,) = world.storage.mappings()
     assert mapping.is_deleted_in_exchange
+
+
+async def test_behaviour_15_an_appointment_deleted_after_a_cycle_read_it_is_deleted_in_crm(
+    world: ActWorld, outlook: Any
+) -> None:
+    mailbox, alice = world.add_user()
+    world.storage.add_sync_filter(a_sync_filter(alice, ActEntity.APPOINTMENT))
+    start = (world.clock.now() + timedelta(days=2)).astimezone(BERLIN)
+    meeting = world.storage.add_act_record(
+        ActEntity.APPOINTMENT,
+        alice,
+        {"subject": "Review", "start": start, "end": start + timedelta(hours=1)},
+        organizer=ALICE,
+    )
+    await world.sync(mailbox)
+    assert writes(await world.sync(mailbox)) == [], "the creation reads back as an echo"
+    outlook.calendar.get(id=world.linked(meeting.ref)).delete()
+
+    report = await world.sync(mailbox)
+
+    assert writes(report) == [(ActEntity.APPOINTMENT, ActAction.DELETED_IN_CRM)]
+    assert world.storage.act_record(meeting.ref) is None
 
 
 @pytest.mark.parametrize("outlook_later", [True, False], ids=["Outlook later", "CRM later"])
