@@ -243,6 +243,7 @@ async def check_exchange_sync_id_mapping_repository(
         entity=ActEntity.CONTACT,
         exchange_state="state-1",
         crm_modified_after=failed_at,
+        unconfirmed=("item-1", "item-2"),
     )
     await repo.save_act_state(state)
     assert await repo.load_act_state(mailbox, ActEntity.CONTACT) == state
