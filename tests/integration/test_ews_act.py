@@ -251,12 +251,23 @@ async def test_a_contact_is_created_read_updated_and_deleted(
         "email2": "dks@home.example",
         "business_phone": "+1 555 0100",
         "mobile_phone": "+1 555 0142",
-        "business_street": "1 Main St",
-        "business_city": "Springfield",
-        "business_state": "VA",
-        "business_postal_code": "22150",
-        "business_country": "USA",
-        "notes": "Met at the conference",
+        "business_address_street": "1 Main St",
+        "business_address_city": "Springfield",
+        "business_address_state": "VA",
+        "business_address_postal_code": "22150",
+        "business_address_country": "USA",
+        "home_address_city": "Annapolis",
+        "other_address_street": "2 Lake Rd",
+        "body": "Met at the conference",
+        "suffix": "Jr.",
+        "nickname": "Starbuck",
+        "department": "X-Files",
+        "business_phone2": "+1 555 0101",
+        "fax": "+1 555 0102",
+        "website": "https://fabrikam.example/dana",
+        "birthday": date(1964, 2, 23),
+        "anniversary": date(1990, 6, 1),
+        "spouse_name": "None yet",
     }
     async with open_session() as session:
         key = await session.create_item(ActEntity.CONTACT, fields)
@@ -274,7 +285,10 @@ async def test_a_contact_is_created_read_updated_and_deleted(
             "email2": None,
             "email3": "dana@fbi.example",
             "mobile_phone": "+1 555 0199",
-            "business_city": "Arlington",
+            "business_address_city": "Arlington",
+            "home_address_city": None,
+            "birthday": date(1964, 2, 24),
+            "fax": None,
             "job_title": None,
         }
         new_key = await session.update_item(ActEntity.CONTACT, key, changes)
@@ -318,7 +332,7 @@ async def test_a_task_is_created_read_updated_and_deleted(open_session: Open) ->
 async def test_an_unknown_field_or_a_bad_value_fails_that_item(open_session: Open) -> None:
     async with open_session() as session:
         for entity, fields in [
-            (ActEntity.CONTACT, {"first_name": "A", "nickname": "B"}),
+            (ActEntity.CONTACT, {"first_name": "A", "salutation": "Dr."}),
             (ActEntity.TASK, {"subject": "T", "status": "someday"}),
             (ActEntity.APPOINTMENT, meeting(datetime(2026, 1, 5, 9, tzinfo=UTC), time_zone="Mars")),
         ]:
@@ -706,7 +720,7 @@ async def test_an_html_body_from_outlook_is_read_as_text(open_session: Open, out
     contact.save()
     async with open_session() as session:
         [item] = await session.get_items(ActEntity.CONTACT, [contact.id])
-    assert item.fields["notes"] == "Prefers email."
+    assert item.fields["body"] == "Prefers email."
 
 
 async def test_an_occurrence_is_deleted_through_its_own_key(open_session: Open) -> None:

@@ -5,6 +5,12 @@ field); admins change directions under "synchronized fields", within what a fiel
 Appointment time, importance, attendees, organizer, regarding and show-time-as are fixed
 two-way; subject, body and location take any direction. The contact's Home and Other
 addresses sync only when the organisation syncs all three mailing addresses.
+
+The table also fixes each field's values, for every transport alike: the choice fields take
+the lower-case names of :data:`IMPORTANCE_VALUES`, :data:`SHOW_TIME_AS_VALUES` and
+:data:`TASK_STATUS_VALUES`; appointment times are timezone-aware datetimes, a task's start and
+due and a contact's birthday and anniversary are dates. A transport may hold fewer fields
+than the table (``ExchangeItemsSession.held_fields``): the others are not synchronized there.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ __all__ = [
     "ANY_DIRECTION",
     "FIELDS",
     "FIXED_TWO_WAY",
+    "IMPORTANCE_VALUES",
+    "SHOW_TIME_AS_VALUES",
+    "TASK_STATUS_VALUES",
     "FieldSpec",
     "field_directions",
     "validate_directions",
@@ -31,6 +40,22 @@ ANY_DIRECTION = frozenset(SyncDirection)
 FIXED_TWO_WAY = frozenset({SyncDirection.TWO_WAY})
 """A fixed field: always two-way."""
 
+IMPORTANCE_VALUES = ("low", "normal", "high")
+"""The values of an appointment's ``importance`` and a task's ``priority``."""
+
+SHOW_TIME_AS_VALUES = (
+    "free",
+    "tentative",
+    "busy",
+    "out_of_office",
+    "working_elsewhere",
+    "no_data",
+)
+"""The values of an appointment's ``show_time_as``."""
+
+TASK_STATUS_VALUES = ("not_started", "in_progress", "completed", "waiting_on_others", "deferred")
+"""The values of a task's ``status``."""
+
 
 @attrs.frozen(kw_only=True)
 class FieldSpec:
@@ -40,6 +65,8 @@ class FieldSpec:
     allowed: frozenset[SyncDirection] = ANY_DIRECTION
     default: SyncDirection = SyncDirection.TWO_WAY
     description: str = ""
+    values: tuple[str, ...] = ()
+    """The values a choice field takes; empty for any value of its type."""
 
 
 def _specs(*specs: FieldSpec) -> Mapping[str, FieldSpec]:
@@ -50,8 +77,12 @@ def _open(name: str, description: str, default: SyncDirection = SyncDirection.TW
     return FieldSpec(name=name, default=default, description=description)
 
 
-def _fixed(name: str, description: str) -> FieldSpec:
-    return FieldSpec(name=name, allowed=FIXED_TWO_WAY, description=description)
+def _fixed(name: str, description: str, values: tuple[str, ...] = ()) -> FieldSpec:
+    return FieldSpec(name=name, allowed=FIXED_TWO_WAY, description=description, values=values)
+
+
+def _choice(name: str, description: str, values: tuple[str, ...]) -> FieldSpec:
+    return FieldSpec(name=name, description=description, values=values)
 
 
 def _address(prefix: str, label: str, default: SyncDirection) -> tuple[FieldSpec, ...]:
@@ -67,11 +98,11 @@ _APPOINTMENT = _specs(
     _fixed("end", "end time (timezone-aware)"),
     _fixed("is_all_day", "all-day event"),
     _fixed("time_zone", "IANA time zone the times are shown in"),
-    _fixed("importance", "importance / priority"),
+    _fixed("importance", "importance", IMPORTANCE_VALUES),
     _fixed("attendees", "required and optional attendees"),
     _fixed("organizer", "organizer address"),
-    _fixed("show_time_as", "show time as (free, busy...)"),
-    _fixed("regarding", "regarding record"),
+    _fixed("show_time_as", "show time as", SHOW_TIME_AS_VALUES),
+    _fixed("regarding", "regarding record (a CRM concept: Exchange does not hold it)"),
     _fixed("recurrence", "recurrence pattern of a series master"),
 )
 
@@ -94,8 +125,8 @@ _CONTACT = _specs(
     _open("mobile_phone", "mobile phone"),
     _open("fax", "fax"),
     _open("website", "web site"),
-    _open("birthday", "birthday"),
-    _open("anniversary", "anniversary"),
+    _open("birthday", "birthday (a date)"),
+    _open("anniversary", "anniversary (a date)"),
     _open("spouse_name", "spouse or partner"),
     *_address("business_address", "business (mailing)", SyncDirection.TWO_WAY),
     *_address("home_address", "home", SyncDirection.NONE),
@@ -106,10 +137,10 @@ _CONTACT = _specs(
 _TASK = _specs(
     _open("subject", "subject"),
     _open("body", "description / body"),
-    _open("start", "start date"),
-    _open("due", "due date"),
-    _open("status", "status (not_started, in_progress, completed, waiting, deferred)"),
-    _open("priority", "priority"),
+    _open("start", "start date (a date)"),
+    _open("due", "due date (a date)"),
+    _choice("status", "status", TASK_STATUS_VALUES),
+    _choice("priority", "priority", IMPORTANCE_VALUES),
     _open("percent_complete", "percent complete"),
 )
 

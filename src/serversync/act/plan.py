@@ -11,7 +11,7 @@ Within the creations a recurring series' master comes before its exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 
 import attrs
@@ -187,13 +187,19 @@ class ActPlan:
     steps: tuple[ActStep, ...] = ()
 
 
-def directions_for(entity: ActEntity, settings: ActSettings) -> Mapping[str, SyncDirection]:
-    """Every field of ``entity`` with its direction under ``settings``."""
-    return field_directions(
+def directions_for(
+    entity: ActEntity, settings: ActSettings, held: Collection[str] | None = None
+) -> Mapping[str, SyncDirection]:
+    """Every field of ``entity`` with its direction under ``settings``; a field Exchange does
+    not hold (outside ``held``, when given) does not sync."""
+    directions = field_directions(
         entity,
         settings.field_directions,
         all_contact_addresses=settings.sync_all_contact_addresses,
     )
+    if held is None:
+        return directions
+    return {f: d if f in held else SyncDirection.NONE for f, d in directions.items()}
 
 
 def _given_up(mapping: ExchangeSyncIdMapping, settings: ActSettings) -> bool:
@@ -450,6 +456,7 @@ def plan_act_sync(
     current_items: Mapping[str, ExchangeItem],
     settings: ActSettings,
     now: datetime,
+    held_fields: Collection[str] | None = None,
 ) -> ActPlan:
     """The steps that bring ``user``'s mailbox and the CRM in line for ``entity``.
 
@@ -459,7 +466,9 @@ def plan_act_sync(
     - ``mapped_records``: the current CRM record of every mapping (a missing one was
       deleted);
     - ``exchange_changed`` / ``exchange_deleted``: the Exchange changes since the last cycle;
-    - ``current_items``: the items :func:`items_to_read` asked for (a missing one is gone).
+    - ``current_items``: the items :func:`items_to_read` asked for (a missing one is gone);
+    - ``held_fields``: the fields this Exchange holds (every field when ``None``); the others
+      are neither sent nor compared, whatever their direction.
     """
     ctx = _Context(
         entity=entity,
@@ -468,7 +477,7 @@ def plan_act_sync(
         filters=enabled_filters(filters, entity),
         settings=settings,
         now=now,
-        directions=directions_for(entity, settings),
+        directions=directions_for(entity, settings, held_fields),
     )
     changed = {item.key.item_id: item for item in exchange_changed}
     deleted = set(exchange_deleted)

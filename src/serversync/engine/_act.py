@@ -180,6 +180,8 @@ class _EntitySync:
         # Record ↔ item links known so far, so that a series' exceptions find their master.
         self._item_of: dict[RecordRef, str] = {}
         self._record_of: dict[str, RecordRef] = {}
+        # Items created in Exchange this cycle, after the sync state was read.
+        self._created: list[str] = []
 
     async def run(self) -> None:
         ctx = self._ctx
@@ -194,7 +196,7 @@ class _EntitySync:
             ),
             entity,
         )
-        changed, deleted, exchange_state = await self._exchange_changes(state.exchange_state)
+        changed, deleted, exchange_state, more = await self._exchange_changes(state.exchange_state)
         candidates, crm_after = await self._candidates(filters, state.crm_modified_after)
         mappings = await ctx.storage(
             self._mappings.list_mappings(self._user, entity), "loading the Exchange mappings"
@@ -213,10 +215,15 @@ class _EntitySync:
             changed=changed,
             settings=settings,
         )
+        # Created by the last cycle and not listed as changed since: a sync state that never
+        # listed an item reports no delete for it, so it is read to learn whether it exists.
+        unseen = [i for i in state.unconfirmed if i not in changed and i not in deleted]
+        wanted = (*wanted, *(i for i in unseen if i not in wanted))
         current: dict[str, ExchangeItem] = {}
         for chunk in _chunks(wanted, settings.page_size):
             items = await self._command(self._session.get_items(entity, chunk), "reading items")
             current.update((item.key.item_id, item) for item in items)
+        deleted += [i for i in unseen if i not in current]
         plan = plan_act_sync(
             entity,
             user=self._user,
@@ -230,6 +237,7 @@ class _EntitySync:
             current_items=current,
             settings=settings,
             now=ctx.clock.now(),
+            held_fields=self._session.held_fields(entity),
         )
         for step in plan.steps:
             self._pipeline._check()
@@ -243,6 +251,11 @@ class _EntitySync:
                     entity=entity,
                     exchange_state=exchange_state,
                     crm_modified_after=crm_after,
+                    # Items still unlisted wait for a later page; the rest were listed.
+                    unconfirmed=(
+                        *(i for i in unseen if more and i in current),
+                        *self._created,
+                    ),
                 )
             ),
             "saving the ACT state",
@@ -253,10 +266,11 @@ class _EntitySync:
 
     async def _exchange_changes(
         self, state: str | None
-    ) -> tuple[dict[str, ExchangeItem], list[str], str | None]:
+    ) -> tuple[dict[str, ExchangeItem], list[str], str | None, bool]:
         settings = self._ctx.settings.act
         changed: dict[str, ExchangeItem] = {}
         deleted: dict[str, None] = {}
+        more = False
         for _ in range(settings.max_pages_per_cycle):
             page = await deadline(
                 self._ctx.settings.timeouts.command,
@@ -276,9 +290,10 @@ class _EntitySync:
                 deleted[item_id] = None
                 changed.pop(item_id, None)
             state = page.state
-            if not page.more:
+            more = page.more
+            if not more:
                 break
-        return changed, list(deleted), state
+        return changed, list(deleted), state, more
 
     async def _candidates(
         self, filters: Sequence[SyncFilter], cursor: datetime | None
@@ -497,6 +512,7 @@ class _EntitySync:
             retries=step.mapping.retries if step.mapping else 0,
         )
         await self._save(self._succeeded(mapping))
+        self._created.append(key.item_id)
         self._item_of[record.ref] = key.item_id
         self._record_of[key.item_id] = record.ref
         self._outcome(

@@ -254,12 +254,16 @@ class ActSyncState:
 
     ``exchange_state`` is the Exchange folder's sync state (``None`` before the first
     cycle); ``crm_modified_after`` is the ``modified_on`` up to which CRM changes were pushed.
+    ``unconfirmed`` are the ids of items serversync created after that sync state was read:
+    Exchange reports no delete for an item a sync state never listed, so the next cycle
+    reads those items to find out whether they still exist.
     """
 
     mailbox_id: MailboxId
     entity: ActEntity
     exchange_state: str | None = None
     crm_modified_after: datetime | None = None
+    unconfirmed: tuple[str, ...] = ()
 
 
 class ActAction(enum.StrEnum):

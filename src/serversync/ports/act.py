@@ -133,6 +133,14 @@ class ExchangeSyncIdMappingRepository(Protocol):
 class ExchangeItemsSession(Protocol):
     """One open session to a user's Exchange calendar, contacts and tasks folders."""
 
+    def held_fields(self, entity: ActEntity) -> frozenset[str]:
+        """The fields of :data:`serversync.act.FIELDS` this Exchange holds for ``entity``.
+
+        The engine synchronizes only these: it never sends the others, and never reads their
+        absence as a change. An item written with any other field may be refused.
+        """
+        ...
+
     async def sync_items(
         self, entity: ActEntity, state: str | None, *, limit: int
     ) -> ExchangeItemChanges:

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from serversync.act.fields import FIELDS
 from serversync.errors import StorageConflictError
 from serversync.model import (
     ActEntity,
@@ -242,6 +243,7 @@ async def check_exchange_sync_id_mapping_repository(
         entity=ActEntity.CONTACT,
         exchange_state="state-1",
         crm_modified_after=failed_at,
+        unconfirmed=("item-1", "item-2"),
     )
     await repo.save_act_state(state)
     assert await repo.load_act_state(mailbox, ActEntity.CONTACT) == state
@@ -286,6 +288,10 @@ async def check_exchange_items_session(
     folders are empty.
     """
     async with open_session() as session:
+        for entity in ActEntity:
+            held = session.held_fields(entity)
+            assert held <= set(FIELDS[entity]), f"held {entity} fields are serversync's names"
+            assert {"subject", "last_name"} & held, f"the {entity} subject or name is held"
         changed, deleted, state, _ = await _sync_all(session, ActEntity.CONTACT, None)
         assert changed == {}, "the contacts folder starts empty"
         assert deleted == set()

@@ -731,3 +731,17 @@ async def test_a_connection_lost_mid_cycle_keeps_the_state_and_creates_nothing_t
     )
     assert names == ["A", "B", "C"], "nothing is created twice"
     assert len([m for m in world.storage.mappings() if m.is_linked]) == 3
+
+
+async def test_items_created_in_exchange_stay_unconfirmed_until_exchange_lists_them() -> None:
+    world, mailbox, alice = _world()
+    _filters(world, alice, ActEntity.CONTACT)
+    contact = world.storage.add_act_record(ActEntity.CONTACT, alice, {"last_name": "Lovelace"})
+
+    await _sync(world, mailbox)
+    state = world.storage.act_states()[(mailbox.id, ActEntity.CONTACT)]
+    assert state.unconfirmed == (_linked(world, contact.ref),), "read after the state"
+
+    await _sync(world, mailbox)
+    state = world.storage.act_states()[(mailbox.id, ActEntity.CONTACT)]
+    assert state.unconfirmed == (), "listed as changed since: Exchange reports its delete"

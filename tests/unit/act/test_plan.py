@@ -86,6 +86,7 @@ def _plan(
     deleted: Sequence[str] = (),
     current: Sequence[ExchangeItem] = (),
     settings: ActSettings | None = None,
+    held: frozenset[str] | None = None,
 ) -> tuple[ActStep, ...]:
     return plan_act_sync(
         ActEntity.CONTACT,
@@ -100,6 +101,7 @@ def _plan(
         current_items={i.key.item_id: i for i in current},
         settings=settings or ActSettings(),
         now=NOW,
+        held_fields=held,
     ).steps
 
 
@@ -240,3 +242,34 @@ def test_behaviour_14_a_crm_change_to_an_exchange_to_crm_field_is_not_written_to
     assert isinstance(back, UpdateLinked)
     assert back.to_crm == {"body": "Outlook notes"}
     assert back.conflicts == (), "a one-way field takes its direction, never a conflict"
+
+
+HELD = frozenset({"first_name", "last_name", "job_title"})
+
+
+def test_a_field_exchange_does_not_hold_is_never_sent() -> None:
+    record = _record(1, {"last_name": "Lovelace", "salutation": "Dr."})
+    (step,) = _plan(candidates=[record], held=HELD)
+    assert isinstance(step, CreateInExchange)
+    assert step.fields == {"last_name": "Lovelace"}
+
+    mapping = _mapping(record, "i1", {"last_name": "Lovelace"})
+    edited = attrs.evolve(
+        _record(1, {"last_name": "Lovelace", "salutation": "Prof."}), version="v2"
+    )
+    (update,) = _plan(mappings=[mapping], mapped=[edited], held=HELD)
+    assert isinstance(update, UpdateLinked)
+    assert (update.to_exchange, update.to_crm) == ({}, {}), (
+        "a change to a field Exchange does not hold is nothing to write"
+    )
+    assert "salutation" not in update.synced
+
+
+def test_a_field_absent_from_the_exchange_item_is_not_a_change_to_empty() -> None:
+    record = _record(1, {"last_name": "Lovelace", "salutation": "Dr.", "job_title": "Analyst"})
+    mapping = _mapping(record, "i1", {"last_name": "Lovelace", "job_title": "Analyst"})
+    item = _item(1, {"last_name": "Lovelace", "job_title": "Countess"}, key="k2")
+    (step,) = _plan(mappings=[mapping], mapped=[record], changed=[item], held=HELD)
+    assert isinstance(step, UpdateLinked)
+    assert step.to_crm == {"job_title": "Countess"}, "salutation is absent, not emptied"
+    assert step.to_exchange == {}

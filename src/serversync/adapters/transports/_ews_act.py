@@ -38,6 +38,7 @@ from exchangelib.services import DeleteItem, SyncFolderItems  # type: ignore[imp
 
 from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.transports._ews_act_fields import (
+    FIELDS,
     ITEM_CLASS,
     FieldError,
     apply_fields,
@@ -354,6 +355,9 @@ class EwsActSession:
             return
 
     # -- on the event loop --------------------------------------------------------------------
+
+    def held_fields(self, entity: ActEntity) -> frozenset[str]:
+        return frozenset(FIELDS[entity])
 
     async def sync_items(
         self, entity: ActEntity, state: str | None, *, limit: int

@@ -1,13 +1,18 @@
 """serversync's ACT field values to exchangelib items and back.
 
-One table per entity names the fields the EWS adapter reads and writes
-(:data:`APPOINTMENT_FIELDS`, :data:`CONTACT_FIELDS`, :data:`TASK_FIELDS`); a field that is
-not in its entity's table is refused on writes and never returned on reads.
+Field names and values are those of :data:`serversync.act.FIELDS`. One table per entity
+names the fields Exchange holds (:data:`APPOINTMENT_FIELDS`, :data:`CONTACT_FIELDS`,
+:data:`TASK_FIELDS`); the session advertises them (``held_fields``) so that the engine
+never sends the others, and a field outside its entity's table is refused on writes and
+never returned on reads. Not held: an appointment's ``regarding`` (a CRM concept; Exchange
+has no property for it) and a contact's ``salutation`` (EWS exposes the title only inside
+the read-only CompleteName).
 
 Values: text fields are ``str`` (a body is plain text); ``start``/``end`` of an appointment
 are timezone-aware datetimes in the appointment's ``time_zone`` (an IANA name); a task's
-``start``/``due`` are dates; the choice fields use the lower-case names below; ``attendees``
-is a tuple of :class:`~serversync.model.act.Attendee`; ``recurrence`` a
+``start``/``due`` and a contact's ``birthday``/``anniversary`` are dates; the choice fields
+use the lower-case names of :mod:`serversync.act.fields`; ``attendees`` is a tuple of
+:class:`~serversync.model.act.Attendee`; ``recurrence`` a
 :class:`~serversync.model.act.Recurrence`.
 """
 
@@ -47,6 +52,7 @@ from exchangelib.recurrence import (  # type: ignore[import-untyped]
 )
 from exchangelib.recurrence import Recurrence as EwsRecurrence
 
+from serversync.act.fields import IMPORTANCE_VALUES, SHOW_TIME_AS_VALUES, TASK_STATUS_VALUES
 from serversync.mime.compose import html_to_text
 from serversync.model.act import (
     ActEntity,
@@ -91,26 +97,49 @@ APPOINTMENT_FIELDS: Final = (
 )
 """Appointment fields, as calendar items carry them. ``organizer`` is read only (Exchange
 makes the mailbox owner the organizer of what it creates)."""
+_ADDRESS_LABELS: Final = {
+    "business_address": "Business",
+    "home_address": "Home",
+    "other_address": "Other",
+}
+_ADDRESS_PARTS: Final = {
+    "street": "street",
+    "city": "city",
+    "state": "state",
+    "postal_code": "zipcode",
+    "country": "country",
+}
+_ADDRESS_FIELDS: Final = {
+    f"{prefix}_{part}": (label, attr)
+    for prefix, label in _ADDRESS_LABELS.items()
+    for part, attr in _ADDRESS_PARTS.items()
+}
 CONTACT_FIELDS: Final = (
     "first_name",
-    "last_name",
     "middle_name",
+    "last_name",
+    "suffix",
+    "nickname",
     "company",
     "job_title",
+    "department",
     "email1",
     "email2",
     "email3",
     "business_phone",
-    "mobile_phone",
+    "business_phone2",
     "home_phone",
-    "business_street",
-    "business_city",
-    "business_state",
-    "business_postal_code",
-    "business_country",
-    "notes",
+    "mobile_phone",
+    "fax",
+    "website",
+    "birthday",
+    "anniversary",
+    "spouse_name",
+    *_ADDRESS_FIELDS,
+    "body",
 )
-"""Contact fields; ``notes`` is the contact's body."""
+"""Contact fields; ``body`` is the contact's notes, ``suffix`` its generation, ``fax`` the
+business fax, ``website`` the business home page."""
 TASK_FIELDS: Final = ("subject", "body", "start", "due", "status", "priority", "percent_complete")
 """Task fields; ``start`` and ``due`` are dates, ``priority`` is the task's importance."""
 FIELDS: Final[Mapping[ActEntity, tuple[str, ...]]] = {
@@ -129,24 +158,23 @@ ITEM_CLASS: Final[Mapping[ActEntity, Any]] = {
     ActEntity.TASK: Task,
 }
 
-IMPORTANCE: Final = {"low": "Low", "normal": "Normal", "high": "High"}
+IMPORTANCE: Final = dict(zip(IMPORTANCE_VALUES, ("Low", "Normal", "High"), strict=True))
 """``importance`` (appointments) and ``priority`` (tasks) values to EWS Importance."""
-SHOW_TIME_AS: Final = {
-    "free": "Free",
-    "tentative": "Tentative",
-    "busy": "Busy",
-    "out_of_office": "OOF",
-    "working_elsewhere": "WorkingElsewhere",
-    "no_data": "NoData",
-}
+SHOW_TIME_AS: Final = dict(
+    zip(
+        SHOW_TIME_AS_VALUES,
+        ("Free", "Tentative", "Busy", "OOF", "WorkingElsewhere", "NoData"),
+        strict=True,
+    )
+)
 """``show_time_as`` values to EWS LegacyFreeBusyStatus."""
-TASK_STATUS: Final = {
-    "not_started": "NotStarted",
-    "in_progress": "InProgress",
-    "completed": "Completed",
-    "waiting_on_others": "WaitingOnOthers",
-    "deferred": "Deferred",
-}
+TASK_STATUS: Final = dict(
+    zip(
+        TASK_STATUS_VALUES,
+        ("NotStarted", "InProgress", "Completed", "WaitingOnOthers", "Deferred"),
+        strict=True,
+    )
+)
 """Task ``status`` values to EWS task Status."""
 
 _EMAIL_LABELS: Final = {
@@ -156,24 +184,25 @@ _EMAIL_LABELS: Final = {
 }
 _PHONE_LABELS: Final = {
     "business_phone": "BusinessPhone",
-    "mobile_phone": "MobilePhone",
+    "business_phone2": "BusinessPhone2",
     "home_phone": "HomePhone",
+    "mobile_phone": "MobilePhone",
+    "fax": "BusinessFax",
 }
-_ADDRESS_PARTS: Final = {
-    "business_street": "street",
-    "business_city": "city",
-    "business_state": "state",
-    "business_postal_code": "zipcode",
-    "business_country": "country",
-}
+_CONTACT_DATES: Final = {"birthday": "birthday", "anniversary": "wedding_anniversary"}
 _SIMPLE: Final[Mapping[ActEntity, Mapping[str, str]]] = {
     ActEntity.APPOINTMENT: {"subject": "subject", "location": "location"},
     ActEntity.CONTACT: {
         "first_name": "given_name",
-        "last_name": "surname",
         "middle_name": "middle_name",
+        "last_name": "surname",
+        "suffix": "generation",
+        "nickname": "nickname",
         "company": "company_name",
         "job_title": "job_title",
+        "department": "department",
+        "website": "business_homepage",
+        "spouse_name": "spouse_name",
     },
     ActEntity.TASK: {"subject": "subject"},
 }
@@ -206,8 +235,15 @@ _ONLY_FIELDS: Final[Mapping[ActEntity, tuple[str, ...]]] = {
         "given_name",
         "surname",
         "middle_name",
+        "generation",
+        "nickname",
         "company_name",
         "job_title",
+        "department",
+        "business_homepage",
+        "spouse_name",
+        "birthday",
+        "wedding_anniversary",
         "email_addresses",
         "phone_numbers",
         "physical_addresses",
@@ -475,10 +511,13 @@ def _read_contact(item: Any) -> dict[str, FieldValue]:
     phones = _by_label(item.phone_numbers)
     for name, label in _PHONE_LABELS.items():
         values[name] = _text(phones[label].phone_number) if label in phones else None
-    business = _by_label(item.physical_addresses).get("Business")
-    for name, part in _ADDRESS_PARTS.items():
-        values[name] = _text(getattr(business, part)) if business is not None else None
-    values["notes"] = _body(item.body)
+    addresses = _by_label(item.physical_addresses)
+    for name, (label, part) in _ADDRESS_FIELDS.items():
+        address = addresses.get(label)
+        values[name] = _text(getattr(address, part)) if address is not None else None
+    for name, attr in _CONTACT_DATES.items():
+        values[name] = _plain_date(getattr(item, attr))
+    values["body"] = _body(item.body)
     return values
 
 
@@ -606,7 +645,7 @@ def _attendee(attendee: Attendee) -> Any:
 
 def _write_contact(item: Any, fields: FieldValues) -> list[str]:
     changed = _write_simple(ActEntity.CONTACT, item, fields)
-    changed += _write_body(item, "notes", fields)
+    changed += _write_body(item, "body", fields)
     if any(name in fields for name in _EMAIL_LABELS):
         emails = _by_label(item.email_addresses)
         for name, label in _EMAIL_LABELS.items():
@@ -627,17 +666,22 @@ def _write_contact(item: Any, fields: FieldValues) -> list[str]:
                     phones[label] = PhoneNumber(label=label, phone_number=number)
         item.phone_numbers = [phones[k] for k in sorted(phones)] or None
         changed.append("phone_numbers")
-    if any(name in fields for name in _ADDRESS_PARTS):
+    if any(name in fields for name in _ADDRESS_FIELDS):
         addresses = _by_label(item.physical_addresses)
-        business = addresses.get("Business") or PhysicalAddress(label="Business")
-        for name, part in _ADDRESS_PARTS.items():
+        for name, (label, part) in _ADDRESS_FIELDS.items():
             if name in fields:
-                setattr(business, part, _string(name, fields[name]))
-        addresses["Business"] = business
-        if not any(getattr(business, part) for part in _ADDRESS_PARTS.values()):
-            del addresses["Business"]
+                address = addresses.get(label) or PhysicalAddress(label=label)
+                setattr(address, part, _string(name, fields[name]))
+                addresses[label] = address
+        for label in list(addresses):
+            if not any(getattr(addresses[label], part) for part in _ADDRESS_PARTS.values()):
+                del addresses[label]
         item.physical_addresses = [addresses[k] for k in sorted(addresses)] or None
         changed.append("physical_addresses")
+    for name, attr in _CONTACT_DATES.items():
+        if name in fields:
+            setattr(item, attr, _ews_date(name, fields[name]))
+            changed.append(attr)
     if not item.display_name or _NAMING.intersection(fields):
         # Exchange requires a display name; Outlook's default is "First Last". One set in
         # Outlook stays until a field it is made of changes.
@@ -654,17 +698,20 @@ def _write_contact(item: Any, fields: FieldValues) -> list[str]:
     return changed
 
 
+def _ews_date(name: str, value: FieldValue) -> Any:
+    if isinstance(value, datetime):
+        value = value.date()
+    if value is not None and not isinstance(value, date):
+        raise FieldError(f"{name} must be a date, not {value!r}")
+    return EWSDate.from_date(value) if value is not None else None
+
+
 def _write_task(item: Any, fields: FieldValues) -> list[str]:
     changed = _write_simple(ActEntity.TASK, item, fields)
     changed += _write_body(item, "body", fields)
     for name, attr in (("start", "start_date"), ("due", "due_date")):
         if name in fields:
-            value = fields[name]
-            if isinstance(value, datetime):
-                value = value.date()
-            if value is not None and not isinstance(value, date):
-                raise FieldError(f"{name} must be a date, not {value!r}")
-            setattr(item, attr, EWSDate.from_date(value) if value is not None else None)
+            setattr(item, attr, _ews_date(name, fields[name]))
             changed.append(attr)
     if "status" in fields:
         item.status = _choice(TASK_STATUS, "status", fields["status"]) or "NotStarted"

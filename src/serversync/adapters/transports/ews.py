@@ -90,8 +90,8 @@ EXCHANGE_SERVER_TYPES: Final = (
 )
 """The server types the EWS transports serve."""
 ACT_FIELDS: Final = FIELDS
-"""The fields :class:`EwsActTransport` reads and writes, per entity (``subject``,
-``start``, ``email1``...)."""
+"""The fields of :data:`serversync.act.FIELDS` that :class:`EwsActTransport` reads and
+writes, per entity; the engine syncs only these over EWS (sessions' ``held_fields``)."""
 TRACKED_CATEGORY: Final = "ServerSync Tracked"
 """The category given to a message once it is stored (or found to be a duplicate)."""
 UNDELIVERABLE_CATEGORY: Final = "ServerSync Undeliverable"

@@ -20,6 +20,7 @@ from typing import final
 
 import attrs
 
+from serversync.act.fields import FIELDS
 from serversync.adapters._faults import FaultPlan, FaultPoint
 from serversync.errors import (
     AuthenticationError,
@@ -254,6 +255,9 @@ class _Session(ExchangeItemsSession):
 
     def _folder(self, entity: ActEntity) -> _Folder:
         return self._exchange._folder(self._address, entity)
+
+    def held_fields(self, entity: ActEntity) -> frozenset[str]:
+        return frozenset(FIELDS[entity])  # it stores any value under any name
 
     async def sync_items(
         self, entity: ActEntity, state: str | None, *, limit: int
