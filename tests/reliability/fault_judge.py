@@ -25,7 +25,6 @@ INCOMING_STAGES = {
         "login",
         "select",
         "search",
-        "details",
         "headers",
         "message",
         "store",

@@ -91,7 +91,8 @@ class Stages:
 
 
 class ImapStages(Stages):
-    """IMAP: login, select, search, details, headers, message, store, logout."""
+    """IMAP: login, select, search, headers, message, store, logout. The listing's FETCH
+    asks the header blocks with the metadata, so it is the headers stage."""
 
     _PATTERNS = (
         (re.compile(rb"^\S+ (LOGIN|AUTHENTICATE)\b", re.I), "login"),
@@ -99,7 +100,6 @@ class ImapStages(Stages):
         (re.compile(rb"^\S+ UID SEARCH\b", re.I), "search"),
         (re.compile(rb"^\S+ UID FETCH .*BODY\.PEEK\[HEADER\]", re.I), "headers"),
         (re.compile(rb"^\S+ UID FETCH .*BODY\.PEEK\[\]", re.I), "message"),
-        (re.compile(rb"^\S+ UID FETCH\b", re.I), "details"),
         (re.compile(rb"^\S+ UID STORE\b", re.I), "store"),
         (re.compile(rb"^\S+ LOGOUT\b", re.I), "logout"),
     )

@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from serversync.errors import MalformedMessageError
+from serversync.mime import parse as mime_parse
 from serversync.mime import parse_headers, parse_message
 from serversync.model import (
     DecisionReason,
@@ -159,3 +160,26 @@ async def test_a_queue_accepting_all_email_tracks_the_corpus_once() -> None:
         assert second.status is RunStatus.SUCCEEDED, f"second run: {second.status} {second.error}"
         assert second.items == (), f"second run processed {len(second.items)} messages again"
         assert len(world.storage.activities()) == len(activities), "the second run stored more"
+
+
+def _general_path(data: bytes, monkeypatch: pytest.MonkeyPatch) -> ParsedMessage | str:
+    with monkeypatch.context() as patched:
+        patched.setattr(mime_parse, "_fast_message", lambda headers, data: None)
+        try:
+            return parse_message(data)
+        except MalformedMessageError as exc:
+            return f"malformed: {exc.reason}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=NAMES)
+def test_the_fast_lane_of_parse_message_gives_what_the_general_path_gives(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = path.read_bytes()
+    try:
+        headers = mime_parse.parse_headers(data)
+    except MalformedMessageError:
+        return
+    fast = mime_parse._fast_message(headers, data)
+    if fast is not None:  # None: it stepped aside for the general path
+        assert fast == _general_path(data, monkeypatch)

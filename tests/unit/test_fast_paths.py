@@ -247,3 +247,48 @@ def test_pop3_answers_with_bare_line_feeds_and_refusals() -> None:
         pop3._long_command(_client(b"+OK\r\nA: b\r\n.\r\n+OK extra\r\n", 4096), "RETR 1")
     with pytest.raises(poplib.error_proto, match="EOF"):
         pop3._long_command(_client(b"+OK\r\nA: b\r\n"), "RETR 1")
+
+
+# --- whole messages ------------------------------------------------------------------------
+
+_HEAD = "From: a@x.example\r\nTo: b@y.example\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+_MESSAGES = {
+    "plain": _HEAD + "Content-Type: text/plain; charset=utf-8\r\n\r\nH\xe9llo\r\n",
+    "alternative with attachments": _HEAD
+    + 'Content-Type: multipart/mixed;\r\n\tboundary="b1"\r\n\r\n--b1\r\n'
+    + 'Content-Type: multipart/alternative; boundary="b2"\r\n\r\n--b2\r\n'
+    + "Content-Type: text/plain; charset=iso-8859-1\r\n"
+    + "Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9\r\n--b2\r\n"
+    + "Content-Type: text/html\r\n\r\n<p>Caf</p>\r\n--b2--\r\n--b1\r\n"
+    + 'Content-Type: application/pdf; name="q.pdf"\r\n'
+    + 'Content-Disposition: attachment; filename="q 1.pdf"\r\n'
+    + "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n--b1\r\n"
+    + "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=notes.txt\r\n\r\n"
+    + "notes\r\n--b1--\r\n",
+    "related": _HEAD
+    + 'Content-Type: multipart/related; boundary="r"\r\n\r\n--r\r\n'
+    + "Content-Type: text/html; charset=us-ascii\r\n\r\n<img src=cid:i>\r\n--r\r\n"
+    + "Content-Type: image/png\r\nContent-ID: <i>\r\n\r\nPNG\r\n--r--\r\n",
+    "unquoted name with spaces": _HEAD
+    + 'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+    + "Content-Type: text/plain\r\n\r\nbody\r\n--m\r\n"
+    + "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=This is a.txt\r\n"
+    + "\r\nx\r\n--m--\r\n",
+    "encoded filename": _HEAD
+    + 'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+    + "Content-Type: text/plain\r\n\r\nbody\r\n--m\r\n"
+    + "Content-Type: text/plain\r\n"
+    + 'Content-Disposition: attachment; filename="=?utf-8?q?R=C3=A9.txt?="'
+    + "\r\n\r\nx\r\n--m--\r\n",
+    "unknown charset": _HEAD + "Content-Type: text/plain; charset=x-nothing\r\n\r\nhi\r\n",
+}
+
+
+@pytest.mark.parametrize("text", list(_MESSAGES.values()), ids=list(_MESSAGES))
+def test_parse_message_fast_lane_is_the_general_path(
+    text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = text.encode("utf-8")
+    fast = mime_parse.parse_message(data)
+    monkeypatch.setattr(mime_parse, "_fast_message", lambda headers, data: None)
+    assert fast == mime_parse.parse_message(data)

@@ -70,7 +70,12 @@ from ._act import ActPipeline
 from ._context import EngineContext, logger
 from ._health import collect_health
 from ._incoming import IncomingPipeline
-from ._leases import LeaseKeeper, acquire_connection_slot, lease_key
+from ._leases import (
+    LeaseKeeper,
+    acquire_connection_slot,
+    lease_key,
+    release_connection_slot,
+)
 from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
 from ._outgoing import OutgoingPipeline
@@ -644,9 +649,7 @@ class SyncEngine:
                             mailbox, profile, workload, state, started, lease
                         )
                 finally:
-                    await ctx.storage(
-                        repos.release_lease(slot, owner=holder), "releasing the connection slot"
-                    )
+                    await release_connection_slot(ctx, slot, holder)
         finally:
             await ctx.storage(repos.release_lease(key, owner=ctx.engine_id), "releasing the lease")
         if new_state is not None:

@@ -9,7 +9,7 @@ quarantined before the cursor moves past it, and tried again first thing in late
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +59,9 @@ from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
 from ._context import EngineContext, deadline, logger
+from ._leases import check_lease
 from ._quarantine import Quarantine
+from ._read_ahead import ReadAhead, addresses_of
 from ._sessions import session_of
 
 __all__ = ["IncomingPipeline", "Judgement"]
@@ -134,6 +136,8 @@ class IncomingPipeline:
         self._quarantine = Quarantine(ctx, mailbox)
         # (folder, remote id) of the quarantined messages tried again in this cycle.
         self._retried: set[tuple[str, str]] = set()
+        # The lookups of the header batch in hand, asked once for the batch.
+        self._ahead: ReadAhead | None = None
         self.outcomes: list[ItemOutcome] = []
 
     async def run(self) -> list[ItemOutcome]:
@@ -219,13 +223,16 @@ class IncomingPipeline:
                             "the server returned headers for a different number of messages",
                             reason="header count mismatch",
                         )
+                    self._ahead = await ReadAhead.load(ctx, headers)
                     for index, raw in enumerate(headers):
                         if (raw.ref.folder, raw.ref.remote_id) not in self._retried:
                             self._report(await self._handle(session, raw, plan))
                         progress = batch.checkpoints[index]
+                    self._ahead = None
                 if batch.end is not None:
                     progress = batch.end
             except Exception:
+                self._ahead = None
                 # Keep what was stored; the failing message and the rest are listed again.
                 await self._save(folder, checkpoint, progress)
                 raise
@@ -352,11 +359,15 @@ class IncomingPipeline:
         skipped = self._before_cutoff(ref)
         if skipped is not None:
             return skipped
-        try:
-            headers = parse_headers(raw.data)
-        except MalformedMessageError as exc:
-            return self._failed(ref, f"unreadable headers: {exc.reason}", exc)
-        headers, message_id = ensure_message_id(headers)
+        parsed_ahead = self._ahead.headers(raw) if self._ahead is not None else None
+        if parsed_ahead is not None:
+            headers, message_id = parsed_ahead
+        else:
+            try:
+                headers = parse_headers(raw.data)
+            except MalformedMessageError as exc:
+                return self._failed(ref, f"unreadable headers: {exc.reason}", exc)
+            headers, message_id = ensure_message_id(headers)
         common = _common(headers, message_id)
         ctx = self._ctx
         repos = ctx.repositories
@@ -535,6 +546,11 @@ class IncomingPipeline:
                 subject=judged.outcome.subject,
                 sender=judged.outcome.sender,
             )
+        if self._ahead is not None:
+            if isinstance(result, AlreadyExists):
+                self._ahead.forget(message_id)
+            else:
+                self._ahead.stored(activity)
         await self._mark(session, ref, RemoteMark.TRACKED)
         if isinstance(result, AlreadyExists):
             return attrs.evolve(
@@ -595,11 +611,18 @@ class IncomingPipeline:
         common = _common(headers, message_id)
         plan = plan or FolderPlan(folder=ref.folder)
         ctx = self._ctx
-        same_message = tuple(
-            await ctx.storage(
-                ctx.repositories.find_by_message_ids([message_id]), "looking up a Message-ID"
+        ahead = self._ahead
+        same_message = ahead.same_message(message_id) if ahead is not None else None
+        if same_message is not None:
+            # The lookup that would have refused to start this message once the lease was
+            # lost or the engine stopping was made for the batch: check here instead.
+            check_lease(ctx.repositories)
+        else:
+            same_message = tuple(
+                await ctx.storage(
+                    ctx.repositories.find_by_message_ids([message_id]), "looking up a Message-ID"
+                )
             )
-        )
         existing = next((a.id for a in same_message if a.direction is plan.direction), None)
         if existing is not None:
             outcome = self._outcome(
@@ -676,20 +699,25 @@ class IncomingPipeline:
         same_message: tuple[EmailActivity, ...],
     ) -> RelevanceFacts:
         ctx = self._ctx
+        ahead = self._ahead
         now = ctx.clock.now()
-        addresses = {a.address for a in headers.recipients}
-        if headers.sender is not None:
-            addresses.add(headers.sender.address)
-        records = await ctx.storage(
-            ctx.directory.find_by_addresses(sorted(addresses)), "resolving addresses"
-        )
-        query = correlation_query(headers, ctx.settings.organization, now=now)
-        candidates: Sequence[EmailActivity] = ()
-        if not query.is_empty:
-            candidates = await ctx.storage(
-                ctx.repositories.find_correlation_candidates(query),
-                "looking up emails to correlate with",
+        addresses = addresses_of(headers)
+        records: Mapping[str, Sequence[CrmRecord]] | None = None
+        if ahead is not None:
+            records = ahead.records(addresses)
+        if records is None:
+            records = await ctx.storage(
+                ctx.directory.find_by_addresses(sorted(addresses)), "resolving addresses"
             )
+        query = correlation_query(headers, ctx.settings.organization, now=now)
+        candidates: Sequence[EmailActivity] | None = ()
+        if not query.is_empty:
+            candidates = ahead.candidates(query) if ahead is not None else None
+            if candidates is None:
+                candidates = await ctx.storage(
+                    ctx.repositories.find_correlation_candidates(query),
+                    "looking up emails to correlate with",
+                )
         guard = ctx.settings.organization.loop_guard
         recent: int | None = None
         if guard.enabled and headers.sender is not None:
@@ -708,7 +736,7 @@ class IncomingPipeline:
             same_message=same_message,
             recent_from_sender=recent,
             records={normalize_address(k): tuple(v) for k, v in records.items()},
-            candidates=tuple(candidates),
+            candidates=tuple(candidates or ()),
             organization=ctx.settings.organization,
             now=now,
         )

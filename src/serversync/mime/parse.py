@@ -274,6 +274,12 @@ def parse_message(data: bytes) -> ParsedMessage:
     """
     headers = parse_headers(data)
     try:
+        fast = _fast_message(headers, data)
+    except Exception:  # the general path below decides, and reports what it finds
+        fast = None
+    if fast is not None:
+        return fast
+    try:
         msg = _FULL_PARSER.parsebytes(data)
         assert isinstance(msg, EmailMessage)
         text_part = msg.get_body(preferencelist=("plain",))
@@ -289,6 +295,180 @@ def parse_message(data: bytes) -> ParsedMessage:
         raise MalformedMessageError(
             f"cannot parse message body: {exc}", reason=type(exc).__name__
         ) from exc
+
+
+# -- the fast lane of parse_message ---------------------------------------------------------
+#
+# ``policy.default`` builds a structured header object for every field it is asked about
+# (Content-Type alone is asked for several times a part): most of the cost of parsing a
+# tracked message. The fast lane parses the MIME tree with compat32, whose fields are
+# plain strings, and walks it as ``EmailMessage.get_body`` and ``iter_attachments`` do,
+# giving the same bodies and attachments. It steps aside (``None``) for anything whose
+# answer could differ: RFC 2047 or RFC 2231 encoded parameters, a ``start`` parameter of
+# multipart/related, Content-IDs compared, non-ASCII header text.
+
+_COMPAT_PARSER = BytesParser(policy=policy.compat32)
+_BODY_TYPES = frozenset({"text/plain", "text/html", "multipart/related", "multipart/alternative"})
+
+
+class _StepAside(Exception):
+    """The fast lane cannot promise the general path's answer."""
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+/[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+# Parameters after the first item: token=token or token="quoted", folding allowed. Anything
+# else (an unquoted value with spaces or "=") the two policies read differently.
+_PARAMETERS = re.compile(
+    r"(?:\s*;\s*[A-Za-z0-9!#$%&\'+.^_`{|}~-]+\s*=\s*"
+    r'(?:[A-Za-z0-9!#$%&\'*+.^_`{|}~-]+|"(?:[^"\\\r\n]|\\.)*"))*\s*;?\s*'
+)
+_ENCODINGS = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
+
+
+def _plain_field(part: Message, name: str, first: re.Pattern[str]) -> str | None:
+    """A field whose value both policies read alike: ASCII, no RFC 2047 or 2231 encoding,
+    its first item a clean token; else step aside."""
+    # compat32 gives an email.header.Header, not a str, for a field with non-ASCII bytes.
+    raw: object = part.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.isascii() or "=?" in raw or "*" in raw:
+        raise _StepAside
+    head, separator, rest = raw.partition(";")
+    if first.fullmatch(head.strip()) is None or _PARAMETERS.fullmatch(separator + rest) is None:
+        raise _StepAside
+    return raw
+
+
+def _content_type(part: Message) -> str:
+    _plain_field(part, "content-type", _MEDIA_TYPE)
+    return part.get_content_type()
+
+
+def _is_attachment(part: Message) -> bool:
+    if _plain_field(part, "content-disposition", _TOKEN) is None:
+        return False
+    return part.get_content_disposition() == "attachment"
+
+
+def _check_encoding(part: Message) -> None:
+    raw: object = part.get("content-transfer-encoding")
+    if raw is not None and (not isinstance(raw, str) or raw.lower() not in _ENCODINGS):
+        raise _StepAside
+
+
+def _find_body(root: Message, part: Message, preference: str) -> Message | None:
+    """``EmailMessage.get_body((preference,))`` on compat32 parts."""
+    if _is_attachment(part):
+        return None
+    maintype, _, subtype = _content_type(part).partition("/")
+    if maintype == "text":
+        return part if subtype == preference else None
+    # As the stdlib does: "not root.is_multipart()", the root, not the part.
+    if maintype != "multipart" or not root.is_multipart():
+        return None
+    if subtype == "related":
+        if part.get_param("start"):
+            raise _StepAside
+        subparts = part.get_payload()
+        if not isinstance(subparts, list) or not subparts:
+            return None
+        first = subparts[0]
+        return _find_body(root, first, preference) if isinstance(first, Message) else None
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return None
+    for sub in payload:
+        if not isinstance(sub, Message):
+            raise _StepAside
+        found = _find_body(root, sub, preference)
+        if found is not None:
+            return found
+    return None
+
+
+def _fast_attachments(msg: Message) -> tuple[AttachmentInfo, ...] | None:
+    """``EmailMessage.iter_attachments`` on compat32 parts, described."""
+    maintype, _, subtype = _content_type(msg).partition("/")
+    if maintype != "multipart" or subtype == "alternative":
+        return ()
+    payload = msg.get_payload()
+    if not isinstance(payload, list):
+        return ()
+    parts = [part for part in payload if isinstance(part, Message)]
+    if len(parts) != len(payload):
+        raise _StepAside
+    if subtype == "related":
+        if msg.get_param("start") or not parts:
+            raise _StepAside
+        parts = parts[1:]
+    else:
+        chosen: list[Message] = []
+        seen: list[str] = []
+        for part in parts:
+            kind = _content_type(part)
+            sub = kind.partition("/")[2]
+            if kind in _BODY_TYPES and not _is_attachment(part) and sub not in seen:
+                seen.append(sub)
+                continue
+            chosen.append(part)
+        parts = chosen
+    result = []
+    for part in parts:
+        _check_encoding(part)
+        body = part.get_payload(decode=True)
+        filename = part.get_filename()
+        if filename is not None and (
+            "=?" in filename or not filename.isascii() or not filename.isprintable()
+        ):
+            raise _StepAside
+        result.append(
+            AttachmentInfo(
+                filename=filename,
+                content_type=_content_type(part),
+                size=len(body) if isinstance(body, bytes) else 0,
+            )
+        )
+    return tuple(result)
+
+
+def _fast_text(part: Message) -> str:
+    """``_text_of`` for a compat32 text part (``raw_data_manager``'s text content)."""
+    _check_encoding(part)
+    payload = part.get_payload(decode=True)
+    raw = payload if isinstance(payload, bytes) else b""
+    charset = part.get_param("charset", "ASCII")
+    if (
+        not isinstance(charset, str)
+        or not charset.isascii()
+        or (not charset.isalnum() and any(c.isspace() or not c.isprintable() for c in charset))
+    ):
+        raise _StepAside
+    try:
+        return raw.decode(charset, errors="replace")
+    except (LookupError, UnicodeError, ValueError):
+        return raw.decode("utf-8", errors="replace")
+
+
+def _fast_message(headers: ParsedHeaders, data: bytes) -> ParsedMessage | None:
+    try:
+        msg = _COMPAT_PARSER.parsebytes(data)
+        text_part = _find_body(msg, msg, "plain")
+        html_part = _find_body(msg, msg, "html")
+        attachments = _fast_attachments(msg)
+    except _StepAside:
+        return None
+    if attachments is None:
+        return None
+    try:
+        body_text = _fast_text(text_part) if text_part is not None else None
+        body_html = _fast_text(html_part) if html_part is not None else None
+    except _StepAside:
+        return None
+    return ParsedMessage(
+        headers=headers, body_text=body_text, body_html=body_html, attachments=attachments
+    )
 
 
 def derive_message_id(headers: ParsedHeaders) -> MessageId:

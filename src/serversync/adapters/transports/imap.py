@@ -3,9 +3,10 @@
 One session is one authenticated IMAP connection (implicit TLS, STARTTLS or, when a profile
 asks for it, plain text). Messages are addressed by UID; a folder's cursor is its
 UIDVALIDITY, the last processed UID and, where the server offers CONDSTORE, HIGHESTMODSEQ.
-Headers are fetched with ``BODY.PEEK[HEADER]`` and whole messages with ``BODY.PEEK[]``, so
-nothing is ever marked ``\\Seen``; processed messages get the keyword ``$ServerSyncTracked``
-or ``$ServerSyncUndeliverable`` where the folder keeps keywords.
+Headers are fetched with ``BODY.PEEK[HEADER]`` (with the listing's metadata, in one FETCH a
+batch) and whole messages with ``BODY.PEEK[]``, so nothing is ever marked ``\\Seen``;
+processed messages get the keyword ``$ServerSyncTracked`` or ``$ServerSyncUndeliverable``
+where the folder keeps keywords.
 
 Every command runs under a deadline from :class:`~serversync.settings.Timeouts`; after a
 timeout or a dropped connection the session refuses further commands and is closed without
@@ -305,6 +306,10 @@ class _ImapSession(IncomingMailSession):
         # The UIDs a UID SEARCH of the selected folder found above a cursor: (folder,
         # UIDVALIDITY, the cursor's last UID, the UIDs), reused by the next listing.
         self._searched: tuple[str, int, int, list[int]] | None = None
+        # The header blocks the last listing fetched with the metadata, by (folder, UID):
+        # the engine asks for them next. One FETCH a batch instead of two saves a round
+        # trip and a pass over the messages on the server.
+        self._listed_headers: dict[tuple[str, int], bytes] = {}
         self._broken = False
         self._closed = False
         self._counted_bytes = 0
@@ -553,7 +558,7 @@ class _ImapSession(IncomingMailSession):
             newer = await self._uids_above(folder, uidvalidity, last_uid)
         chosen = newer[:limit]
         more = len(newer) > limit
-        details = await self._details(chosen)
+        details = await self._details(folder, chosen)
         # A message expunged between SEARCH and FETCH is simply gone.
         listed = [uid for uid in chosen if uid in details]
         refs = tuple(
@@ -625,16 +630,27 @@ class _ImapSession(IncomingMailSession):
         self._searched = (folder, uidvalidity, last_uid, found)
         return found
 
-    async def _details(self, uids: Sequence[int]) -> dict[int, tuple[datetime | None, int | None]]:
+    async def _details(
+        self, folder: str, uids: Sequence[int]
+    ) -> dict[int, tuple[datetime | None, int | None]]:
+        """Arrival time and size of each message, its header block kept for
+        :meth:`fetch_headers`; commands sized by the header budget (sizes are not known
+        yet, so each header block counts as the estimate)."""
         details: dict[int, tuple[datetime | None, int | None]] = {}
+        self._listed_headers = {}
         wanted = set(uids)
-        for chunk in _chunks(uids, _MAX_UIDS_PER_COMMAND):
+        per_command = max(
+            1, min(self._header_batch_bytes // _HEADER_ESTIMATE, _MAX_UIDS_PER_COMMAND)
+        )
+        for chunk in _chunks(uids, per_command):
             reply = await self._run(
                 "UID FETCH",
                 functools.partial(
-                    self._client.uid_fetch, uid_set(chunk), "(UID INTERNALDATE RFC822.SIZE)"
+                    self._client.uid_fetch,
+                    uid_set(chunk),
+                    "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])",
                 ),
-                limit=self._timeouts.command,
+                limit=self._timeouts.fetch,
             )
             if not reply.ok:
                 raise self._refused("UID FETCH", reply, kind="session")
@@ -643,6 +659,9 @@ class _ImapSession(IncomingMailSession):
                 if uid is not None and uid in wanted:
                     received = parse_internaldate(item.data("INTERNALDATE"))
                     details[uid] = (received, item.number("RFC822.SIZE"))
+                    header = item.data("BODY[HEADER]")
+                    if header is not None:
+                        self._listed_headers[(folder, uid)] = header
         return details
 
     # -- fetching -----------------------------------------------------------------------------
@@ -664,7 +683,16 @@ class _ImapSession(IncomingMailSession):
 
     async def fetch_headers(self, refs: Sequence[RemoteMessageRef]) -> Sequence[RawHeaders]:
         found: dict[tuple[str, int], bytes] = {}
-        for folder, folder_refs in _by_folder(refs).items():
+        listed = self._listed_headers
+        missing: list[RemoteMessageRef] = []
+        for ref in refs:
+            key = (ref.folder, _uid(ref))
+            header = listed.pop(key, None)
+            if header is not None:
+                found[key] = header
+            else:
+                missing.append(ref)
+        for folder, folder_refs in _by_folder(missing).items():
             await self._select(folder, refresh=False)
             for batch in self._header_batches(folder_refs):
                 wanted = set(batch)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from serversync.adapters._ports_docs import documented_by
 from serversync.errors import StorageConflictError
@@ -19,8 +19,9 @@ from serversync.model.act import ActEntity, ActSyncState
 from serversync.ports import ExchangeSyncIdMappingRepository
 
 from ._codec import dump, load, micros
-from ._rows import retrying, upsert
+from ._rows import upsert
 from ._schema import act_mappings, act_states
+from ._transactions import Transactions
 
 __all__ = ["SqlExchangeMappings"]
 
@@ -44,30 +45,37 @@ class SqlExchangeMappings:
     ``serversync_act_mappings`` and ``serversync_act_states`` tables; the database's unique
     constraints decide between concurrent links."""
 
-    _engine: AsyncEngine
+    _db: Transactions
 
     async def list_mappings(
         self, owner: RecordRef, entity: ActEntity
     ) -> Sequence[ExchangeSyncIdMapping]:
-        async with self._engine.connect() as c:
-            rows = await c.execute(
-                select(act_mappings.c.data)
-                .where(act_mappings.c.owner == str(owner), act_mappings.c.entity == entity.value)
-                .order_by(act_mappings.c.id)
-            )
+        query = (
+            select(act_mappings.c.data)
+            .where(act_mappings.c.owner == str(owner), act_mappings.c.entity == entity.value)
+            .order_by(act_mappings.c.id)
+        )
+
+        async def read(c: AsyncConnection) -> list[ExchangeSyncIdMapping]:
+            rows = await c.execute(query)
             return [load(r.data, ExchangeSyncIdMapping) for r in rows]
+
+        return await self._db.read(read)
 
     async def save_mapping(self, mapping: ExchangeSyncIdMapping) -> None:
         values = _mapping_columns(mapping)
+
+        async def write(c: AsyncConnection) -> None:
+            # An upsert on the id alone: any IntegrityError left is a second link.
+            if c.dialect.name == "postgresql":
+                pg = postgresql.insert(act_mappings).values(id=mapping.id, **values)
+                await c.execute(pg.on_conflict_do_update(index_elements=["id"], set_=values))
+            else:
+                lite = sqlite.insert(act_mappings).values(id=mapping.id, **values)
+                await c.execute(lite.on_conflict_do_update(index_elements=["id"], set_=values))
+
         try:
-            async with self._engine.begin() as c:
-                # An upsert on the id alone: any IntegrityError left is a second link.
-                if c.dialect.name == "postgresql":
-                    pg = postgresql.insert(act_mappings).values(id=mapping.id, **values)
-                    await c.execute(pg.on_conflict_do_update(index_elements=["id"], set_=values))
-                else:
-                    lite = sqlite.insert(act_mappings).values(id=mapping.id, **values)
-                    await c.execute(lite.on_conflict_do_update(index_elements=["id"], set_=values))
+            await self._db.write(write)
         except IntegrityError as exc:
             raise StorageConflictError(
                 f"mapping {mapping.id}: {mapping.record} or its Exchange item is already "
@@ -75,26 +83,33 @@ class SqlExchangeMappings:
             ) from exc
 
     async def delete_mapping(self, mapping_id: MappingId) -> None:
-        async with self._engine.begin() as c:
-            await c.execute(delete(act_mappings).where(act_mappings.c.id == mapping_id))
+        statement = delete(act_mappings).where(act_mappings.c.id == mapping_id)
+
+        async def write(c: AsyncConnection) -> None:
+            await c.execute(statement)
+
+        await self._db.write(write)
 
     async def purge_failed_mappings(self, *, older_than: datetime) -> int:
-        async with self._engine.begin() as c:
-            result = await c.execute(
-                delete(act_mappings).where(act_mappings.c.failed_at < micros(older_than))
-            )
-        return int(result.rowcount)
+        statement = delete(act_mappings).where(act_mappings.c.failed_at < micros(older_than))
+
+        async def write(c: AsyncConnection) -> int:
+            return int((await c.execute(statement)).rowcount)
+
+        return await self._db.write(write)
 
     async def load_act_state(self, mailbox_id: MailboxId, entity: ActEntity) -> ActSyncState | None:
-        async with self._engine.connect() as c:
-            text = await c.scalar(
-                select(act_states.c.data).where(
-                    act_states.c.mailbox_id == mailbox_id, act_states.c.entity == entity.value
-                )
-            )
+        query = select(act_states.c.data).where(
+            act_states.c.mailbox_id == mailbox_id, act_states.c.entity == entity.value
+        )
+
+        async def read(c: AsyncConnection) -> Any:
+            return await c.scalar(query)
+
+        text = await self._db.read(read)
         return None if text is None else load(text, ActSyncState)
 
     async def save_act_state(self, state: ActSyncState) -> None:
         key = {"mailbox_id": state.mailbox_id, "entity": state.entity.value}
         data = dump(state)
-        await retrying(self._engine, lambda c: upsert(c, act_states, key, {"data": data}))
+        await self._db.write(lambda c: upsert(c, act_states, key, {"data": data}), retry=True)

@@ -20,7 +20,7 @@ from serversync.model.act import ActEntity, ActRecord, FieldValue, FieldValues, 
 from serversync.ports import ActRecordRepository, Clock
 
 from ._codec import dump, load, micros, storable
-from ._rows import retrying, upsert
+from ._rows import upsert
 from ._schema import act_records, act_sync_filters
 from ._storage import SqlStorage
 
@@ -77,8 +77,8 @@ class SqlActRecords:
             "entity": sync_filter.entity.value,
             "data": dump(sync_filter),
         }
-        await retrying(
-            self._engine, lambda c: upsert(c, act_sync_filters, {"id": sync_filter.id}, values)
+        await self._storage.transactions.write(
+            lambda c: upsert(c, act_sync_filters, {"id": sync_filter.id}, values), retry=True
         )
 
     async def add_act_record(

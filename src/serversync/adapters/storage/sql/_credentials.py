@@ -21,9 +21,9 @@ from serversync.model import (
 from serversync.ports import CredentialProvider
 
 from ._codec import dump, load
-from ._rows import retrying, upsert
+from ._rows import upsert
 from ._schema import secret_references
-from ._storage import SqlStorage
+from ._storage import SqlStorage, _rows
 
 __all__ = ["SqlCredentials"]
 
@@ -47,9 +47,9 @@ class SqlCredentials:
         await self._set(f"profile:{profile_id}", reference)
 
     async def _set(self, owner: str, reference: SecretReference) -> None:
-        await retrying(
-            self._storage.engine,
+        await self._storage.transactions.write(
             lambda c: upsert(c, secret_references, {"owner": owner}, {"data": dump(reference)}),
+            retry=True,
         )
 
     async def references(
@@ -58,15 +58,15 @@ class SqlCredentials:
         """Every recorded reference, by mailbox and by profile."""
         by_mailbox: dict[MailboxId, SecretReference] = {}
         by_profile: dict[ProfileId, SecretReference] = {}
-        async with self._storage.engine.connect() as c:
-            rows = await c.execute(select(secret_references.c.owner, secret_references.c.data))
-            for row in rows:
-                kind, _, owner_id = str(row.owner).partition(":")
-                reference = load(row.data, SecretReference)
-                if kind == "mailbox":
-                    by_mailbox[MailboxId(owner_id)] = reference
-                else:
-                    by_profile[ProfileId(owner_id)] = reference
+        query = select(secret_references.c.owner, secret_references.c.data)
+        rows = await self._storage.transactions.read(lambda c: _rows(c, query))
+        for row in rows:
+            kind, _, owner_id = str(row.owner).partition(":")
+            reference = load(row.data, SecretReference)
+            if kind == "mailbox":
+                by_mailbox[MailboxId(owner_id)] = reference
+            else:
+                by_profile[ProfileId(owner_id)] = reference
         return by_mailbox, by_profile
 
     async def resolve(

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import final
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._sender_records import sender_record
@@ -15,9 +15,10 @@ from serversync.model.messages import normalize_address
 from serversync.ports import RecordCreator, RecordDirectory
 
 from ._codec import dump, load, storable
-from ._rows import next_value, retrying, upsert
+from ._rows import next_value, upsert
 from ._schema import records
-from ._storage import ORDER_COUNTER, SqlStorage
+from ._storage import ORDER_COUNTER, SqlStorage, _rows, _scalars
+from ._transactions import Transactions
 
 __all__ = ["SqlDirectory"]
 
@@ -35,12 +36,12 @@ class SqlDirectory:
         self._storage = storage
 
     @property
-    def _engine(self) -> AsyncEngine:
-        return self._storage.engine
+    def _db(self) -> Transactions:
+        return self._storage.transactions
 
     async def add(self, record: CrmRecord) -> None:
         """Store or replace a record; its address resolves to it from now on."""
-        await retrying(self._engine, lambda c: self._write(c, record))
+        await self._db.write(lambda c: self._write(c, record), retry=True)
 
     async def _write(self, c: AsyncConnection, record: CrmRecord) -> None:
         values = {
@@ -64,13 +65,13 @@ class SqlDirectory:
             await self._write(c, record)
             return record
 
-        return await retrying(self._engine, write)
+        return await self._db.write(write, retry=True)
 
     async def list_records(self) -> Sequence[CrmRecord]:
         """Every record, in the order they were added."""
-        async with self._engine.connect() as c:
-            rows = await c.execute(select(records.c.data).order_by(records.c.seq))
-            return [load(r.data, CrmRecord) for r in rows]
+        query = select(records.c.data).order_by(records.c.seq)
+        texts = await self._db.read(lambda c: _scalars(c, query))
+        return [load(text, CrmRecord) for text in texts]
 
     async def find_by_addresses(
         self, addresses: Collection[str]
@@ -79,17 +80,16 @@ class SqlDirectory:
         if not wanted:
             return {}
         found: dict[str, list[CrmRecord]] = {}
-        async with self._engine.connect() as c:
-            rows = await c.execute(
-                select(records.c.address, records.c.data)
-                .where(records.c.address.in_(wanted))
-                .order_by(records.c.seq)
-            )
-            for row in rows:
-                found.setdefault(row.address, []).append(load(row.data, CrmRecord))
+        query = (
+            select(records.c.address, records.c.data)
+            .where(records.c.address.in_(wanted))
+            .order_by(records.c.seq)
+        )
+        for row in await self._db.read(lambda c: _rows(c, query)):
+            found.setdefault(row.address, []).append(load(row.data, CrmRecord))
         return {address: tuple(found_records) for address, found_records in found.items()}
 
     async def get_record(self, ref: RecordRef) -> CrmRecord | None:
-        async with self._engine.connect() as c:
-            text = await c.scalar(select(records.c.data).where(records.c.ref == str(ref)))
+        query = select(records.c.data).where(records.c.ref == str(ref))
+        text = await self._db.read(lambda c: c.scalar(query))
         return None if text is None else load(text, CrmRecord)

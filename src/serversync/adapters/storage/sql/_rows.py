@@ -1,46 +1,40 @@
-"""Transactions and the few row operations both SQL repositories use."""
+"""The few row operations both SQL repositories use."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import functools
+from typing import Any
 
-from sqlalchemy import Table, and_, insert, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Insert, Table, Update, and_, bindparam, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ._schema import counters
 
-__all__ = ["next_value", "retrying", "upsert"]
-
-_T = TypeVar("_T")
-# Concurrent upserts of one new key collide once at most; a few rounds settle any race.
-_ROUNDS = 5
-
-
-async def retrying(
-    engine: AsyncEngine, operation: Callable[[AsyncConnection], Awaitable[_T]]
-) -> _T:
-    """Run ``operation`` in a transaction, again when a concurrent insert won a key."""
-    for round_ in range(_ROUNDS):
-        try:
-            async with engine.begin() as connection:
-                return await operation(connection)
-        except IntegrityError:
-            if round_ == _ROUNDS - 1:
-                raise
-    raise AssertionError("unreachable")
+__all__ = ["next_value", "upsert"]
 
 
 async def upsert(
     c: AsyncConnection, table: Table, key: dict[str, Any], values: dict[str, Any]
 ) -> None:
     """Update the row with ``key``, or insert it; a concurrent insert raises IntegrityError
-    (run it through :func:`retrying`)."""
-    condition = and_(*(table.c[name] == value for name, value in key.items()))
-    result = await c.execute(update(table).where(condition).values(**values))
+    (run it in a transaction that retries)."""
+    parameters = {f"k_{name}": value for name, value in key.items()}
+    parameters.update((f"v_{name}", value) for name, value in values.items())
+    result = await c.execute(_update_by_key(table, tuple(key), tuple(values)), parameters)
     if result.rowcount == 0:
-        await c.execute(insert(table).values(**key, **values))
+        await c.execute(_inserts(table), {**key, **values})
+
+
+@functools.cache
+def _update_by_key(table: Table, key: tuple[str, ...], values: tuple[str, ...]) -> Update:
+    # Built once per shape: building a statement costs more than running it on SQLite.
+    condition = and_(*(table.c[name] == bindparam(f"k_{name}") for name in key))
+    return update(table).where(condition).values({name: bindparam(f"v_{name}") for name in values})
+
+
+@functools.cache
+def _inserts(table: Table) -> Insert:
+    return insert(table)
 
 
 async def next_value(c: AsyncConnection, counter: str) -> int:

@@ -2,15 +2,15 @@
 
 The database keeps the promises exactly-once rests on: the unique (Message-ID, direction)
 constraint decides concurrent inserts, and claims take their rows with ``FOR UPDATE SKIP
-LOCKED`` on PostgreSQL (SQLite serialises writers with ``BEGIN IMMEDIATE``). Every method is
-one transaction, so a crash leaves either all of its writes or none.
+LOCKED`` on PostgreSQL (SQLite serialises writers with ``BEGIN IMMEDIATE``; reads are deferred).
+Every method is one transaction, so a crash leaves either all of its writes or none; see
+``_transactions`` for how they run.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Self, TypeVar, final
 
@@ -18,6 +18,7 @@ import attrs
 from sqlalchemy import (
     Column,
     ColumnElement,
+    bindparam,
     delete,
     exists,
     false,
@@ -84,7 +85,7 @@ from ._codec import (
     party_addresses,
     storable,
 )
-from ._rows import next_value, retrying, upsert
+from ._rows import next_value, upsert
 from ._schema import (
     activities,
     activity_addresses,
@@ -98,6 +99,7 @@ from ._schema import (
     tracking_users,
     workload_states,
 )
+from ._transactions import Transactions
 
 __all__ = ["SqlStorage"]
 
@@ -107,6 +109,35 @@ _USER_NUMBER_COUNTER = "tracking_user"
 # Serialises mailbox provisioning on PostgreSQL (one mailbox per user or queue).
 _PROVISIONING_LOCK = 0x5E5E_5C02
 ORDER_COUNTER = "order"
+
+
+# The statements of every poll, built once: building one costs more than running it on
+# SQLite. (Parameters an UPDATE or INSERT sets cannot take a column's name.)
+_PROFILE = select(profiles.c.data).where(profiles.c.id == bindparam("id"))
+_MAILBOX = select(mailboxes.c.data).where(mailboxes.c.id == bindparam("id"))
+_WORKLOAD_STATE = select(workload_states.c.data).where(
+    workload_states.c.mailbox_id == bindparam("mailbox_id"),
+    workload_states.c.workload == bindparam("workload"),
+)
+_CHECKPOINT = select(checkpoints.c.data).where(
+    checkpoints.c.mailbox_id == bindparam("mailbox_id"),
+    checkpoints.c.folder == bindparam("folder"),
+)
+_TAKE_LEASE = (
+    update(leases)
+    .where(
+        leases.c.key == bindparam("l_key"),
+        or_(leases.c.owner == bindparam("l_owner"), leases.c.until <= bindparam("l_now")),
+    )
+    .values(owner=bindparam("l_owner"), until=bindparam("l_until"))
+)
+_LEASE_HELD = select(exists().where(leases.c.key == bindparam("l_key")))
+_NEW_LEASE = insert(leases).values(
+    key=bindparam("l_key"), owner=bindparam("l_owner"), until=bindparam("l_until")
+)
+_RELEASE_LEASE = delete(leases).where(
+    leases.c.key == bindparam("l_key"), leases.c.owner == bindparam("l_owner")
+)
 
 
 @final
@@ -122,6 +153,7 @@ class SqlStorage(SqlExchangeMappings):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._db = Transactions(engine)
 
     @classmethod
     async def open(cls, url: str, *, upgrade: bool = False, **engine_options: Any) -> Self:
@@ -155,6 +187,7 @@ class SqlStorage(SqlExchangeMappings):
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
+        await self._db.aclose()
         await self._engine.dispose()
 
     async def __aenter__(self) -> Self:
@@ -163,29 +196,27 @@ class SqlStorage(SqlExchangeMappings):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.begin() as connection:
-            yield connection
+    @property
+    def transactions(self) -> Transactions:
+        """How the repositories (and the directory sharing this store) run transactions."""
+        return self._db
 
     # -- host-side setup ------------------------------------------------------------------------
 
     async def add_profile(self, profile: EmailServerProfile) -> None:
         """Store or replace a profile."""
-        await retrying(
-            self._engine, lambda c: upsert(c, profiles, {"id": profile.id}, {"data": dump(profile)})
+        await self._db.write(
+            lambda c: upsert(c, profiles, {"id": profile.id}, {"data": dump(profile)}), retry=True
         )
 
     async def list_profiles(self) -> Sequence[EmailServerProfile]:
         """Every profile, by id."""
-        async with self._engine.connect() as c:
-            rows = await c.execute(select(profiles.c.data).order_by(profiles.c.id))
-            return [load(r.data, EmailServerProfile) for r in rows]
+        return await self._all(select(profiles.c.data).order_by(profiles.c.id), EmailServerProfile)
 
     async def add_mailbox(self, mailbox: Mailbox) -> None:
         """Store or replace a mailbox."""
         values = {"profile_id": mailbox.profile_id, "data": dump(mailbox)}
-        await retrying(self._engine, lambda c: upsert(c, mailboxes, {"id": mailbox.id}, values))
+        await self._db.write(lambda c: upsert(c, mailboxes, {"id": mailbox.id}, values), retry=True)
 
     async def add_tracking_folder(self, rule: MailboxTrackingFolder) -> None:
         """Store or replace a folder-level tracking rule."""
@@ -198,7 +229,7 @@ class SqlStorage(SqlExchangeMappings):
             }
             await upsert(c, tracking_folders, {"id": rule.id}, values)
 
-        await retrying(self._engine, write)
+        await self._db.write(write, retry=True)
 
     async def put_activity(self, activity: EmailActivity) -> None:
         """Store or replace an email as the host would (a draft to send, a past email).
@@ -220,59 +251,53 @@ class SqlStorage(SqlExchangeMappings):
                 await _rewrite_activity(c, row.seq, load(row.data, EmailActivity), activity)
 
         try:
-            await retrying(self._engine, write)
+            await self._db.write(write, retry=True)
         except IntegrityError as exc:
             raise ValueError(f"{activity.dedupe_key} already belongs to another email") from exc
 
     async def activities(self) -> list[EmailActivity]:
         """Every stored email, in insertion order."""
-        async with self._engine.connect() as c:
-            rows = await c.execute(select(activities.c.data).order_by(activities.c.seq))
-            return [load(r.data, EmailActivity) for r in rows]
+        return await self._all(select(activities.c.data).order_by(activities.c.seq), EmailActivity)
 
     async def queue_items(self) -> list[QueueItem]:
         """Every queue item, in insertion order."""
-        async with self._engine.connect() as c:
-            rows = await c.execute(select(queue_items.c.data).order_by(queue_items.c.seq))
-            return [load(r.data, QueueItem) for r in rows]
+        return await self._all(select(queue_items.c.data).order_by(queue_items.c.seq), QueueItem)
 
     # -- profiles and mailboxes -----------------------------------------------------------------
 
     async def get_profile(self, profile_id: ProfileId) -> EmailServerProfile | None:
-        return await self._one(
-            select(profiles.c.data).where(profiles.c.id == profile_id), EmailServerProfile
-        )
+        return await self._one(_PROFILE, EmailServerProfile, {"id": profile_id})
 
     async def list_mailboxes(self) -> Sequence[Mailbox]:
-        async with self._engine.connect() as c:
-            rows = await c.execute(select(mailboxes.c.data).order_by(mailboxes.c.id))
-            return [load(r.data, Mailbox) for r in rows]
+        return await self._all(select(mailboxes.c.data).order_by(mailboxes.c.id), Mailbox)
 
     async def get_mailbox(self, mailbox_id: MailboxId) -> Mailbox | None:
-        return await self._one(
-            select(mailboxes.c.data).where(mailboxes.c.id == mailbox_id), Mailbox
-        )
+        return await self._one(_MAILBOX, Mailbox, {"id": mailbox_id})
 
     async def disable_workload(
         self, mailbox_id: MailboxId, workload: Workload, *, error: ErrorRecord, at: datetime
     ) -> bool:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> bool:
             mailbox = await _locked_mailbox(c, mailbox_id)
             if mailbox is None or not mailbox.enabled_for(workload):
                 return False
             await _save_mailbox(c, mailbox.with_workload_disabled(workload))
             return True
 
+        return await self._db.write(write)
+
     async def record_mailbox_test(
         self, mailbox_id: MailboxId, results: Mapping[Workload, TestStatus], *, at: datetime
     ) -> None:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> None:
             mailbox = await _locked_mailbox(c, mailbox_id)
             if mailbox is not None:
                 await _save_mailbox(c, mailbox.with_test_results(results, at=at))
 
+        await self._db.write(write)
+
     async def create_mailbox(self, mailbox: Mailbox) -> Mailbox | None:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> Mailbox | None:
             # One provisioning at a time (SQLite's BEGIN IMMEDIATE already serialises writers):
             # the owner is inside the JSON, so no unique constraint can guard it.
             if c.dialect.name == "postgresql":
@@ -291,8 +316,10 @@ class SqlStorage(SqlExchangeMappings):
             )
             return None
 
+        return await self._db.write(write)
+
     async def change_mailbox_address(self, mailbox_id: MailboxId, address: str) -> Mailbox | None:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> Mailbox | None:
             mailbox = await _locked_mailbox(c, mailbox_id)
             if mailbox is None:
                 return None
@@ -300,10 +327,12 @@ class SqlStorage(SqlExchangeMappings):
             await _save_mailbox(c, changed)
             return changed
 
+        return await self._db.write(write)
+
     async def set_mailbox_approval(
         self, mailbox_id: MailboxId, approval: EmailApprovalStatus
     ) -> Mailbox | None:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> Mailbox | None:
             mailbox = await _locked_mailbox(c, mailbox_id)
             if mailbox is None:
                 return None
@@ -311,10 +340,18 @@ class SqlStorage(SqlExchangeMappings):
             await _save_mailbox(c, changed)
             return changed
 
-    async def _one(self, query: Any, kind: type[_T]) -> _T | None:
-        async with self._engine.connect() as c:
-            text = (await c.execute(query)).scalar_one_or_none()
+        return await self._db.write(write)
+
+    async def _one(
+        self, query: Any, kind: type[_T], parameters: dict[str, Any] | None = None
+    ) -> _T | None:
+        text = await self._db.read(lambda c: _scalar_one_or_none(c, query, parameters))
         return None if text is None else load(text, kind)
+
+    async def _all(self, query: Any, kind: type[_T]) -> list[_T]:
+        """The first column of every row of ``query``, loaded as ``kind``."""
+        texts = await self._db.read(lambda c: _scalars(c, query))
+        return [load(text, kind) for text in texts]
 
     # -- workload state and checkpoints ---------------------------------------------------------
 
@@ -322,11 +359,7 @@ class SqlStorage(SqlExchangeMappings):
         self, mailbox_id: MailboxId, workload: Workload
     ) -> WorkloadState | None:
         return await self._one(
-            select(workload_states.c.data).where(
-                workload_states.c.mailbox_id == mailbox_id,
-                workload_states.c.workload == workload.value,
-            ),
-            WorkloadState,
+            _WORKLOAD_STATE, WorkloadState, {"mailbox_id": mailbox_id, "workload": workload.value}
         )
 
     async def save_workload_state(
@@ -334,21 +367,16 @@ class SqlStorage(SqlExchangeMappings):
     ) -> None:
         key = {"mailbox_id": mailbox_id, "workload": workload.value}
         values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
-        await retrying(self._engine, lambda c: upsert(c, workload_states, key, values))
+        await self._db.write(lambda c: upsert(c, workload_states, key, values), retry=True)
 
     async def clear_checkpoints(self, mailbox_id: MailboxId) -> None:
-        async with self._tx() as c:
-            await c.execute(delete(checkpoints).where(checkpoints.c.mailbox_id == mailbox_id))
+        await self._db.write(
+            lambda c: c.execute(delete(checkpoints).where(checkpoints.c.mailbox_id == mailbox_id))
+        )
 
     async def load_checkpoint(self, mailbox_id: MailboxId, folder: str) -> Checkpoint | None:
-        async with self._engine.connect() as c:
-            text = (
-                await c.execute(
-                    select(checkpoints.c.data).where(
-                        checkpoints.c.mailbox_id == mailbox_id, checkpoints.c.folder == folder
-                    )
-                )
-            ).scalar_one_or_none()
+        parameters = {"mailbox_id": mailbox_id, "folder": folder}
+        text = await self._db.read(lambda c: _scalar_one_or_none(c, _CHECKPOINT, parameters))
         return None if text is None else load_any(text, Checkpoint)
 
     async def save_checkpoint(
@@ -356,7 +384,7 @@ class SqlStorage(SqlExchangeMappings):
     ) -> None:
         key = {"mailbox_id": mailbox_id, "folder": folder}
         data = dump(checkpoint, Checkpoint)
-        await retrying(self._engine, lambda c: upsert(c, checkpoints, key, {"data": data}))
+        await self._db.write(lambda c: upsert(c, checkpoints, key, {"data": data}), retry=True)
 
     # -- activities -----------------------------------------------------------------------------
 
@@ -364,11 +392,14 @@ class SqlStorage(SqlExchangeMappings):
         self, activity: EmailActivity, *, queues: Collection[RecordRef] = ()
     ) -> AddResult:
         _check_fits(activity)
+
+        async def write(c: AsyncConnection) -> None:
+            await _insert_activity(c, activity)
+            for queue in queues:
+                await _insert_queue_item(c, queue, activity.id, activity.received_on)
+
         try:
-            async with self._tx() as c:
-                await _insert_activity(c, activity)
-                for queue in queues:
-                    await _insert_queue_item(c, queue, activity.id, activity.received_on)
+            await self._db.write(write)
             return Created(activity_id=activity.id)
         except IntegrityError:
             # The database's unique constraint decided: another insert holds the key.
@@ -379,8 +410,7 @@ class SqlStorage(SqlExchangeMappings):
                 f"email {activity.id} holds a value the database refuses: {exc.orig}",
                 reason="value refused by the database",
             ) from exc
-        async with self._engine.connect() as c:
-            holder = await _holder(c, activity)
+        holder = await self._db.read(lambda c: _holder(c, activity))
         if holder is None:
             raise StorageConflictError(f"email {activity.id} could not be stored")
         return AlreadyExists(activity_id=holder)
@@ -400,7 +430,7 @@ class SqlStorage(SqlExchangeMappings):
             await _insert_queue_item(c, queue, activity_id, None)
             return True
 
-        return await retrying(self._engine, write)
+        return await self._db.write(write, retry=True)
 
     async def get_activity(self, activity_id: ActivityId) -> EmailActivity | None:
         return await self._one(
@@ -416,23 +446,19 @@ class SqlStorage(SqlExchangeMappings):
         return await self._activities_where(activities.c.message_id.in_(wanted))
 
     async def _activities_where(self, condition: ColumnElement[bool]) -> list[EmailActivity]:
-        async with self._engine.connect() as c:
-            rows = await c.execute(
-                select(activities.c.data).where(condition).order_by(activities.c.seq)
-            )
-            return [load(r.data, EmailActivity) for r in rows]
+        return await self._all(
+            select(activities.c.data).where(condition).order_by(activities.c.seq), EmailActivity
+        )
 
     async def count_recent_from(self, sender: str, *, since: datetime) -> int:
         if not storable([sender]):
             return 0
-        async with self._engine.connect() as c:
-            count = await c.scalar(
-                select(func.count()).where(
-                    activities.c.sender == normalize_address(sender),
-                    activities.c.direction == int(EmailDirection.INCOMING),
-                    activities.c.received_on >= micros(since),
-                )
-            )
+        query = select(func.count()).where(
+            activities.c.sender == normalize_address(sender),
+            activities.c.direction == int(EmailDirection.INCOMING),
+            activities.c.received_on >= micros(since),
+        )
+        count = await self._db.read(lambda c: c.scalar(query))
         return int(count or 0)
 
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
@@ -459,9 +485,7 @@ class SqlStorage(SqlExchangeMappings):
             )
             if query.since is not None:
                 recent = recent.where(activities.c.last_activity_on >= micros(query.since))
-            async with self._engine.connect() as c:
-                rows = await c.execute(recent)
-                found = [load(r.data, EmailActivity) for r in rows]
+            found = await self._all(recent, EmailActivity)
             known = {a.id for a in matched}
             matched += [a for a in found if a.id not in known]
         return matched
@@ -492,8 +516,9 @@ class SqlStorage(SqlExchangeMappings):
             # Rows another engine is claiming right now are skipped, not waited for.
             .with_for_update(skip_locked=True)
         )
-        claims: list[SendClaim] = []
-        async with self._tx() as c:
+
+        async def write(c: AsyncConnection) -> list[SendClaim]:
+            claims: list[SendClaim] = []
             for row in (await c.execute(due)).all():
                 claimed = attrs.evolve(load(row.data, EmailActivity), status=EmailStatus.SENDING)
                 token = ClaimToken(uuid.uuid4().hex)
@@ -511,7 +536,9 @@ class SqlStorage(SqlExchangeMappings):
                 claims.append(
                     SendClaim(activity=claimed, token=token, owner=owner, expires_at=until)
                 )
-        return claims
+            return claims
+
+        return await self._db.write(write)
 
     async def prepare_send(
         self,
@@ -521,13 +548,16 @@ class SqlStorage(SqlExchangeMappings):
         subject: str,
         tracking_token: str | None,
     ) -> SendClaim:
+        async def write(c: AsyncConnection) -> EmailActivity:
+            seq, current = await _claimed(c, claim)
+            prepared = attrs.evolve(
+                current, message_id=message_id, subject=subject, tracking_token=tracking_token
+            )
+            await _rewrite_activity(c, seq, current, prepared)
+            return prepared
+
         try:
-            async with self._tx() as c:
-                seq, current = await _claimed(c, claim)
-                prepared = attrs.evolve(
-                    current, message_id=message_id, subject=subject, tracking_token=tracking_token
-                )
-                await _rewrite_activity(c, seq, current, prepared)
+            prepared = await self._db.write(write)
         except IntegrityError as exc:
             raise StorageConflictError(
                 f"{message_id} already belongs to another email than {claim.activity.id}"
@@ -545,61 +575,60 @@ class SqlStorage(SqlExchangeMappings):
             counter = await next_value(c, _TRACKING_COUNTER)
             return TrackingNumbers(user_number=int(number), counter=counter)
 
-        return await retrying(self._engine, allocate)
+        return await self._db.write(allocate, retry=True)
 
     async def list_expired_claims(
         self, mailbox_id: MailboxId, *, now: datetime
     ) -> Sequence[SendClaim]:
-        async with self._engine.connect() as c:
-            rows = await c.execute(
-                select(
-                    activities.c.data,
-                    activities.c.claim_token,
-                    activities.c.claim_owner,
-                    activities.c.claim_expires_at,
-                )
-                .where(
-                    activities.c.sender_mailbox_id == mailbox_id,
-                    activities.c.status == int(EmailStatus.SENDING),
-                    activities.c.claim_token.is_not(None),
-                    activities.c.claim_expires_at < micros(now),
-                )
-                .order_by(activities.c.seq)
+        query = (
+            select(
+                activities.c.data,
+                activities.c.claim_token,
+                activities.c.claim_owner,
+                activities.c.claim_expires_at,
             )
-            return [_claim_of(row) for row in rows]
+            .where(
+                activities.c.sender_mailbox_id == mailbox_id,
+                activities.c.status == int(EmailStatus.SENDING),
+                activities.c.claim_token.is_not(None),
+                activities.c.claim_expires_at < micros(now),
+            )
+            .order_by(activities.c.seq)
+        )
+        rows = await self._db.read(lambda c: _rows(c, query))
+        return [_claim_of(row) for row in rows]
 
     async def count_pending_send(self, mailbox_id: MailboxId) -> int:
-        async with self._engine.connect() as c:
-            count = await c.scalar(
-                select(func.count()).where(
-                    activities.c.sender_mailbox_id == mailbox_id,
-                    activities.c.status == int(EmailStatus.PENDING_SEND),
-                )
-            )
+        query = select(func.count()).where(
+            activities.c.sender_mailbox_id == mailbox_id,
+            activities.c.status == int(EmailStatus.PENDING_SEND),
+        )
+        count = await self._db.read(lambda c: c.scalar(query))
         return int(count or 0)
 
     async def record_send_outcome(self, claim: SendClaim, outcome: SendOutcome) -> EmailActivity:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> EmailActivity:
             seq, current = await _claimed(c, claim)
             updated = apply_send_outcome(current, outcome)
             await _rewrite_activity(c, seq, current, updated, release_claim=True)
-        return updated
+            return updated
+
+        return await self._db.write(write)
 
     # -- tracking folders -----------------------------------------------------------------------
 
     async def list_tracking_folders(self, mailbox_id: MailboxId) -> Sequence[MailboxTrackingFolder]:
-        async with self._engine.connect() as c:
-            rows = await c.execute(
-                select(tracking_folders.c.data)
-                .where(tracking_folders.c.mailbox_id == mailbox_id)
-                .order_by(tracking_folders.c.seq)
-            )
-            return [load(r.data, MailboxTrackingFolder) for r in rows]
+        return await self._all(
+            select(tracking_folders.c.data)
+            .where(tracking_folders.c.mailbox_id == mailbox_id)
+            .order_by(tracking_folders.c.seq),
+            MailboxTrackingFolder,
+        )
 
     async def link_to_tracking_folder(
         self, activity_id: ActivityId, rule: MailboxTrackingFolder
     ) -> None:
-        async with self._tx() as c:
+        async def write(c: AsyncConnection) -> None:
             row = (
                 await c.execute(
                     select(activities.c.seq, activities.c.data)
@@ -617,11 +646,14 @@ class SqlStorage(SqlExchangeMappings):
             )
             await _rewrite_activity(c, row.seq, current, linked)
 
+        await self._db.write(write)
+
     async def enforce_tracking_folder_regarding(self, rule: MailboxTrackingFolder) -> int:
         if rule.regarding is None:
             return 0
-        changed = 0
-        async with self._tx() as c:
+
+        async def write(c: AsyncConnection) -> int:
+            changed = 0
             rows = await c.execute(
                 select(activities.c.seq, activities.c.data)
                 .where(activities.c.tracking_folder_id == rule.id)
@@ -633,44 +665,45 @@ class SqlStorage(SqlExchangeMappings):
                     relinked = attrs.evolve(current, regarding=rule.regarding)
                     await _rewrite_activity(c, row.seq, current, relinked)
                     changed += 1
-        return changed
+            return changed
+
+        return await self._db.write(write)
 
     # -- leases ---------------------------------------------------------------------------------
 
     async def try_acquire_lease(
         self, key: str, *, owner: str, now: datetime, until: datetime
     ) -> bool:
-        try:
-            async with self._tx() as c:
-                # Take it over when ours or expired; a conditional update is atomic in both
-                # dialects, so two engines can never both see "expired" and both win.
-                taken = await c.execute(
-                    update(leases)
-                    .where(
-                        leases.c.key == key,
-                        or_(leases.c.owner == owner, leases.c.until <= micros(now)),
-                    )
-                    .values(owner=owner, until=micros(until))
-                )
-                if taken.rowcount == 1:
-                    return True
-                held = await c.scalar(select(exists().where(leases.c.key == key)))
-                if held:
-                    return False
-                await c.execute(insert(leases).values(key=key, owner=owner, until=micros(until)))
+        parameters = {
+            "l_key": key,
+            "l_owner": owner,
+            "l_now": micros(now),
+            "l_until": micros(until),
+        }
+
+        async def write(c: AsyncConnection) -> bool:
+            # Take it over when ours or expired; a conditional update is atomic in both
+            # dialects, so two engines can never both see "expired" and both win.
+            taken = await c.execute(_TAKE_LEASE, parameters)
+            if taken.rowcount == 1:
                 return True
+            if await c.scalar(_LEASE_HELD, parameters):
+                return False
+            await c.execute(_NEW_LEASE, parameters)
+            return True
+
+        try:
+            return await self._db.write(write)
         except IntegrityError:
             return False  # another engine created the lease first
 
     async def release_lease(self, key: str, *, owner: str) -> None:
-        async with self._tx() as c:
-            await c.execute(delete(leases).where(leases.c.key == key, leases.c.owner == owner))
+        parameters = {"l_key": key, "l_owner": owner}
+        await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
 
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
-        async with self._engine.connect() as c:
-            owner = await c.scalar(
-                select(leases.c.owner).where(leases.c.key == key, leases.c.until > micros(now))
-            )
+        query = select(leases.c.owner).where(leases.c.key == key, leases.c.until > micros(now))
+        owner = await self._db.read(lambda c: c.scalar(query))
         return None if owner is None else str(owner)
 
     # -- quarantine -----------------------------------------------------------------------------
@@ -686,7 +719,7 @@ class SqlStorage(SqlExchangeMappings):
             "next_attempt_at": None if message.given_up else micros(message.next_attempt_at),
             "data": dump(message),
         }
-        await retrying(self._engine, lambda c: upsert(c, quarantine, key, values))
+        await self._db.write(lambda c: upsert(c, quarantine, key, values), retry=True)
 
     async def get_quarantined(
         self, mailbox_id: MailboxId, folder: str, remote_id: str
@@ -711,8 +744,7 @@ class SqlStorage(SqlExchangeMappings):
         )
         if mailbox_id is not None:
             query = query.where(quarantine.c.mailbox_id == mailbox_id)
-        async with self._engine.connect() as c:
-            return [load(r.data, QuarantinedMessage) for r in await c.execute(query)]
+        return await self._all(query, QuarantinedMessage)
 
     async def due_quarantine(
         self, mailbox_id: MailboxId, *, now: datetime, limit: int
@@ -726,19 +758,15 @@ class SqlStorage(SqlExchangeMappings):
             .order_by(quarantine.c.next_attempt_at, quarantine.c.folder, quarantine.c.remote_id)
             .limit(limit)
         )
-        async with self._engine.connect() as c:
-            return [load(r.data, QuarantinedMessage) for r in await c.execute(query)]
+        return await self._all(query, QuarantinedMessage)
 
     async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
-        async with self._tx() as c:
-            result = await c.execute(
-                delete(quarantine).where(
-                    quarantine.c.mailbox_id == mailbox_id,
-                    quarantine.c.folder == folder,
-                    quarantine.c.remote_id == remote_id,
-                )
-            )
-        return result.rowcount > 0
+        statement = delete(quarantine).where(
+            quarantine.c.mailbox_id == mailbox_id,
+            quarantine.c.folder == folder,
+            quarantine.c.remote_id == remote_id,
+        )
+        return await self._db.write(lambda c: _changed(c, statement))
 
     async def count_quarantine(self, mailbox_id: MailboxId) -> QuarantineCount:
         query = select(
@@ -756,6 +784,24 @@ class SqlStorage(SqlExchangeMappings):
 
 
 # -- row helpers ----------------------------------------------------------------------------
+
+
+async def _scalar_one_or_none(
+    c: AsyncConnection, query: Any, parameters: dict[str, Any] | None = None
+) -> Any:
+    return (await c.execute(query, parameters)).scalar_one_or_none()
+
+
+async def _scalars(c: AsyncConnection, query: Any) -> list[Any]:
+    return list((await c.execute(query)).scalars())
+
+
+async def _rows(c: AsyncConnection, query: Any) -> list[Any]:
+    return list((await c.execute(query)).all())
+
+
+async def _changed(c: AsyncConnection, statement: Any) -> bool:
+    return bool((await c.execute(statement)).rowcount > 0)
 
 
 def _check_fits(activity: EmailActivity) -> None:
