@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from serversync import (
+    ActDeliveryMethod,
     AuthenticationProtocol,
     ConfigurationError,
     CredentialKind,
@@ -265,6 +266,11 @@ def mailbox() -> None:
 )
 @click.option("--approve", is_flag=True, help="Approve the email address at once.")
 @click.option(
+    "--act",
+    is_flag=True,
+    help="Also synchronize appointments, contacts and tasks (Exchange profiles).",
+)
+@click.option(
     "--replace",
     is_flag=True,
     help="Replace the mailbox's settings if it exists (its statuses start again).",
@@ -279,6 +285,7 @@ def mailbox_add(
     name: str | None,
     filtering: str,
     approve: bool,
+    act: bool,
     replace: bool,
     username: str | None,
     password_env: str | None,
@@ -296,7 +303,12 @@ def mailbox_add(
         provisioned = new_mailbox(
             owner,
             address,
-            defaults=DefaultEmailSettings(profile_id=ProfileId(profile_id)),
+            defaults=DefaultEmailSettings(
+                profile_id=ProfileId(profile_id),
+                act_delivery_method=(
+                    ActDeliveryMethod.SERVER_SIDE_SYNC if act else ActDeliveryMethod.NONE
+                ),
+            ),
             mailbox_id=mailbox_id_for(address),
             name=name,
         )

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from serversync import (
     INBOX,
+    ActAction,
     BaseSyncObserver,
     ItemOutcome,
     MailboxHealth,
@@ -29,6 +30,7 @@ from serversync import (
     QuarantineCount,
     RunReport,
     RunStatus,
+    Workload,
 )
 
 from ._admin import with_store
@@ -127,10 +129,18 @@ def _host() -> str:
     return socket.gethostname()
 
 
+_NO_WRITE = frozenset({ActAction.ECHO, ActAction.SKIPPED})
+
+
 def _print_run(report: RunReport) -> None:
     table = Table("mailbox", "workload", "status", "tracked", "other", "sent", "reason")
     for item in report.mailboxes:
         tracked = sum(1 for i in item.items if i.activity_id is not None)
+        other = len(item.items) - tracked
+        if item.workload is Workload.ACT:
+            # Appointments, contacts and tasks: records and items written, and the rest.
+            tracked = sum(1 for a in item.act if a.action not in _NO_WRITE and a.error is None)
+            other = len(item.act) - tracked
         reason = ""
         if item.error is not None:
             reason = f"{item.error.error_type}: {item.error.message}"
@@ -141,7 +151,7 @@ def _print_run(report: RunReport) -> None:
             item.workload.value,
             item.status.value,
             str(tracked),
-            str(len(item.items) - tracked),
+            str(other),
             str(len(item.sends)),
             reason,
         )

@@ -22,7 +22,7 @@ from serversync.adapters.transports.graph import GRAPH_SERVER_TYPES, GraphTransp
 from serversync.adapters.transports.imap import ImapTransport
 from serversync.adapters.transports.pop3 import Pop3Transport
 from serversync.adapters.transports.smtp import SmtpTransport
-from serversync.sql import SqlCredentials, SqlDirectory, SqlStorage
+from serversync.sql import SqlActRecords, SqlCredentials, SqlDirectory, SqlStorage
 
 __all__ = [
     "DEFAULT_STORE",
@@ -59,12 +59,14 @@ class Store:
     def engine(
         self, *, engine_id: str | None = None, observer: SyncObserver | None = None
     ) -> SyncEngine:
-        """An engine over this store with the IMAP, POP3, SMTP, EWS and Graph transports."""
+        """An engine over this store with the IMAP, POP3, SMTP, EWS and Graph transports, and
+        appointment, contact and task sync over EWS with the store's own ACT tables."""
         settings = SyncSettings()
         smtp = SmtpTransport(timeouts=settings.timeouts)
         ews = EwsTransport(timeouts=settings.timeouts)
         graph = GraphTransport(timeouts=settings.timeouts)
         transports = Transports.by_server_type(
+            act=dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.act),
             incoming={
                 ServerType.IMAP_SMTP: ImapTransport(timeouts=settings.timeouts),
                 ServerType.OTHER_POP3_SMTP: Pop3Transport(timeouts=settings.timeouts),
@@ -84,6 +86,8 @@ class Store:
             transports=transports,
             credentials=self.credentials,
             settings=settings,
+            act_records=SqlActRecords(self.storage),
+            act_mappings=self.storage,
             engine_id=engine_id,
             observer=observer,
         )
