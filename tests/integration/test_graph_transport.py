@@ -281,8 +281,9 @@ async def test_a_draft_left_untagged_by_a_stop_gets_its_property_and_bcc_before_
     mailbox, profile, credentials = setup(fake)
     graph = GraphTransport(http_transport=fake.transport())
     message = outgoing(3, bcc=("audit@contoso.example",))
-    # The first attempt stops right after creating the draft (its PATCH never arrives).
-    fake.add_fault(GraphFault.error(503, "ServiceUnavailable", method="PATCH"))
+    # The first attempt stops right after creating the draft (its PATCH never arrives; a
+    # 500 is not repeated in place, unlike a 503).
+    fake.add_fault(GraphFault.error(500, "InternalServerError", method="PATCH"))
 
     async with graph.outgoing.open(mailbox, profile, credentials) as session:
         with pytest.raises(ServerBusyError):

@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -21,6 +21,13 @@ from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import attrs
+
+from serversync.testing.graph._large import (
+    MAX_REQUEST_BYTES,
+    FakeAttachment,
+    LargeMessages,
+    draft_mime,
+)
 
 __all__ = [
     "FakeMessage",
@@ -173,7 +180,11 @@ class FakeMessage:
 
     def parsed(self) -> EmailMessage:
         """The MIME's headers."""
-        message = BytesParser(policy=default_policy).parsebytes(self.mime, headersonly=True)
+        # The header block alone: parsing a large message whole is slow, and only its
+        # headers are read.
+        ends = [i for i in (self.mime.find(b"\r\n\r\n"), self.mime.find(b"\n\n")) if i >= 0]
+        head = self.mime[: min(ends)] + b"\r\n\r\n" if ends else self.mime
+        message = BytesParser(policy=default_policy).parsebytes(head, headersonly=True)
         assert isinstance(message, EmailMessage)
         return message
 
@@ -278,6 +289,7 @@ class GraphState:
         self._serial = 0
         self._budget: tuple[int, float] | None = None
         self._spent: dict[str, list[float]] = {}
+        self._large = LargeMessages(new_id=self._new_id)
 
     # -- arranging ----------------------------------------------------------------------------
 
@@ -422,6 +434,22 @@ class GraphState:
         with self._lock:
             self._rounds.clear()
 
+    def upload_links_to(self, host: str | None) -> None:
+        """Write upload session URLs to ``host`` (``outlook.office.com``, as Graph does, or
+        another host, for tests of the client); ``None``: the host asked."""
+        with self._lock:
+            self._large.upload_host = host
+
+    def set_upload_session_lifetime(self, lifetime: timedelta) -> None:
+        """How long new upload sessions accept ranges (15 minutes unless set)."""
+        with self._lock:
+            self._large.session_lifetime = lifetime
+
+    def expire_upload_sessions(self) -> None:
+        """End every open upload session: its ``uploadUrl`` answers 404."""
+        with self._lock:
+            self._large.sessions.clear()
+
     def links_to(self, host: str | None) -> None:
         """Write next and delta links to ``host`` (another host, for tests of the client)."""
         with self._lock:
@@ -493,7 +521,18 @@ class GraphState:
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self._lock:
             fault = self._fault(request.method, parts.path)
-            if fault is not None and not fault.after:
+            if LargeMessages.is_upload(parts.path) and (fault is None or fault.after):
+                response = self._upload(
+                    request.method, parts.path, parts.query, headers, request.body
+                )
+                if fault is not None:
+                    response = GraphResponse(
+                        status=fault.status,
+                        headers=dict(fault.headers),
+                        body=fault.body,
+                        delay=fault.delay,
+                    )
+            elif fault is not None and not fault.after:
                 response = GraphResponse(
                     status=fault.status,
                     headers=dict(fault.headers),
@@ -560,6 +599,8 @@ class GraphState:
         throttled = self._throttle(box)
         if throttled is not None:
             return throttled
+        if len(request.body) > MAX_REQUEST_BYTES:
+            return _error(413, "RequestEntityTooLarge", "The request is larger than 4 MB.")
         params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
         base = self._base(request.url)
         rest = segments[3:]
@@ -568,7 +609,7 @@ class GraphState:
         if rest[:1] == ["mailFolders"]:
             return self._folders(box, method, rest[1:], params, headers, base, body)
         if rest[:1] == ["messages"]:
-            return self._messages(box, method, rest[1:], params, headers, body)
+            return self._messages(box, method, rest[1:], params, headers, body, base)
         return _error(400, "BadRequest", "unsupported resource")
 
     def _throttle(self, box: _Mailbox) -> GraphResponse | None:
@@ -872,6 +913,7 @@ class GraphState:
         params: Mapping[str, str],
         headers: Mapping[str, str],
         body: bytes,
+        base: str,
     ) -> GraphResponse:
         if not rest and method == "POST":
             return self._create(box, headers, body)
@@ -891,6 +933,12 @@ class GraphState:
             return GraphResponse(status=200, headers={"Content-Type": "text/plain"}, body=m.mime)
         if action == ["send"] and method == "POST":
             return self._send(box, m)
+        if not action and method == "DELETE":
+            self._move(box, m, box.well_known["deleteditems"])
+            self._large.drafts.pop(m.id, None)
+            return GraphResponse(status=204)
+        if action[:1] == ["attachments"] and method == "POST":
+            return self._attach(box, m, action[1:], body, base)
         if action == ["move"] and method == "POST":
             target = str(json.loads(body or b"{}").get("destinationId") or "")
             self._move(box, m, self._resolve(box, target))
@@ -898,8 +946,10 @@ class GraphState:
         return _error(405, "ErrorInvalidRequest", "unsupported message request")
 
     def _create(self, box: _Mailbox, headers: Mapping[str, str], body: bytes) -> GraphResponse:
+        if headers.get("content-type", "").startswith("application/json"):
+            return self._create_json(box, body)
         if not headers.get("content-type", "").startswith("text/plain"):
-            return _error(400, "ErrorInvalidRequest", "the fake creates MIME drafts only")
+            return _error(400, "ErrorInvalidRequest", "a draft is JSON or base64 MIME")
         try:
             mime = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
@@ -922,6 +972,96 @@ class GraphState:
         box.log.append((drafts, "created", m.id))
         return _json(201, self._row(box, m, ""))
 
+    def _create_json(self, box: _Mailbox, body: bytes) -> GraphResponse:
+        state = self._large.draft(box.address, body)
+        if isinstance(state, str):
+            return _error(400, "ErrorInvalidRequest", state)
+        drafts = box.well_known["drafts"]
+        m = FakeMessage(
+            id=self._new_id("msg"),
+            folder_id=drafts,
+            mime=b"",
+            received=self._now(),
+            is_draft=True,
+            transported=False,
+        )
+        for prop in state.message.get("singleValueExtendedProperties") or ():
+            m.extended[str(prop["id"])] = str(prop["value"])
+        m.bcc = [
+            str(r["emailAddress"]["address"]) for r in state.message.get("bccRecipients") or ()
+        ]
+        self._large.drafts[m.id] = state
+        self._rewrite(m)
+        box.messages[m.id] = m
+        box.log.append((drafts, "created", m.id))
+        return _json(201, self._row(box, m, ""))
+
+    def _rewrite(self, m: FakeMessage) -> None:
+        """A JSON draft's MIME again, after its properties or attachments changed."""
+        state = self._large.drafts.get(m.id)
+        if state is not None:
+            m.mime = draft_mime(state, now=self._now())
+            m.internet_message_id = _message_id(m.parsed())
+
+    def _attach(
+        self, box: _Mailbox, m: FakeMessage, rest: list[str], body: bytes, base: str
+    ) -> GraphResponse:
+        state = self._large.drafts.get(m.id)
+        if not m.is_draft or state is None:
+            return _error(400, "ErrorInvalidRequest", "attachments are added to JSON drafts")
+        if not rest:
+            attachment = self._large.attachment(body)
+            if isinstance(attachment, str):
+                return _error(400, "ErrorInvalidRequest", attachment)
+            state.attachments.append(attachment)
+            self._rewrite(m)
+            return _json(201, {"id": attachment.id, "name": attachment.name})
+        if rest == ["createUploadSession"]:
+            session = self._large.open_session(box.address, m.id, body)
+            if isinstance(session, str):
+                return _error(400, "ErrorInvalidRequest", session)
+            return _json(
+                201,
+                {
+                    "uploadUrl": self._large.upload_url(session, base),
+                    "expirationDateTime": _iso(self._now() + self._large.session_lifetime),
+                    "nextExpectedRanges": session.next_expected(),
+                },
+            )
+        return _error(405, "ErrorInvalidRequest", "unsupported attachment request")
+
+    def _upload(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> GraphResponse:
+        if method != "PUT":
+            return _error(405, "ErrorInvalidRequest", "upload ranges are PUT")
+        params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        answer, done = self._large.put(path, params, headers, body)
+        extra: dict[str, str] = {}
+        if done is not None:
+            box = self._mailboxes.get(done.address.lower())
+            m = box.messages.get(done.message_id) if box else None
+            state = self._large.drafts.get(done.message_id)
+            if m is None or state is None or not m.is_draft:
+                return _error(404, "ErrorItemNotFound", "The draft is gone.")
+            attachment = FakeAttachment(
+                id=self._new_id("att"),
+                name=done.name,
+                content_type=done.content_type,
+                data=bytes(done.received),
+                is_inline=done.is_inline,
+                content_id=done.content_id,
+            )
+            state.attachments.append(attachment)
+            self._rewrite(m)
+            extra["Location"] = (
+                f"https://graph.microsoft.com/v1.0/users('{done.address}')"
+                f"/messages('{m.id}')/attachments('{attachment.id}')"
+            )
+        if answer["json"] is None:
+            return GraphResponse(status=answer["status"], headers=extra)
+        return _json(answer["status"], answer["json"], **extra)
+
     def _patch(self, box: _Mailbox, m: FakeMessage, body: bytes) -> GraphResponse:
         changes = json.loads(body or b"{}")
         if "categories" in changes:
@@ -936,6 +1076,8 @@ class GraphState:
             if not m.is_draft:
                 return _error(400, "ErrorInvalidPropertyUpdateSentMessage", "sent message")
             m.internet_message_id = str(changes["internetMessageId"])
+            if m.id in self._large.drafts:
+                self._large.drafts[m.id].message["internetMessageId"] = m.internet_message_id
         m.change += 1
         box.log.append((m.folder_id, "updated", m.id))
         return _json(200, self._row(box, m, ""))

@@ -26,9 +26,15 @@ extra (``pip install 'serversync[graph]'``: httpx and MSAL).
 - **Sending.** A draft with our Message-ID and an extended property, then ``send`` with no
   automatic retry; Sent Items and Drafts are asked before any resend, so an email is never
   sent twice (see :class:`GraphOutgoingTransport`).
-- **Throttling.** A 429 or 503 with a ``Retry-After`` of a few seconds is waited out for
-  reads; a longer one is raised as :class:`~serversync.errors.ServerBusyError` with
-  ``retry_after`` for the engine to honour. POSTs are never repeated by the client.
+- **Throttling.** A 429 or 503 with a ``Retry-After`` of a few seconds (seconds or an HTTP
+  date) is waited out for reads, one without it after a jittered exponential backoff capped
+  at ``max_inline_wait``; a longer one is raised as
+  :class:`~serversync.errors.ServerBusyError` with ``retry_after`` for the engine to
+  honour. POSTs are never repeated by the client. At most ``concurrency`` (4) requests per
+  mailbox are in flight at once, and at most ``request_budget`` (10,000 per 10 minutes,
+  :class:`RequestBudget`) go out, over both halves.
+- **Large messages.** A message over :data:`MIME_DRAFT_LIMIT` (about 3 MB) is sent as a
+  JSON draft whose attachments are added separately, from 3 MB through upload sessions.
 """
 
 from __future__ import annotations
@@ -55,8 +61,15 @@ from serversync.adapters.transports.graph._incoming import (
     GraphIncomingSession,
     IncomingOptions,
 )
+from serversync.adapters.transports.graph._limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_REQUEST_BUDGET,
+    MailboxGates,
+    RequestBudget,
+)
 from serversync.adapters.transports.graph._outgoing import (
     MESSAGE_ID_PROPERTY,
+    MIME_DRAFT_LIMIT,
     GraphOutgoingSession,
     OutgoingOptions,
 )
@@ -85,6 +98,7 @@ __all__ = [
     "GRAPH_SERVER_TYPES",
     "MARK_PROPERTY",
     "MESSAGE_ID_PROPERTY",
+    "MIME_DRAFT_LIMIT",
     "TRACKED_CATEGORY",
     "UNDELIVERABLE_CATEGORY",
     "UNDELIVERABLE_FOLDER",
@@ -95,6 +109,7 @@ __all__ = [
     "GraphTokenSource",
     "GraphTransport",
     "MsalClientCredentials",
+    "RequestBudget",
     "TokenCallback",
 ]
 
@@ -155,8 +170,10 @@ class _Base:
         max_inline_wait: timedelta,
         page_size: int,
         stats: GraphStats | None,
+        gates: MailboxGates | None,
     ) -> None:
         self.stats = stats if stats is not None else GraphStats()
+        self._gates = gates or MailboxGates(DEFAULT_CONCURRENCY, DEFAULT_REQUEST_BUDGET)
         self._timeouts = timeouts or Timeouts()
         self._tokens: GraphTokenSource = tokens or AccessTokenCredentials()
         self._http_transport = http_transport
@@ -191,6 +208,7 @@ class _Base:
                 token=token,
                 mailbox_id=mailbox.id,
                 stats=self.stats,
+                gate=self._gates.gate(mailbox.id),
             )
         finally:
             await http.aclose()
@@ -219,7 +237,10 @@ class GraphIncomingTransport(_Base):
         tracked_category: str = TRACKED_CATEGORY,
         undeliverable_category: str = UNDELIVERABLE_CATEGORY,
         undeliverable_folder: str = UNDELIVERABLE_FOLDER,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
         stats: GraphStats | None = None,
+        _gates: MailboxGates | None = None,
     ) -> None:
         super().__init__(
             timeouts=timeouts,
@@ -228,6 +249,7 @@ class GraphIncomingTransport(_Base):
             max_inline_wait=max_inline_wait,
             page_size=page_size,
             stats=stats,
+            gates=_gates or MailboxGates(concurrency, request_budget),
         )
         self._tracked_category = tracked_category
         self._undeliverable_category = undeliverable_category
@@ -270,7 +292,10 @@ class GraphOutgoingTransport(_Base):
         http_transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         max_inline_wait: timedelta = timedelta(seconds=5),
+        concurrency: int = DEFAULT_CONCURRENCY,
+        request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
         stats: GraphStats | None = None,
+        _gates: MailboxGates | None = None,
     ) -> None:
         super().__init__(
             timeouts=timeouts,
@@ -279,6 +304,7 @@ class GraphOutgoingTransport(_Base):
             max_inline_wait=max_inline_wait,
             page_size=100,
             stats=stats,
+            gates=_gates or MailboxGates(concurrency, request_budget),
         )
         self._now: Callable[[], datetime] = (
             clock.now if clock is not None else lambda: datetime.now(UTC)
@@ -323,9 +349,13 @@ class GraphTransport:
         tracked_category: str = TRACKED_CATEGORY,
         undeliverable_category: str = UNDELIVERABLE_CATEGORY,
         undeliverable_folder: str = UNDELIVERABLE_FOLDER,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
     ) -> None:
         self.stats = GraphStats()
         """What both halves did (:class:`GraphStats`)."""
+        # One gate per mailbox for both halves: Graph counts the mailbox's requests together.
+        gates = MailboxGates(concurrency, request_budget)
         self.incoming = GraphIncomingTransport(
             timeouts=timeouts,
             tokens=tokens,
@@ -336,6 +366,7 @@ class GraphTransport:
             undeliverable_category=undeliverable_category,
             undeliverable_folder=undeliverable_folder,
             stats=self.stats,
+            _gates=gates,
         )
         """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`)."""
         self.outgoing = GraphOutgoingTransport(
@@ -345,5 +376,6 @@ class GraphTransport:
             clock=clock,
             max_inline_wait=max_inline_wait,
             stats=self.stats,
+            _gates=gates,
         )
         """Sends mail (an :class:`~serversync.ports.OutgoingMailTransport`)."""

@@ -9,14 +9,22 @@ What it guarantees, whoever calls it:
 - a 401 is retried once with a fresh token (the request was refused before Graph did
   anything, so even a POST is safe to repeat);
 - a request marked idempotent that is throttled (429, 503) with a short ``Retry-After`` is
-  repeated after that wait; every other failure, and every POST that may have done
-  something, goes back to the caller.
+  repeated after that wait, and one without ``Retry-After`` (an HTML 503 from a gateway)
+  after an exponential, jittered, capped backoff; every other failure, and every POST that
+  may have done something, goes back to the caller;
+- at most the mailbox's concurrency (4) of its requests are in flight at once, over every
+  session of the mailbox, and its request budget (10,000 per 10 minutes) is never
+  overspent: a request waits for a slot within its deadline, and for budget only as long
+  as ``max_inline_wait`` (a longer wait is raised as :class:`ServerBusyError`);
+- upload-session ranges go only to the Graph origin or ``https://outlook.office.com``, and
+  without the bearer token (the upload URL is pre-authenticated).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
@@ -27,6 +35,12 @@ import attrs
 import httpx
 
 from serversync.adapters.transports.graph._errors import error_from_response
+from serversync.adapters.transports.graph._limits import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_REQUEST_BUDGET,
+    MailboxGate,
+    backoff_delay,
+)
 from serversync.adapters.transports.graph._stats import GraphStats
 from serversync.errors import (
     ConfigurationError,
@@ -34,6 +48,7 @@ from serversync.errors import (
     OperationTimeoutError,
     ServerBusyError,
     SyncError,
+    TransientError,
 )
 
 __all__ = ["GraphClient", "GraphOptions", "NotConnectedError", "TokenFunction", "origin", "redact"]
@@ -43,6 +58,8 @@ logger = logging.getLogger("serversync.adapters.transports.graph")
 _IMMUTABLE_IDS: Final = 'IdType="ImmutableId"'
 # Throttled idempotent requests are tried at most this many times in a row.
 _MAX_THROTTLED_TRIES: Final = 3
+# Upload sessions are served by Outlook's own host as well as by Graph's.
+_UPLOAD_HOSTS: Final = frozenset({("https", "outlook.office.com", 443)})
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -63,13 +80,15 @@ class GraphOptions:
     """How the client talks to Graph.
 
     ``max_inline_wait`` is the longest ``Retry-After`` an idempotent request waits out in
-    place; a longer one is raised as :class:`ServerBusyError` so that the engine postpones
-    the mailbox instead.
+    place (and the cap of the backoff when Graph gives none); a longer one is raised as
+    :class:`ServerBusyError` so that the engine postpones the mailbox instead.
+    ``backoff_base`` is the first backoff step.
     """
 
     base_url: str
     max_inline_wait: timedelta = timedelta(seconds=5)
     page_size: int = 100
+    backoff_base: timedelta = timedelta(seconds=1)
 
 
 TokenFunction = Callable[[bool], Awaitable[str]]
@@ -87,8 +106,12 @@ class GraphClient:
         token: TokenFunction,
         mailbox_id: str,
         stats: GraphStats | None = None,
+        gate: MailboxGate | None = None,
+        random_source: Callable[[], float] = random.random,
     ) -> None:
         self._http = http
+        self._gate = gate or MailboxGate(DEFAULT_CONCURRENCY, DEFAULT_REQUEST_BUDGET)
+        self._random = random_source
         self.stats = stats if stats is not None else GraphStats()
         self._options = options
         self._base = options.base_url.rstrip("/")
@@ -142,6 +165,7 @@ class GraphClient:
                 headers["Prefer"] = ", ".join(prefer)
             if content_type is not None:
                 headers["Content-Type"] = content_type
+            await self._spend_budget(what)
             self.stats.requests[method] += 1
             response = await self._send(
                 method,
@@ -170,26 +194,119 @@ class GraphClient:
                 mailbox_id=self.mailbox_id,
                 item=item,
             )
-            if (
-                idempotent
-                and isinstance(error, ServerBusyError)
-                and response.status_code in (429, 503)
-                and error.retry_after is not None
-                and error.retry_after <= self._options.max_inline_wait
-                and throttled < _MAX_THROTTLED_TRIES - 1
-            ):
-                throttled += 1
-                self.stats._count("waited")
-                logger.info(
-                    "mailbox %s: %s throttled (HTTP %s); waiting %.1f s as Graph asks",
-                    self.mailbox_id,
-                    what,
-                    response.status_code,
-                    error.retry_after.total_seconds(),
+            wait = self._throttled_wait(error, response.status_code, throttled, idempotent)
+            if wait is None:
+                raise error
+            throttled += 1
+            self.stats._count("waited")
+            logger.info(
+                "mailbox %s: %s throttled (HTTP %s); waiting %.1f s%s",
+                self.mailbox_id,
+                what,
+                response.status_code,
+                wait.total_seconds(),
+                " (backoff)" if getattr(error, "retry_after", None) is None else " as Graph asks",
+            )
+            await asyncio.sleep(wait.total_seconds())
+
+    def _throttled_wait(
+        self, error: SyncError, status: int, throttled: int, idempotent: bool
+    ) -> timedelta | None:
+        """How long to wait before repeating a throttled request in place; ``None`` when it
+        goes back to the caller (not safe to repeat, tried enough, or a long wait)."""
+        if (
+            not idempotent
+            or not isinstance(error, ServerBusyError)
+            or status not in (429, 503)
+            or throttled >= _MAX_THROTTLED_TRIES - 1
+        ):
+            return None
+        if error.retry_after is None:
+            # An HTML 503 from a gateway says nothing: back off, capped, with jitter.
+            return backoff_delay(
+                throttled,
+                base=self._options.backoff_base,
+                cap=self._options.max_inline_wait,
+                random=self._random,
+            )
+        return error.retry_after if error.retry_after <= self._options.max_inline_wait else None
+
+    async def _spend_budget(self, what: str) -> None:
+        """Wait for the mailbox's request budget, as long as ``max_inline_wait`` at most."""
+        while True:
+            wait = self._gate.wait_for_budget()
+            if wait <= 0:
+                self._gate.spend()
+                return
+            if wait > self._options.max_inline_wait.total_seconds():
+                self.stats._count("throttled")
+                raise ServerBusyError(
+                    f"{what}: the mailbox's Graph request budget is spent; more in {wait:.0f} s",
+                    retry_after=timedelta(seconds=wait),
+                    mailbox_id=self.mailbox_id,
                 )
-                await asyncio.sleep(error.retry_after.total_seconds())
-                continue
-            raise error
+            await asyncio.sleep(wait)
+
+    def upload_url(self, url: str) -> str:
+        """An upload session's ``uploadUrl``, checked to point at the Graph origin or at
+        Outlook's host (over https)."""
+        if origin(url) != self._origin and origin(url) not in _UPLOAD_HOSTS:
+            raise ConfigurationError(
+                f"Graph gave an upload URL on another host ({redact(url)}); serversync "
+                "uploads only to the configured Graph host and https://outlook.office.com",
+                mailbox_id=self.mailbox_id,
+            )
+        return url
+
+    async def upload(
+        self,
+        url: str,
+        chunk: bytes,
+        *,
+        first: int,
+        total: int,
+        what: str,
+        deadline: timedelta,
+    ) -> httpx.Response:
+        """One byte range of an upload session: a ``PUT`` to the pre-authenticated
+        ``uploadUrl`` with no ``Authorization`` header (Graph documents that sending one
+        may fail the upload). Never repeated here: a failure goes back to the caller."""
+        url = self.upload_url(url)
+        last = first + len(chunk) - 1
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"bytes {first}-{last}/{total}",
+        }
+        await self._spend_budget(what)
+        self.stats.requests["PUT"] += 1
+        response = await self._send(
+            "PUT",
+            url,
+            headers=headers,
+            params=None,
+            json=None,
+            content=chunk,
+            what=what,
+            deadline=deadline,
+        )
+        if response.is_success:
+            return response
+        if response.status_code in (429, 503):
+            self.stats._count("throttled")
+        if response.status_code == 404:
+            # The session expired or was dropped: a new attempt opens a new one.
+            raise TransientError(
+                f"{what}: the upload session is gone (HTTP 404, expired?)",
+                mailbox_id=self.mailbox_id,
+            )
+        raise error_from_response(
+            response.status_code,
+            response.headers,
+            response.content,
+            what=what,
+            mailbox_id=self.mailbox_id,
+            item=True,
+        )
 
     async def _send(
         self,
@@ -205,7 +322,8 @@ class GraphClient:
     ) -> httpx.Response:
         seconds = deadline.total_seconds()
         try:
-            async with asyncio.timeout(seconds):
+            # Waiting for one of the mailbox's slots counts against the deadline too.
+            async with asyncio.timeout(seconds), self._gate.slot():
                 return await self._http.request(
                     method,
                     url,

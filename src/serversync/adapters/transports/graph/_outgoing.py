@@ -11,6 +11,13 @@ although Exchange sends the message later. So each attempt:
 3. looks in the Outbox: a message still there is being sent, and the attempt waits;
 4. otherwise creates the draft from the composed MIME, tags it, and sends it once.
 
+A message over about 3 MB of MIME (:data:`MIME_DRAFT_LIMIT`) cannot be one MIME request
+(Graph refuses bodies over about 4 MB with 413). It goes as a JSON draft (our Message-ID,
+the ``x-`` headers, subject, body, recipients), its attachments added one request each or,
+from 3 MB, through an upload session; the extended property is set last, once the draft is
+whole. So a draft found by our property is complete and is sent; one found by its
+Message-ID alone was left half-built by a stop, and is deleted and built again, never sent.
+
 When ``send`` fails in a way that leaves the outcome unknown, Sent Items is asked at once.
 A copy there is a success; the draft still in Drafts means Exchange did not take it and
 the error is raised as it is (the retry sends that draft); anything else cannot be decided
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
@@ -39,6 +48,13 @@ import attrs
 from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.transports.graph._client import GraphClient, NotConnectedError
 from serversync.adapters.transports.graph._headers import parse_graph_time
+from serversync.adapters.transports.graph._json_draft import (
+    MIME_DRAFT_LIMIT,
+    SMALL_ATTACHMENT_LIMIT,
+    DraftAttachment,
+    json_draft,
+    upload_ranges,
+)
 from serversync.errors import (
     DeliveryUncertainError,
     MessageRejectedError,
@@ -53,12 +69,14 @@ from serversync.model.outcomes import SendReceipt
 from serversync.ports import OutgoingMailSession
 from serversync.settings import Timeouts
 
-__all__ = ["MESSAGE_ID_PROPERTY", "GraphOutgoingSession", "OutgoingOptions"]
+__all__ = ["MESSAGE_ID_PROPERTY", "MIME_DRAFT_LIMIT", "GraphOutgoingSession", "OutgoingOptions"]
 
 MESSAGE_ID_PROPERTY: Final = (
     "String {6A4E3B9C-2F0D-4C47-9F3B-5E1D8C7A2B10} Name ServerSyncMessageId"
 )
 """The named extended property serversync puts on every message it sends: the Message-ID."""
+logger = logging.getLogger("serversync.adapters.transports.graph")
+
 _LOOK: Final = "id,internetMessageId,isDraft,sentDateTime,parentFolderId"
 _RECONCILE_RESERVE: Final = timedelta(seconds=10)
 
@@ -85,6 +103,15 @@ def _bcc(message: OutgoingMessage) -> list[str]:
     values = [str(v) for name in ("to", "cc", "bcc") for v in headers.get_all(name) or ()]
     named = {normalize_address(address) for _, address in getaddresses(values)}
     return list(dict.fromkeys(a for a in message.recipients if normalize_address(a) not in named))
+
+
+def _next_expected(response: Any) -> int | None:
+    """The first byte of an upload answer's ``nextExpectedRanges`` (``None``: not said)."""
+    try:
+        ranges = response.json().get("nextExpectedRanges") if response.content else None
+        return int(str(ranges[0]).split("-")[0]) if ranges else None
+    except (ValueError, AttributeError, IndexError, TypeError):
+        return None
 
 
 def _quoted(value: str) -> str:
@@ -157,10 +184,16 @@ class GraphOutgoingSession:
             return timedelta(seconds=remaining)
 
         mid = message.message_id
+        large = len(message.data) > MIME_DRAFT_LIMIT
         sent = await self._find("sentitems", mid, left("looking in Sent Items"))
         if sent is not None:
             return self._receipt(message, sent, reconciled=True)
         draft = await self._find("drafts", mid, left("looking in Drafts"))
+        if draft is not None and not draft.tagged and large:
+            # A stop while the draft was being built: its attachments may be missing, so it
+            # is replaced (it was never sent: the property, set last, is missing).
+            await self._discard(draft, left("deleting a half-built draft"))
+            draft = None
         if draft is not None:
             self._client.stats._count("drafts_reused")
             if not draft.tagged:
@@ -173,7 +206,10 @@ class GraphOutgoingSession:
                     f"{mid} is in the Outbox from an earlier attempt; Exchange is still sending it",
                     mailbox_id=mailbox_id,
                 )
-            draft = await self._create_draft(message, left("creating the draft"))
+            if large:
+                draft = await self._create_large_draft(message, left)
+            else:
+                draft = await self._create_draft(message, left("creating the draft"))
         what = f"sending {mid}"
         # Part of the deadline is kept back for asking Sent Items when the send's outcome is
         # unknown; without it a send that timed out could never be reconciled at once.
@@ -244,18 +280,130 @@ class GraphOutgoingSession:
         await self._tag_draft(message, draft, left)
         return draft
 
-    async def _tag_draft(self, message: OutgoingMessage, draft: _Found, left: timedelta) -> None:
+    async def _create_large_draft(
+        self, message: OutgoingMessage, left: Callable[[str], timedelta]
+    ) -> _Found:
+        """A JSON draft, its attachments, then our property: the draft is whole once it
+        carries the property. On failure the half-built draft is deleted when Graph lets
+        us; otherwise the next attempt finds it by its Message-ID and replaces it."""
+        mid = message.message_id
+        plan = json_draft(message)
+        response = await self._client.request(
+            "POST",
+            f"{self._user}/messages",
+            what=f"creating the draft of {mid}",
+            deadline=left("creating the draft"),
+            json=plan.message,
+            idempotent=False,
+            item=True,
+        )
+        created: dict[str, Any] = response.json()
+        draft = _Found(id=str(created["id"]), sent_at=None)
+        try:
+            for attachment in plan.attachments:
+                await self._attach(draft, attachment, mid, left)
+            await self._tag_draft(message, draft, left("tagging the draft"), bcc=False)
+        except SyncError:
+            try:
+                await self._discard(draft, left("deleting a half-built draft"))
+            except SyncError as cleanup:
+                logger.info(
+                    "mailbox %s: a half-built draft of %s stays in Drafts (%s); the next "
+                    "attempt replaces it",
+                    self._mailbox.id,
+                    mid,
+                    cleanup,
+                )
+            raise
+        self._client.stats._count("large_drafts")
+        return draft
+
+    async def _attach(
+        self,
+        draft: _Found,
+        attachment: DraftAttachment,
+        mid: MessageId,
+        left: Callable[[str], timedelta],
+    ) -> None:
+        path = f"{self._user}/messages/{quote(draft.id, safe='')}/attachments"
+        what = f"attaching {attachment.name!r} to the draft of {mid}"
+        if len(attachment.data) < SMALL_ATTACHMENT_LIMIT:
+            await self._client.request(
+                "POST",
+                path,
+                what=what,
+                deadline=left(what),
+                json=attachment.file_attachment(),
+                idempotent=False,
+                item=True,
+            )
+            return
+        response = await self._client.request(
+            "POST",
+            f"{path}/createUploadSession",
+            what=f"opening an upload session for {attachment.name!r}",
+            deadline=left(what),
+            json={"AttachmentItem": attachment.item()},
+            idempotent=False,
+            item=True,
+        )
+        session = response.json()
+        url = str(session.get("uploadUrl") or "") if isinstance(session, dict) else ""
+        if not url:
+            raise TransientError(
+                f"{what}: Graph opened an upload session without an uploadUrl",
+                mailbox_id=self._mailbox.id,
+            )
+        total = len(attachment.data)
+        for first, last in upload_ranges(total):
+            answer = await self._client.upload(
+                url,
+                attachment.data[first : last + 1],
+                first=first,
+                total=total,
+                what=f"{what} (bytes {first}-{last} of {total})",
+                deadline=left(what),
+            )
+            self._client.stats._count("bytes_uploaded", last - first + 1)
+            expected = _next_expected(answer)
+            if last + 1 < total and expected is not None and expected != last + 1:
+                raise TransientError(
+                    f"{what}: Graph expects byte {expected} next, not {last + 1}",
+                    mailbox_id=self._mailbox.id,
+                )
+            if last + 1 == total and answer.status_code != 201:
+                raise TransientError(
+                    f"{what}: the last range was answered {answer.status_code}, not 201",
+                    mailbox_id=self._mailbox.id,
+                )
+
+    async def _discard(self, draft: _Found, left: timedelta) -> None:
+        """Delete a draft that was never sent (to Deleted Items, as Graph's DELETE does)."""
+        with contextlib.suppress(MessageRejectedError):  # gone already
+            await self._client.request(
+                "DELETE",
+                f"{self._user}/messages/{quote(draft.id, safe='')}",
+                what="deleting a half-built draft",
+                deadline=left,
+                idempotent=True,
+                item=True,
+            )
+        self._client.stats._count("drafts_replaced")
+
+    async def _tag_draft(
+        self, message: OutgoingMessage, draft: _Found, left: timedelta, *, bcc: bool = True
+    ) -> None:
         """A MIME draft cannot carry extended properties or envelope-only recipients: one
         PATCH adds them. A stop before it leaves a draft found by its Message-ID, tagged
-        by the next attempt."""
+        by the next attempt. (A JSON draft has its Bcc already: ``bcc=False``.)"""
         patch: dict[str, Any] = {
             "singleValueExtendedProperties": [
                 {"id": MESSAGE_ID_PROPERTY, "value": str(message.message_id)}
             ]
         }
-        bcc = _bcc(message)
-        if bcc:
-            patch["bccRecipients"] = [{"emailAddress": {"address": a}} for a in bcc]
+        recipients = _bcc(message) if bcc else []
+        if recipients:
+            patch["bccRecipients"] = [{"emailAddress": {"address": a}} for a in recipients]
         await self._client.request(
             "PATCH",
             f"{self._user}/messages/{quote(draft.id, safe='')}",

@@ -23,6 +23,9 @@ class GraphStats:
     header blocks and whole messages returned; ``messages_sent`` counts ``send`` requests
     Graph accepted, ``sends_reconciled`` the sends answered from a copy already in Sent
     Items, and ``drafts_reused`` the sends of a draft an earlier attempt left.
+    ``large_drafts`` counts messages built as JSON drafts with separate attachments (too
+    large for a MIME draft), ``drafts_replaced`` half-built drafts deleted to be built
+    again, and ``bytes_uploaded`` the attachment bytes sent through upload sessions.
     """
 
     sessions: int = 0
@@ -35,6 +38,9 @@ class GraphStats:
     messages_sent: int = 0
     sends_reconciled: int = 0
     drafts_reused: int = 0
+    large_drafts: int = 0
+    drafts_replaced: int = 0
+    bytes_uploaded: int = 0
 
     def _count(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to the counter attribute ``name`` (one event loop: no lock)."""
