@@ -91,6 +91,9 @@ class RequestRecord:
     authorized: bool
     prefer: str | None
     status: int
+    answered: float = 0.0
+    """When the answer went out (``at`` plus the answer's delay): with ``at``, the time the
+    request was in flight, for checks of concurrency."""
 
 
 @attrs.frozen(kw_only=True)
@@ -286,6 +289,8 @@ class GraphState:
         self.requests: list[RequestRecord] = []
         self.token_requests = 0
         self.hold_in_outbox = False
+        self.latency = 0.0
+        """Seconds every answer is held back (a slow server, so that requests overlap)."""
         self._serial = 0
         self._budget: tuple[int, float] | None = None
         self._spent: dict[str, list[float]] = {}
@@ -551,9 +556,13 @@ class GraphState:
                         body=fault.body,
                         delay=fault.delay,
                     )
+            if self.latency:
+                response = attrs.evolve(response, delay=response.delay + self.latency)
+            at = time.monotonic()
             self.requests.append(
                 RequestRecord(
-                    at=time.monotonic(),
+                    at=at,
+                    answered=at + response.delay,
                     method=request.method,
                     host=parts.netloc,
                     path=unquote(parts.path),
@@ -564,6 +573,23 @@ class GraphState:
                 )
             )
             return response
+
+    def peak_in_flight(self, address: str) -> int:
+        """The most requests to ``address``'s mailbox that were in flight at once, from the
+        request record."""
+        with self._lock:
+            marker = f"/users/{address.lower()}/"
+            events = sorted(
+                (moment, step)
+                for r in self.requests
+                if marker in r.path.lower()
+                for moment, step in ((r.at, 1), (r.answered, -1))
+            )
+        peak = current = 0
+        for _, step in events:
+            current += step
+            peak = max(peak, current)
+        return peak
 
     def _fault(self, method: str, path: str) -> GraphFault | None:
         for n, fault in enumerate(self._faults):
