@@ -102,6 +102,7 @@ class GraphWorld:
             clock=self.clock,
             page_size=self.page_size,
             tokens=self.tokens,
+            restart_jitter=timedelta(seconds=0.2),
         )
 
     def use_msal(self) -> None:

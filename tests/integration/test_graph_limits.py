@@ -115,3 +115,33 @@ async def test_a_spent_request_budget_postpones_the_mailbox_without_asking_graph
     assert busy.value.retry_after is not None
     assert busy.value.retry_after > timedelta(minutes=1), "one request's worth of refill"
     assert len(fake.requests) == 4, "the probe and three fetches; nothing over the budget"
+
+
+async def test_a_round_restarted_after_a_lost_token_first_waits_its_jitter() -> None:
+    fake = FakeGraph()
+    fake.add_mailbox(ALICE)
+    refs(fake, 3)
+    mailbox, profile, credentials = setup(fake)
+    draws: list[float] = []
+
+    def source() -> float:
+        draws.append(0.5)
+        return 0.5
+
+    graph = GraphTransport(
+        http_transport=fake.transport(), restart_jitter=timedelta(seconds=1.2), random_source=source
+    )
+
+    async with graph.incoming.open(mailbox, profile, credentials) as session:
+        first = await session.list_new(INBOX, None, limit=10)
+        fake.expire_delta_tokens()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        again = await session.list_new(INBOX, first.end, limit=10)
+        waited = loop.time() - started
+
+    assert again.reset
+    assert [r.remote_id for r in again.refs] == [r.remote_id for r in first.refs]
+    assert draws == [0.5], "one draw for the one restart"
+    assert waited >= 0.6, "half of the window, as drawn"
+    assert graph.stats.rounds_restarted == 1

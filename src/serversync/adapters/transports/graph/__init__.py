@@ -17,7 +17,8 @@ extra (``pip install 'serversync[graph]'``: httpx and MSAL).
   :class:`~serversync.errors.AuthenticationError`.
 - **Reading.** Per-folder message delta; the cursor is the whole resume URL
   (:class:`~serversync.model.GraphCheckpoint`). A token Graph has forgotten (410,
-  ``syncStateNotFound``) lists the folder again (``reset=True``). Headers come from the
+  ``syncStateNotFound``) lists the folder again (``reset=True``), after a random wait
+  within ``restart_jitter`` so that mass resets spread out. Headers come from the
   delta's selected properties (``internetMessageHeaders``), MIME (``$value``) only for the
   messages the engine tracks. Processed messages get a category and an extended property
   (:data:`MARK_PROPERTY`), and with the profile's
@@ -39,6 +40,7 @@ extra (``pip install 'serversync[graph]'``: httpx and MSAL).
 
 from __future__ import annotations
 
+import random
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -223,7 +225,10 @@ class GraphIncomingTransport(_Base):
     ``fetch``. ``http_transport`` replaces httpx's network transport (tests hand in the fake
     Graph's). ``page_size`` is the delta page size asked for (``odata.maxpagesize``).
     ``stats`` is shared with a :class:`GraphTransport`'s outgoing half when it built this
-    one.
+    one. ``concurrency`` and ``request_budget`` bound each mailbox's requests (see the
+    module documentation). After Graph lost a folder's delta token, the new round waits a
+    random part of ``restart_jitter`` (drawn from ``random_source``, at most a quarter of
+    ``timeouts.command``), so that mailboxes reset together do not list all at once.
     """
 
     def __init__(
@@ -239,6 +244,8 @@ class GraphIncomingTransport(_Base):
         undeliverable_folder: str = UNDELIVERABLE_FOLDER,
         concurrency: int = DEFAULT_CONCURRENCY,
         request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
+        restart_jitter: timedelta = timedelta(seconds=10),
+        random_source: Callable[[], float] = random.random,
         stats: GraphStats | None = None,
         _gates: MailboxGates | None = None,
     ) -> None:
@@ -252,6 +259,8 @@ class GraphIncomingTransport(_Base):
             gates=_gates or MailboxGates(concurrency, request_budget),
         )
         self._tracked_category = tracked_category
+        self._restart_jitter = restart_jitter
+        self._random = random_source
         self._undeliverable_category = undeliverable_category
         self._undeliverable_folder = undeliverable_folder
 
@@ -265,6 +274,8 @@ class GraphIncomingTransport(_Base):
             undeliverable_category=self._undeliverable_category,
             undeliverable_folder_name=self._undeliverable_folder,
             move_undeliverable=profile.move_undelivered_emails,
+            restart_jitter=self._restart_jitter,
+            random=self._random,
         )
         async with self._client(mailbox, profile.incoming, credentials) as client:
             session = GraphIncomingSession(client, mailbox=mailbox, options=options)
@@ -351,6 +362,8 @@ class GraphTransport:
         undeliverable_folder: str = UNDELIVERABLE_FOLDER,
         concurrency: int = DEFAULT_CONCURRENCY,
         request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
+        restart_jitter: timedelta = timedelta(seconds=10),
+        random_source: Callable[[], float] = random.random,
     ) -> None:
         self.stats = GraphStats()
         """What both halves did (:class:`GraphStats`)."""
@@ -365,6 +378,8 @@ class GraphTransport:
             tracked_category=tracked_category,
             undeliverable_category=undeliverable_category,
             undeliverable_folder=undeliverable_folder,
+            restart_jitter=restart_jitter,
+            random_source=random_source,
             stats=self.stats,
             _gates=gates,
         )

@@ -10,9 +10,11 @@ from the start; the engine's dedupe by Message-ID makes both harmless.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, final
 from urllib.parse import quote
 
@@ -27,6 +29,7 @@ from serversync.adapters.transports.graph._headers import (
     header_block,
     parse_graph_time,
 )
+from serversync.adapters.transports.graph._limits import restart_delay
 from serversync.errors import ConfigurationError, MessageRejectedError, TransientError
 from serversync.model import (
     INBOX,
@@ -72,6 +75,8 @@ class IncomingOptions:
     undeliverable_category: str
     undeliverable_folder_name: str
     move_undeliverable: bool
+    restart_jitter: timedelta = timedelta(seconds=10)
+    random: Callable[[], float] = random.random
 
 
 @attrs.frozen
@@ -237,6 +242,7 @@ class GraphIncomingSession:
                     folder,
                 )
                 self._client.stats._count("rounds_restarted")
+                await self._before_restart()
                 cursor = GraphCheckpoint(resume_url=self._first_url(folder), query=DELTA_QUERY)
                 end, reset = cursor, True
                 continue
@@ -298,6 +304,15 @@ class GraphIncomingSession:
             reset=reset,
             more=not complete,
         )
+
+    async def _before_restart(self) -> None:
+        """Wait a random part of the restart window before listing a folder from the start,
+        so that mailboxes whose tokens Graph dropped together spread their full listings
+        (Microsoft's advice); at most a quarter of the listing's deadline."""
+        window = min(self._options.restart_jitter, self._options.timeouts.command / 4)
+        wait = restart_delay(window, random=self._options.random)
+        if wait > timedelta(0):
+            await asyncio.sleep(wait.total_seconds())
 
     # -- fetching -----------------------------------------------------------------------------
 
