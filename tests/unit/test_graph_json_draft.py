@@ -35,7 +35,9 @@ def message(*, html: bool = True) -> OutgoingMessage:
     msg.set_content("plain text")
     if html:
         msg.add_alternative("<p>html text</p>", subtype="html")
-        msg.get_payload()[1].add_related(  # type: ignore[index]
+        html_part = msg.get_payload()[1]  # type: ignore[index]
+        assert isinstance(html_part, EmailMessage)
+        html_part.add_related(
             b"\x89PNGlogo", maintype="image", subtype="png", cid="<logo@contoso.example>"
         )
     msg.add_attachment(b"%PDF-1.7 plans", maintype="application", subtype="pdf", filename="p.pdf")
