@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import attrs
 
+from serversync.testing.graph._batch import run_batch
 from serversync.testing.graph._large import (
     MAX_REQUEST_BYTES,
     FakeAttachment,
@@ -290,6 +291,7 @@ class GraphState:
         self.token_requests = 0
         self.hold_in_outbox = False
         self.latency = 0.0
+        self._batching = 0
         """Seconds every answer is held back (a slow server, so that requests overlap)."""
         self._serial = 0
         self._budget: tuple[int, float] | None = None
@@ -537,6 +539,8 @@ class GraphState:
                         body=fault.body,
                         delay=fault.delay,
                     )
+            elif parts.path.endswith("/$batch") and request.method == "POST" and fault is None:
+                response = self._batch(request, parts.path, headers)
             elif fault is not None and not fault.after:
                 response = GraphResponse(
                     status=fault.status,
@@ -556,7 +560,7 @@ class GraphState:
                         body=fault.body,
                         delay=fault.delay,
                     )
-            if self.latency:
+            if self.latency and not self._batching:
                 response = attrs.evolve(response, delay=response.delay + self.latency)
             at = time.monotonic()
             self.requests.append(
@@ -573,6 +577,20 @@ class GraphState:
                 )
             )
             return response
+
+    def _batch(self, request: GraphRequest, path: str, headers: Mapping[str, str]) -> GraphResponse:
+        try:
+            self._authorize(headers, [])
+        except _Answer as answer:
+            return answer.response
+        parts = urlsplit(request.url)
+        root = f"{parts.scheme}://{parts.netloc}{path.removesuffix('/$batch')}"
+        # The batch is held back as a whole, not each of its requests.
+        self._batching += 1
+        try:
+            return run_batch(request.body, request.headers, root, self.handle)
+        finally:
+            self._batching -= 1
 
     def peak_in_flight(self, address: str) -> int:
         """The most requests to ``address``'s mailbox that were in flight at once, from the

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -34,6 +34,13 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
+from serversync.adapters.transports.graph._batch import (
+    BatchAnswer,
+    BatchItem,
+    batch_body,
+    chunks,
+    read_batch,
+)
 from serversync.adapters.transports.graph._errors import error_from_response
 from serversync.adapters.transports.graph._limits import (
     DEFAULT_CONCURRENCY,
@@ -51,11 +58,19 @@ from serversync.errors import (
     TransientError,
 )
 
-__all__ = ["GraphClient", "GraphOptions", "NotConnectedError", "TokenFunction", "origin", "redact"]
+__all__ = [
+    "IMMUTABLE_IDS",
+    "GraphClient",
+    "GraphOptions",
+    "NotConnectedError",
+    "TokenFunction",
+    "origin",
+    "redact",
+]
 
 logger = logging.getLogger("serversync.adapters.transports.graph")
 
-_IMMUTABLE_IDS: Final = 'IdType="ImmutableId"'
+IMMUTABLE_IDS: Final = 'IdType="ImmutableId"'
 # Throttled idempotent requests are tried at most this many times in a row.
 _MAX_THROTTLED_TRIES: Final = 3
 # Upload sessions are served by Outlook's own host as well as by Graph's.
@@ -149,11 +164,13 @@ class GraphClient:
         json: Any = None,
         content: bytes | None = None,
         content_type: str | None = None,
-        prefer: tuple[str, ...] = (_IMMUTABLE_IDS,),
+        prefer: tuple[str, ...] = (IMMUTABLE_IDS,),
         idempotent: bool,
         item: bool = False,
+        cost: int = 1,
     ) -> httpx.Response:
-        """One request, answered with a 2xx response or raised as a serversync error."""
+        """One request, answered with a 2xx response or raised as a serversync error.
+        ``cost`` is how many requests Graph counts it as (a batch's items)."""
         url = self.url(path_or_url)
         refreshed = False
         throttled = 0
@@ -165,7 +182,7 @@ class GraphClient:
                 headers["Prefer"] = ", ".join(prefer)
             if content_type is not None:
                 headers["Content-Type"] = content_type
-            await self._spend_budget(what)
+            await self._spend_budget(what, cost)
             self.stats.requests[method] += 1
             response = await self._send(
                 method,
@@ -176,6 +193,7 @@ class GraphClient:
                 content=content,
                 what=what,
                 deadline=deadline,
+                slots=cost,
             )
             if response.is_success:
                 return response
@@ -231,12 +249,71 @@ class GraphClient:
             )
         return error.retry_after if error.retry_after <= self._options.max_inline_wait else None
 
-    async def _spend_budget(self, what: str) -> None:
+    async def batch(
+        self,
+        items: Sequence[BatchItem],
+        *,
+        what: str,
+        deadline: timedelta,
+        item: bool = True,
+    ) -> dict[str, BatchAnswer | SyncError]:
+        """``items`` through ``POST /$batch``, 20 at a time, each answer mapped like a
+        single request's: a :class:`BatchAnswer` for a success, else its serversync error.
+        Items may only be reads and idempotent writes: throttled ones (429, 503) are sent
+        again in a later batch after ``Retry-After`` or a backoff, as single requests are."""
+        results: dict[str, BatchAnswer | SyncError] = {}
+        pending = list(items)
+        tries = 0
+        while pending:
+            retry: list[BatchItem] = []
+            waits: list[timedelta] = []
+            for chunk in chunks(pending):
+                response = await self.request(
+                    "POST",
+                    "$batch",
+                    what=what,
+                    deadline=deadline,
+                    json=batch_body(chunk),
+                    prefer=(),
+                    idempotent=True,
+                    cost=len(chunk),
+                )
+                self.stats._count("batches")
+                answers = read_batch(response.json(), (i.id for i in chunk))
+                for one in chunk:
+                    answer = answers[one.id]
+                    if 200 <= answer.status < 300:
+                        results[one.id] = answer
+                        continue
+                    error = error_from_response(
+                        answer.status,
+                        answer.headers,
+                        answer.content,
+                        what=f"{what} ({one.method} {one.url.split('?')[0]})",
+                        mailbox_id=self.mailbox_id,
+                        item=item,
+                    )
+                    if answer.status in (429, 503):
+                        self.stats._count("throttled")
+                    wait = self._throttled_wait(error, answer.status, tries, True)
+                    if wait is None:
+                        results[one.id] = error
+                    else:
+                        retry.append(one)
+                        waits.append(wait)
+            if retry:
+                tries += 1
+                self.stats._count("waited")
+                await asyncio.sleep(max(waits).total_seconds())
+            pending = retry
+        return results
+
+    async def _spend_budget(self, what: str, cost: int = 1) -> None:
         """Wait for the mailbox's request budget, as long as ``max_inline_wait`` at most."""
         while True:
             wait = self._gate.wait_for_budget()
             if wait <= 0:
-                self._gate.spend()
+                self._gate.spend(cost)
                 return
             if wait > self._options.max_inline_wait.total_seconds():
                 self.stats._count("throttled")
@@ -319,11 +396,12 @@ class GraphClient:
         content: bytes | None,
         what: str,
         deadline: timedelta,
+        slots: int = 1,
     ) -> httpx.Response:
         seconds = deadline.total_seconds()
         try:
             # Waiting for one of the mailbox's slots counts against the deadline too.
-            async with asyncio.timeout(seconds), self._gate.slot():
+            async with asyncio.timeout(seconds), self._gate.slot(slots):
                 return await self._http.request(
                     method,
                     url,

@@ -165,6 +165,11 @@ def error_from_response(
             mailbox_id=mailbox_id,
             server_code=code,
         )
+    if status == 424:
+        # A batch item whose dependency failed: nothing wrong with it, worth a later try.
+        return TransientError(
+            f"{detail} (a request it depends on failed)", mailbox_id=mailbox_id, server_code=code
+        )
     if status == 400 and not content.strip():
         # An empty 400 has been seen from overloaded front ends: worth a later try.
         return TransientError(detail, mailbox_id=mailbox_id, server_code=code)

@@ -21,7 +21,8 @@ from urllib.parse import quote
 import attrs
 
 from serversync.adapters._ports_docs import documented_by
-from serversync.adapters.transports.graph._client import GraphClient
+from serversync.adapters.transports.graph._batch import BatchItem, inner_url
+from serversync.adapters.transports.graph._client import IMMUTABLE_IDS, GraphClient
 from serversync.adapters.transports.graph._errors import SyncStateLostError
 from serversync.adapters.transports.graph._headers import (
     HEADER_SELECT,
@@ -30,7 +31,12 @@ from serversync.adapters.transports.graph._headers import (
     parse_graph_time,
 )
 from serversync.adapters.transports.graph._limits import restart_delay
-from serversync.errors import ConfigurationError, MessageRejectedError, TransientError
+from serversync.errors import (
+    ConfigurationError,
+    MessageRejectedError,
+    SyncError,
+    TransientError,
+)
 from serversync.model import (
     INBOX,
     Checkpoint,
@@ -319,34 +325,71 @@ class GraphIncomingSession:
     def _message_path(self, remote_id: str) -> str:
         return f"{self._user}/messages/{quote(remote_id, safe='')}"
 
-    async def _row(self, ref: RemoteMessageRef) -> dict[str, Any]:
-        row = self._rows.get(ref.remote_id)
-        if row is not None and row.get("internetMessageHeaders"):
-            return row
-        # Not listed in this session, a partial row, or no transport headers (a Sent Items
-        # copy): read the properties with the MAPI threading headers.
+    def _header_params(self) -> dict[str, str]:
         expand = " or ".join(f"id eq '{p}'" for p in MAPI_HEADER_PROPERTIES)
-        return await self._json(
-            "GET",
-            self._message_path(ref.remote_id),
-            what=f"reading the headers of message {ref.remote_id}",
-            item=True,
-            params={
-                "$select": ",".join(HEADER_SELECT),
-                "$expand": f"singleValueExtendedProperties($filter={expand})",
-            },
+        return {
+            "$select": ",".join(HEADER_SELECT),
+            "$expand": f"singleValueExtendedProperties($filter={expand})",
+        }
+
+    async def _batch_rows(
+        self,
+        remote_ids: Sequence[str],
+        *,
+        what: str,
+        params: dict[str, str] | None = None,
+        method: str = "GET",
+        bodies: dict[str, Any] | None = None,
+    ) -> dict[str, dict[str, Any] | None]:
+        """One request per message in ``$batch``es: each message's answer (``None`` when
+        it is gone); any other failure is raised."""
+        items = [
+            BatchItem(
+                id=str(n),
+                method=method,
+                url=inner_url(self._message_path(remote_id), params),
+                body=(bodies or {}).get(remote_id),
+                headers={"Prefer": IMMUTABLE_IDS},
+            )
+            for n, remote_id in enumerate(remote_ids)
+        ]
+        answers = await self._client.batch(
+            items, what=what, deadline=self._options.timeouts.command
         )
+        out: dict[str, dict[str, Any] | None] = {}
+        for item, remote_id in zip(items, remote_ids, strict=True):
+            answer = answers[item.id]
+            if isinstance(answer, MessageRejectedError):
+                out[remote_id] = None
+            elif isinstance(answer, SyncError):
+                raise answer
+            else:
+                out[remote_id] = answer.body if isinstance(answer.body, dict) else {}
+        return out
 
     async def fetch_headers(self, refs: Sequence[RemoteMessageRef]) -> Sequence[RawHeaders]:
+        # Rows listed with their transport headers need nothing more. The others (not
+        # listed in this session, partial, or without transport headers: a Sent Items
+        # copy) are read again with the MAPI threading headers, batched.
+        missing = list(
+            dict.fromkeys(
+                r.remote_id
+                for r in refs
+                if not (self._rows.get(r.remote_id) or {}).get("internetMessageHeaders")
+            )
+        )
+        read: dict[str, dict[str, Any] | None] = {}
+        if missing:
+            read = await self._batch_rows(
+                missing,
+                what=f"reading the headers of {len(missing)} messages",
+                params=self._header_params(),
+            )
         out = []
         for ref in refs:
-            try:
-                row = await self._row(ref)
-            except MessageRejectedError:
-                # Gone since it was listed: an empty block, recorded as unreadable.
-                out.append(RawHeaders(ref=ref, data=b""))
-                continue
-            out.append(RawHeaders(ref=ref, data=header_block(row)))
+            row = read[ref.remote_id] if ref.remote_id in read else self._rows[ref.remote_id]
+            # A message gone since it was listed: an empty block, recorded as unreadable.
+            out.append(RawHeaders(ref=ref, data=b"" if row is None else header_block(row)))
         self._client.stats._count("headers_fetched", sum(1 for h in out if h.data))
         return out
 
@@ -377,50 +420,69 @@ class GraphIncomingSession:
             else options.undeliverable_category
         )
         move = mark is RemoteMark.UNDELIVERABLE and options.move_undeliverable
-        for remote_id in dict.fromkeys(r.remote_id for r in refs):
-            try:
-                await self._tag(remote_id, category, mark)
-                if move:
-                    target = await self._undeliverable_folder()
-                    await self._json(
-                        "POST",
-                        f"{self._message_path(remote_id)}/move",
-                        what=f"moving message {remote_id} to the undeliverable folder",
-                        item=True,
-                        json={"destinationId": target},
-                    )
-            except MessageRejectedError as exc:
-                # Moved or deleted meanwhile. The cursor, not the tag, keeps a message from
-                # being imported again, so the others go on.
-                logger.info("mailbox %s: could not mark a message: %s", self._mailbox.id, exc)
-
-    async def _tag(self, remote_id: str, category: str, mark: RemoteMark) -> None:
-        row = self._rows.get(remote_id)
-        if row is None or "categories" not in row:
-            row = await self._json(
-                "GET",
-                self._message_path(remote_id),
-                what=f"reading the categories of message {remote_id}",
-                item=True,
+        remote_ids = list(dict.fromkeys(r.remote_id for r in refs))
+        unknown = [i for i in remote_ids if "categories" not in (self._rows.get(i) or {})]
+        current: dict[str, dict[str, Any] | None] = {
+            i: self._rows[i] for i in remote_ids if i not in unknown
+        }
+        if unknown:
+            current |= await self._batch_rows(
+                unknown,
+                what=f"reading the categories of {len(unknown)} messages",
                 params={"$select": "id,categories"},
             )
-        categories = [str(c) for c in row.get("categories") or ()]
-        if category in categories:
-            return
-        # Categories are one list: the message keeps the ones it had. The extended property
+        # Categories are one list: each message keeps the ones it had. The extended property
         # says the same by a name no user renames (categories are display names).
-        await self._json(
-            "PATCH",
-            self._message_path(remote_id),
-            what=f"tagging message {remote_id} {category!r}",
-            item=True,
-            json={
-                "categories": [*categories, category],
-                "singleValueExtendedProperties": [{"id": MARK_PROPERTY, "value": str(mark)}],
-            },
-        )
-        if remote_id in self._rows:
-            self._rows[remote_id] = {**self._rows[remote_id], "categories": [*categories, category]}
+        patches: dict[str, Any] = {}
+        for remote_id in remote_ids:
+            row = current.get(remote_id)
+            if row is None:
+                # Moved or deleted meanwhile. The cursor, not the tag, keeps a message from
+                # being imported again, so the others go on.
+                logger.info(
+                    "mailbox %s: message %s is gone; not marked", self._mailbox.id, remote_id
+                )
+                continue
+            categories = [str(c) for c in row.get("categories") or ()]
+            if category not in categories:
+                patches[remote_id] = {
+                    "categories": [*categories, category],
+                    "singleValueExtendedProperties": [{"id": MARK_PROPERTY, "value": str(mark)}],
+                }
+        if patches:
+            done = await self._batch_rows(
+                list(patches),
+                what=f"tagging {len(patches)} messages {category!r}",
+                method="PATCH",
+                bodies=patches,
+            )
+            for remote_id, body in patches.items():
+                if done.get(remote_id) is None:
+                    logger.info(
+                        "mailbox %s: message %s is gone; not marked", self._mailbox.id, remote_id
+                    )
+                    current[remote_id] = None
+                elif remote_id in self._rows:
+                    self._rows[remote_id] = {
+                        **self._rows[remote_id],
+                        "categories": body["categories"],
+                    }
+        if not move:
+            return
+        for remote_id in remote_ids:
+            if current.get(remote_id) is None:
+                continue
+            try:
+                target = await self._undeliverable_folder()
+                await self._json(
+                    "POST",
+                    f"{self._message_path(remote_id)}/move",
+                    what=f"moving message {remote_id} to the undeliverable folder",
+                    item=True,
+                    json={"destinationId": target},
+                )
+            except MessageRejectedError as exc:
+                logger.info("mailbox %s: could not move a message: %s", self._mailbox.id, exc)
 
     async def _undeliverable_folder(self) -> str:
         """The mailbox's Undeliverable folder: its recorded id, else the folder of that name

@@ -88,6 +88,9 @@ class MailboxGate:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        # Takers of several slots queue here, so that two of them cannot each hold part.
+        self._several = asyncio.Lock()
         self._budget = budget
         self._tokens = float(budget.requests)
         self._clock = clock
@@ -100,15 +103,30 @@ class MailboxGate:
         self._at = now
         return wait
 
-    def spend(self) -> None:
-        """Take one request from the budget (after :meth:`wait_for_budget` said 0)."""
-        self._tokens -= 1.0
+    def spend(self, cost: int = 1) -> None:
+        """Take ``cost`` requests from the budget (after :meth:`wait_for_budget` said 0;
+        a batch may leave it below zero, which later requests wait out)."""
+        self._tokens -= float(cost)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the mailbox's concurrent request slots."""
-        async with self._slots:
+    async def slot(self, count: int = 1) -> AsyncIterator[None]:
+        """Hold ``count`` of the mailbox's concurrent request slots (a batch, which Graph
+        runs up to 4 at a time, holds as many as it has requests, up to all of them)."""
+        count = max(1, min(count, self._concurrency))
+        if count == 1:
+            async with self._slots:
+                yield
+            return
+        taken = 0
+        try:
+            async with self._several:
+                for _ in range(count):
+                    await self._slots.acquire()
+                    taken += 1
             yield
+        finally:
+            for _ in range(taken):
+                self._slots.release()
 
 
 class MailboxGates:

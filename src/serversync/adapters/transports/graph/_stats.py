@@ -26,6 +26,7 @@ class GraphStats:
     ``large_drafts`` counts messages built as JSON drafts with separate attachments (too
     large for a MIME draft), ``drafts_replaced`` half-built drafts deleted to be built
     again, and ``bytes_uploaded`` the attachment bytes sent through upload sessions.
+    ``batches`` counts ``$batch`` requests (their items count in ``requests`` as one POST).
     """
 
     sessions: int = 0
@@ -41,6 +42,7 @@ class GraphStats:
     large_drafts: int = 0
     drafts_replaced: int = 0
     bytes_uploaded: int = 0
+    batches: int = 0
 
     def _count(self, name: str, amount: int = 1) -> None:
         """Add ``amount`` to the counter attribute ``name`` (one event loop: no lock)."""
