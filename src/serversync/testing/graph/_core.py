@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 import attrs
 
 from serversync.testing.graph._batch import run_batch
+from serversync.testing.graph._folders import FolderDeltas
 from serversync.testing.graph._large import (
     MAX_REQUEST_BYTES,
     FakeAttachment,
@@ -297,6 +298,7 @@ class GraphState:
         self._budget: tuple[int, float] | None = None
         self._spent: dict[str, list[float]] = {}
         self._large = LargeMessages(new_id=self._new_id)
+        self._folder_deltas = FolderDeltas()
 
     # -- arranging ----------------------------------------------------------------------------
 
@@ -440,6 +442,27 @@ class GraphState:
         """Forget every delta round: each next/delta link answers 410 ``SyncStateNotFound``."""
         with self._lock:
             self._rounds.clear()
+            self._folder_deltas.clear()
+
+    def folder_delta_lists_top_level_only(self, value: bool = True) -> None:
+        """Make the folder tree delta list top-level folders alone (a live tenant is yet to
+        confirm that it lists nested ones, as documented by third parties)."""
+        with self._lock:
+            self._folder_deltas.top_level_only = value
+
+    def rename_folder(self, address: str, folder: str, name: str) -> None:
+        """Give a folder (a well-known name or an id) another display name."""
+        with self._lock:
+            box = self._box(address)
+            box.folders[box.well_known.get(folder, folder)].name = name
+
+    def remove_folder(self, address: str, folder: str) -> None:
+        """Delete a folder (an id) and its messages."""
+        with self._lock:
+            box = self._box(address)
+            del box.folders[folder]
+            for m in [m for m in box.messages.values() if m.folder_id == folder]:
+                del box.messages[m.id]
 
     def upload_links_to(self, host: str | None) -> None:
         """Write upload session URLs to ``host`` (``outlook.office.com``, as Graph does, or
@@ -730,6 +753,20 @@ class GraphState:
         if not rest:
             root = box.well_known["msgfolderroot"]
             return self._children(box, root, params)
+        if rest == ["delta"] and method == "GET":
+            size_match = _MAX_PAGE.search(headers.get("prefer", ""))
+            status, page = self._folder_deltas.page(
+                box.address,
+                {
+                    f.id: self._folder_json(box, f)
+                    for f in box.folders.values()
+                    if f.id != box.well_known["msgfolderroot"]
+                },
+                params,
+                int(size_match.group(1)) if size_match else None,
+                f"{base}/users/{quote(box.address, safe='@')}/mailFolders/delta",
+            )
+            return _json(status, page)
         folder_id = self._resolve(box, rest[0])
         if len(rest) == 1 and method == "GET":
             return _json(200, self._folder_json(box, box.folders[folder_id]))

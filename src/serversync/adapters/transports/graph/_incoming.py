@@ -142,55 +142,109 @@ class GraphIncomingSession:
     # -- folders ------------------------------------------------------------------------------
 
     async def list_folders(self) -> Sequence[RemoteFolder]:
-        special: dict[str, str] = {}
-        for name, use in _SPECIAL.items():
-            try:
-                found = await self._json(
-                    "GET",
-                    f"{self._user}/mailFolders/{name}",
-                    what=f"finding the {name} folder",
-                    params={"$select": "id"},
-                )
-            except ConfigurationError:
-                continue  # a mailbox without that well-known folder (no archive)
-            if found.get("id"):
-                special[str(found["id"])] = use
+        special = await self._special_folders()
         if self._inbox_id is None:
             await self.probe()
         inbox_id = self._inbox_id
-
+        rows = await self._folder_tree()
+        listed = {str(r["id"]) for r in rows}
         folders: list[RemoteFolder] = []
-        pending = [f"{self._user}/mailFolders"]
-        top_level = True
-        while pending:
-            path = pending.pop(0)
-            url: str | None = path
-            while url is not None:
-                page = await self._json(
-                    "GET",
-                    url,
-                    what="listing folders",
-                    params={"$select": _FOLDER_SELECT, "$top": "100"} if url == path else None,
+        for f in rows:
+            folder_id = str(f["id"])
+            parent = str(f.get("parentFolderId") or "") or None
+            if parent not in listed:
+                parent = None  # under the top of the mailbox, which is not listed
+            folders.append(
+                RemoteFolder(
+                    id=INBOX if folder_id == inbox_id else folder_id,
+                    name=str(f.get("displayName") or ""),
+                    parent_id=INBOX if parent == inbox_id else parent,
+                    special_use=special.get(folder_id),
                 )
-                for f in page.get("value") or ():
-                    folder_id = str(f["id"])
-                    parent = None if top_level else str(f.get("parentFolderId") or "") or None
-                    folders.append(
-                        RemoteFolder(
-                            id=INBOX if folder_id == inbox_id else folder_id,
-                            name=str(f.get("displayName") or ""),
-                            parent_id=INBOX if parent == inbox_id else parent,
-                            special_use=special.get(folder_id),
-                        )
-                    )
-                    if int(f.get("childFolderCount") or 0) > 0:
-                        pending.append(f"{self._user}/mailFolders/{folder_id}/childFolders")
-                link = page.get("@odata.nextLink")
-                url = str(link) if link else None
-            top_level = False
+            )
         if not any(f.id == INBOX for f in folders):
             folders.insert(0, RemoteFolder(id=INBOX, name="Inbox"))
         return folders
+
+    async def _special_folders(self) -> dict[str, str]:
+        """The ids of the well-known folders with a special use, read in one batch (a
+        mailbox may lack one: no archive)."""
+        names = list(_SPECIAL)
+        answers = await self._client.batch(
+            [
+                BatchItem(
+                    id=name,
+                    method="GET",
+                    url=inner_url(f"{self._user}/mailFolders/{name}", {"$select": "id"}),
+                )
+                for name in names
+            ],
+            what="finding the well-known folders",
+            deadline=self._options.timeouts.command,
+            item=False,
+        )
+        special: dict[str, str] = {}
+        for name in names:
+            answer = answers[name]
+            if isinstance(answer, MessageRejectedError | ConfigurationError):
+                continue  # that folder does not exist here
+            if isinstance(answer, SyncError):
+                raise answer
+            if isinstance(answer.body, dict) and answer.body.get("id"):
+                special[str(answer.body["id"])] = _SPECIAL[name]
+        return special
+
+    async def _folder_tree(self) -> list[dict[str, Any]]:
+        """Every folder under the top of the mailbox: one folder delta round (folder ids
+        never change, so tracking rules key on them), then the children of any folder
+        whose children the round did not list (a round of top-level folders only, which
+        some tenants are reported to give)."""
+        rows: dict[str, dict[str, Any]] = {}
+        url: str | None = self._client.url(
+            f"{self._user}/mailFolders/delta?$select={_FOLDER_SELECT}"
+        )
+        while url is not None:
+            response = await self._client.request(
+                "GET",
+                url,
+                what="reading the folder tree",
+                deadline=self._options.timeouts.command,
+                prefer=(f"odata.maxpagesize={self._client.options.page_size}",),
+                idempotent=True,
+            )
+            page = response.json()
+            page = page if isinstance(page, dict) else {}
+            for f in page.get("value") or ():
+                if isinstance(f, dict) and f.get("id") and "@removed" not in f:
+                    rows[str(f["id"])] = f
+            link = page.get("@odata.nextLink")
+            url = self._client.url(str(link)) if link else None
+        pending = [f for f in rows.values() if self._children_missing(f, rows)]
+        while pending:
+            parent = pending.pop(0)
+            children_url: str | None = f"{self._user}/mailFolders/{parent['id']}/childFolders"
+            first = True
+            while children_url is not None:
+                page = await self._json(
+                    "GET",
+                    children_url,
+                    what="listing folders",
+                    params={"$select": _FOLDER_SELECT, "$top": "100"} if first else None,
+                )
+                first = False
+                for f in page.get("value") or ():
+                    if isinstance(f, dict) and f.get("id") and str(f["id"]) not in rows:
+                        rows[str(f["id"])] = f
+                        if int(f.get("childFolderCount") or 0) > 0:
+                            pending.append(f)
+                link = page.get("@odata.nextLink")
+                children_url = str(link) if link else None
+        return list(rows.values())
+
+    @staticmethod
+    def _children_missing(folder: dict[str, Any], rows: dict[str, dict[str, Any]]) -> bool:
+        listed = sum(1 for f in rows.values() if f.get("parentFolderId") == folder["id"])
+        return int(folder.get("childFolderCount") or 0) > listed
 
     # -- listing ------------------------------------------------------------------------------
 
