@@ -29,6 +29,7 @@ from serversync.model import (
     Secret,
     ServerEndpoint,
     ServerType,
+    TlsMode,
 )
 from serversync.testing import a_mailbox, a_profile
 from serversync.testing.graph import FAKE_GRAPH_URL, FakeGraph, GraphFault
@@ -87,6 +88,29 @@ def attachments_of(mime: bytes) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def payloads() -> tuple[bytes, bytes]:
     return os.urandom(BIG), os.urandom(SMALL)
+
+
+async def test_a_large_message_goes_over_real_http_on_loopback(
+    payloads: tuple[bytes, bytes],
+) -> None:
+    big, small = payloads
+    fake = FakeGraph()
+    fake.add_mailbox(ALICE)
+    _, _, credentials = setup(fake)
+    graph = GraphTransport()
+    async with fake.serve() as url:
+        profile = a_profile(
+            server_type=ServerType.MICROSOFT_GRAPH,
+            incoming=ServerEndpoint(host=url, tls=TlsMode.NONE),
+        )
+        async with graph.outgoing.open(a_mailbox(ALICE), profile, credentials) as session:
+            await session.send(large(7, big=big, small=small))
+
+    (sent,) = fake.sent
+    assert attachments_of(sent.mime) == {"drawings.pdf": big, "logo.png": small}
+    puts = [r for r in fake.requests if r.method == "PUT"]
+    assert puts
+    assert all(r.host.startswith("127.0.0.1:") and not r.authorized for r in puts)
 
 
 async def test_a_ten_megabyte_message_is_sent_once_and_arrives_whole(
