@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from serversync.adapters.transports.graph import GraphTransport, RequestBudget
@@ -145,3 +146,30 @@ async def test_a_round_restarted_after_a_lost_token_first_waits_its_jitter() -> 
     assert draws == [0.5], "one draw for the one restart"
     assert waited >= 0.6, "half of the window, as drawn"
     assert graph.stats.rounds_restarted == 1
+
+
+async def test_a_503_without_retry_after_is_repeated_after_a_jittered_backoff() -> None:
+    fake = FakeGraph()
+    fake.add_mailbox(ALICE)
+    (ref,) = refs(fake, 1)
+    mailbox, profile, credentials = setup(fake)
+    draws: list[float] = []
+
+    def source() -> float:
+        draws.append(0.0)
+        return 0.0
+
+    graph = GraphTransport(http_transport=fake.transport(), random_source=source)
+    fake.add_fault(attrs.evolve(HTML_503, times=2))
+
+    async with graph.incoming.open(mailbox, profile, credentials) as session:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        message = await session.fetch_message(ref)
+        waited = loop.time() - started
+
+    assert message.data
+    assert draws == [0.0, 0.0], "one draw per backoff"
+    assert 1.4 <= waited < 4, "0.5 s then 1 s: half of 1 s and of 2 s, the rest drawn as 0"
+    assert graph.stats.waited == 2
+    assert [r.status for r in fake.requests if r.path.endswith("/$value")] == [503, 503, 200]

@@ -173,8 +173,10 @@ class _Base:
         page_size: int,
         stats: GraphStats | None,
         gates: MailboxGates | None,
+        random_source: Callable[[], float] = random.random,
     ) -> None:
         self.stats = stats if stats is not None else GraphStats()
+        self._random = random_source
         self._gates = gates or MailboxGates(DEFAULT_CONCURRENCY, DEFAULT_REQUEST_BUDGET)
         self._timeouts = timeouts or Timeouts()
         self._tokens: GraphTokenSource = tokens or AccessTokenCredentials()
@@ -211,6 +213,7 @@ class _Base:
                 mailbox_id=mailbox.id,
                 stats=self.stats,
                 gate=self._gates.gate(mailbox.id),
+                random_source=self._random,
             )
         finally:
             await http.aclose()
@@ -228,7 +231,9 @@ class GraphIncomingTransport(_Base):
     one. ``concurrency`` and ``request_budget`` bound each mailbox's requests (see the
     module documentation). After Graph lost a folder's delta token, the new round waits a
     random part of ``restart_jitter`` (drawn from ``random_source``, at most a quarter of
-    ``timeouts.command``), so that mailboxes reset together do not list all at once.
+    ``timeouts.command``), so that mailboxes reset together do not list all at once;
+    ``random_source`` also draws the jitter of the backoff after a 503 without
+    ``Retry-After``.
     """
 
     def __init__(
@@ -257,10 +262,10 @@ class GraphIncomingTransport(_Base):
             page_size=page_size,
             stats=stats,
             gates=_gates or MailboxGates(concurrency, request_budget),
+            random_source=random_source,
         )
         self._tracked_category = tracked_category
         self._restart_jitter = restart_jitter
-        self._random = random_source
         self._undeliverable_category = undeliverable_category
         self._undeliverable_folder = undeliverable_folder
 
@@ -305,6 +310,7 @@ class GraphOutgoingTransport(_Base):
         max_inline_wait: timedelta = timedelta(seconds=5),
         concurrency: int = DEFAULT_CONCURRENCY,
         request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
+        random_source: Callable[[], float] = random.random,
         stats: GraphStats | None = None,
         _gates: MailboxGates | None = None,
     ) -> None:
@@ -316,6 +322,7 @@ class GraphOutgoingTransport(_Base):
             page_size=100,
             stats=stats,
             gates=_gates or MailboxGates(concurrency, request_budget),
+            random_source=random_source,
         )
         self._now: Callable[[], datetime] = (
             clock.now if clock is not None else lambda: datetime.now(UTC)
@@ -390,6 +397,7 @@ class GraphTransport:
             http_transport=http_transport,
             clock=clock,
             max_inline_wait=max_inline_wait,
+            random_source=random_source,
             stats=self.stats,
             _gates=gates,
         )
