@@ -26,6 +26,10 @@ extra (``pip install 'serversync[graph]'``: httpx and MSAL).
 - **Sending.** A draft with our Message-ID and an extended property, then ``send`` with no
   automatic retry; Sent Items and Drafts are asked before any resend, so an email is never
   sent twice (see :class:`GraphOutgoingTransport`).
+- **Push.** With a :class:`GraphWebhookHandler` (``webhook=``) mounted by the host, the
+  incoming half is a :class:`~serversync.ports.PushHintSource`: each watch keeps a
+  change-notification subscription to the mailbox's Inbox, and a notification wakes the
+  mailbox in :meth:`~serversync.SyncEngine.run_forever`. Without one, mailboxes are polled.
 - **Throttling.** A 429 or 503 with a ``Retry-After`` of a few seconds is waited out for
   reads; a longer one is raised as :class:`~serversync.errors.ServerBusyError` with
   ``retry_after`` for the engine to honour. POSTs are never repeated by the client.
@@ -61,6 +65,17 @@ from serversync.adapters.transports.graph._outgoing import (
     OutgoingOptions,
 )
 from serversync.adapters.transports.graph._stats import GraphStats
+from serversync.adapters.transports.graph._subscription import (
+    MAX_MESSAGE_SUBSCRIPTION,
+    SubscriptionOptions,
+    watch_inbox,
+)
+from serversync.adapters.transports.graph._webhook import (
+    GraphWebhookHandler,
+    LifecycleEvent,
+    WebhookResponse,
+    WebhookStats,
+)
 from serversync.errors import ConfigurationError
 from serversync.model import (
     Credentials,
@@ -76,6 +91,8 @@ from serversync.ports import (
     IncomingMailTransport,
     OutgoingMailSession,
     OutgoingMailTransport,
+    PushHint,
+    PushHintSource,
 )
 from serversync.settings import Timeouts
 
@@ -84,6 +101,7 @@ __all__ = [
     "GRAPH_DEFAULT_SCOPE",
     "GRAPH_SERVER_TYPES",
     "MARK_PROPERTY",
+    "MAX_MESSAGE_SUBSCRIPTION",
     "MESSAGE_ID_PROPERTY",
     "TRACKED_CATEGORY",
     "UNDELIVERABLE_CATEGORY",
@@ -94,8 +112,12 @@ __all__ = [
     "GraphStats",
     "GraphTokenSource",
     "GraphTransport",
+    "GraphWebhookHandler",
+    "LifecycleEvent",
     "MsalClientCredentials",
     "TokenCallback",
+    "WebhookResponse",
+    "WebhookStats",
 ]
 
 GRAPH_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
@@ -197,7 +219,7 @@ class _Base:
 
 
 @final
-@documented_by(IncomingMailTransport)
+@documented_by(IncomingMailTransport, PushHintSource)
 class GraphIncomingTransport(_Base):
     """Reads mail through Graph; one instance serves every Graph mailbox.
 
@@ -205,7 +227,9 @@ class GraphIncomingTransport(_Base):
     ``fetch``. ``http_transport`` replaces httpx's network transport (tests hand in the fake
     Graph's). ``page_size`` is the delta page size asked for (``odata.maxpagesize``).
     ``stats`` is shared with a :class:`GraphTransport`'s outgoing half when it built this
-    one.
+    one. ``webhook`` (the host's mounted :class:`GraphWebhookHandler`) turns on push
+    hints; ``subscription_lifetime`` is the life asked for each subscription (at most
+    :data:`MAX_MESSAGE_SUBSCRIPTION`), renewed after two thirds of it.
     """
 
     def __init__(
@@ -220,6 +244,8 @@ class GraphIncomingTransport(_Base):
         undeliverable_category: str = UNDELIVERABLE_CATEGORY,
         undeliverable_folder: str = UNDELIVERABLE_FOLDER,
         stats: GraphStats | None = None,
+        webhook: GraphWebhookHandler | None = None,
+        subscription_lifetime: timedelta = timedelta(minutes=4200),
     ) -> None:
         super().__init__(
             timeouts=timeouts,
@@ -232,6 +258,10 @@ class GraphIncomingTransport(_Base):
         self._tracked_category = tracked_category
         self._undeliverable_category = undeliverable_category
         self._undeliverable_folder = undeliverable_folder
+        self._webhook = webhook
+        self._subscriptions = SubscriptionOptions(
+            lifetime=subscription_lifetime, timeouts=self._timeouts
+        )
 
     @asynccontextmanager
     async def open(
@@ -248,6 +278,34 @@ class GraphIncomingTransport(_Base):
             session = GraphIncomingSession(client, mailbox=mailbox, options=options)
             await session.probe()
             yield session
+
+    async def watch(
+        self,
+        mailbox: Mailbox,
+        profile: EmailServerProfile,
+        credentials: Credentials | None,
+        *,
+        hint: Callable[[PushHint], None],
+        refresh_every: timedelta,
+    ) -> None:
+        """Keep a change-notification subscription to the Inbox (see
+        :class:`GraphWebhookHandler`); without a webhook, or when Graph refuses the
+        subscription, a :class:`~serversync.errors.ConfigurationError`: polled only."""
+        if self._webhook is None:
+            raise ConfigurationError(
+                "no GraphWebhookHandler is configured (GraphTransport(webhook=...)); "
+                "Graph mailboxes are polled only",
+                mailbox_id=mailbox.id,
+            )
+        async with self._client(mailbox, profile.incoming, credentials) as client:
+            await watch_inbox(
+                client,
+                self._webhook,
+                mailbox,
+                hint=hint,
+                refresh_every=refresh_every,
+                options=self._subscriptions,
+            )
 
 
 @final
@@ -309,6 +367,9 @@ class GraphTransport:
             incoming=dict.fromkeys(GRAPH_SERVER_TYPES, graph.incoming),
             outgoing=dict.fromkeys(GRAPH_SERVER_TYPES, graph.outgoing),
         )
+
+    For push hints, add ``webhook=GraphWebhookHandler(notification_url=...)`` and route the
+    requests to that URL to the handler (see :class:`GraphWebhookHandler`).
     """
 
     def __init__(
@@ -323,6 +384,8 @@ class GraphTransport:
         tracked_category: str = TRACKED_CATEGORY,
         undeliverable_category: str = UNDELIVERABLE_CATEGORY,
         undeliverable_folder: str = UNDELIVERABLE_FOLDER,
+        webhook: GraphWebhookHandler | None = None,
+        subscription_lifetime: timedelta = timedelta(minutes=4200),
     ) -> None:
         self.stats = GraphStats()
         """What both halves did (:class:`GraphStats`)."""
@@ -336,8 +399,11 @@ class GraphTransport:
             undeliverable_category=undeliverable_category,
             undeliverable_folder=undeliverable_folder,
             stats=self.stats,
+            webhook=webhook,
+            subscription_lifetime=subscription_lifetime,
         )
-        """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`)."""
+        """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`; with ``webhook``,
+        push hints too)."""
         self.outgoing = GraphOutgoingTransport(
             timeouts=timeouts,
             tokens=tokens,
