@@ -96,6 +96,8 @@ class FakeSubscriptions:
         """Tries per notification (Graph keeps trying for hours)."""
         self.notifications: list[NotificationRecord] = []
         """Every notification sent, once its delivery ended."""
+        self.muted = False
+        """Lose change notifications (not lifecycle ones), as Graph sometimes does."""
         self.expired = 0
         """Subscriptions that lapsed without renewal."""
         self.deleted = 0
@@ -163,6 +165,8 @@ class FakeSubscriptions:
     def message_created(self, address: str, folder_id: str, message_id: str) -> None:
         """Notify every subscription to the folder (or the mailbox) of a new message."""
         self._purge()
+        if self.muted:
+            return
         for s in list(self._by_id.values()):
             if s.address.lower() != address.lower() or "created" not in s.change_types:
                 continue
@@ -296,14 +300,11 @@ class FakeSubscriptions:
         expires = self._expiry(asked.get("expirationDateTime"))
         if isinstance(expires, GraphResponse):
             return expires
-        for endpoint in dict.fromkeys(u for u in (url, lifecycle) if u):
-            refused = self._validate(str(endpoint))
-            if refused is not None:
-                return _error(
-                    400,
-                    "InvalidRequest",
-                    f"Subscription validation request failed. {refused}",
-                )
+        refused = self._handshakes([url, *([str(lifecycle)] if lifecycle else [])])
+        if refused is not None:
+            return _error(
+                400, "InvalidRequest", f"Subscription validation request failed. {refused}"
+            )
         client_state = asked.get("clientState")
         s = FakeSubscription(
             id=str(uuid.uuid4()),
@@ -337,6 +338,20 @@ class FakeSubscriptions:
         s.renewals += 1
         s.needs_reauthorization = False
         return self._answer(200, s)
+
+    def _handshakes(self, urls: list[str]) -> str | None:
+        """Validate every URL with the fake's lock released: the host answering may look at
+        the fake meanwhile (from the very thread or event loop that waits for this answer)."""
+        lock = self._state._lock
+        lock.release()
+        try:
+            for url in urls:
+                refused = self._validate(url)
+                if refused is not None:
+                    return refused
+            return None
+        finally:
+            lock.acquire()
 
     def _validate(self, url: str) -> str | None:
         """The validation handshake against ``url``: ``None`` when it was answered right."""
