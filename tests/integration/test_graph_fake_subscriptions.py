@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from serversync.testing import an_email
-from serversync.testing.graph import FakeGraph, serve_asgi
+from serversync.testing.graph import AsgiApp, FakeGraph, serve_asgi
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ class _Host:
 
 
 @asynccontextmanager
-async def _tenant(host: _Host) -> AsyncIterator[tuple[FakeGraph, httpx.AsyncClient, str]]:
+async def _tenant(host: AsgiApp) -> AsyncIterator[tuple[FakeGraph, httpx.AsyncClient, str]]:
     fake = FakeGraph()
     fake.add_mailbox(ALICE)
     token = fake.issue_token(user=ALICE)
@@ -202,3 +202,29 @@ async def test_a_delegated_token_subscribes_to_its_own_mailbox_only() -> None:
         assert refused.status_code == 403
         deleted = await client.delete("/subscriptions/unknown")
         assert deleted.status_code == 404
+
+
+async def test_a_notification_the_host_refuses_is_tried_again() -> None:
+    host = _Host()
+    answers = iter([503])
+
+    async def flaky(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        status = next(answers, None) if not scope["query_string"] else None
+        if status is None:
+            await host(scope, receive, send)
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with _tenant(flaky) as (fake, client, url):
+        assert (await client.post("/subscriptions", json=_subscription(url))).status_code == 201
+        fake.deliver(ALICE, an_email(subject="retried"))
+        await asyncio.to_thread(fake.subscriptions.wait_delivered)
+    (record,) = fake.subscriptions.notifications
+    assert (record.status, record.attempts) == (202, 2)
+    assert len(host.received) == 1
