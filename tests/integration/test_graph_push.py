@@ -382,11 +382,13 @@ async def test_a_renewal_of_a_lapsed_subscription_creates_it_again() -> None:
         assert world.watches.starts == 1
 
 
-async def _watch_once(world: _World, mailbox: Mailbox, *, seconds: float = 5.0) -> list[PushHint]:
+async def _watch_once(
+    world: _World, mailbox: Mailbox, *, seconds: float = 5.0, hints: list[PushHint] | None = None
+) -> list[PushHint]:
     """Run one watch directly on the transport until it raises; the hints it gave."""
     profile = await world.storage.get_profile(mailbox.profile_id)  # type: ignore[arg-type]
     assert profile is not None
-    hints: list[PushHint] = []
+    hints = [] if hints is None else hints
     async with asyncio.timeout(seconds):
         await world.graph.incoming.watch(
             mailbox,
@@ -475,3 +477,21 @@ async def test_no_token_or_client_state_is_logged(caplog: pytest.LogCaptureFixtu
         assert token.reveal() not in caplog.text
         assert subscription.client_state not in caplog.text
         assert subscription.client_state not in repr(world.handler)
+
+
+async def test_the_fake_served_in_process_validates_against_a_host_on_the_same_loop() -> None:
+    async with _world() as world:
+        mailbox = world.add_mailbox()
+        world.graph = GraphTransport(
+            timeouts=_TIMEOUTS, webhook=world.handler, http_transport=world.fake.transport()
+        )
+        hints: list[PushHint] = []
+        task = asyncio.create_task(_watch_once(world, mailbox, seconds=30, hints=hints))
+        await _wait_for(lambda: hints == [PushHint.WATCHING])
+        world.deliver("in process")
+        await _wait_for(lambda: hints == [PushHint.WATCHING, PushHint.NEW_MAIL])
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert world.fake.subscriptions.active() == []
+        assert world.fake.subscriptions.deleted == 1
