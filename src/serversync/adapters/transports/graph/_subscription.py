@@ -137,8 +137,10 @@ class _Subscription:
         )
 
     def forget(self) -> None:
-        if self.id is not None:
-            self._handler._unregister(self.id)
+        """Stop routing the subscription's notifications: Graph no longer has it."""
+        subscription_id, self.id = self.id, None
+        if subscription_id is not None:
+            self._handler._unregister(subscription_id)
 
     async def delete(self) -> None:
         """Delete the subscription, within ``Timeouts.close``; never raises an error."""
