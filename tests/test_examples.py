@@ -64,6 +64,7 @@ def test_every_example_is_listed_in_the_readme_and_run_here() -> None:
         "custom_rule.py",
         "fastapi_host",
         "first_mailbox.py",
+        "graph_webhook.py",
         "own_storage.py",
         "quickstart.py",
         "unit_testing",
@@ -146,6 +147,14 @@ def test_fastapi_host_serves_status_and_sync_now_with_the_engine_in_its_lifespan
     assert out.rstrip().endswith("shutdown complete; stored email activities: 3")
 
 
+def test_graph_webhook_wakes_the_mailbox_through_a_mounted_handler() -> None:
+    out = run(str(EXAMPLES / "graph_webhook.py"))
+    assert out == documented_output("graph.md", "### Try it")
+    assert "validation handshakes answered: 2" in out
+    assert "within 5 s of delivery: True" in out
+    assert out.rstrip().endswith("subscriptions left at Graph: 0")
+
+
 def test_celery_worker_jobs_sync_each_mailbox_once() -> None:
     out = run(str(EXAMPLES / "celery_worker.py"))
     assert out == documented_output("task-queues.md", "## Running the example")
@@ -193,5 +202,7 @@ def test_examples_import_only_the_public_api(path: Path) -> None:
         "serversync.serialization",  # the cattrs converter for the model, for hosts' storage
         "serversync.adapters.transports",  # ImapTransport, Pop3Transport, SmtpTransport
         "serversync.sql",  # the SQL store of the `sql` extra
+        "serversync.adapters.transports.graph",  # the Graph transports, of the `graph` extra
+        "serversync.testing.graph",  # the fake Graph, of the `graph` extra
     }
     assert imported <= public, imported - public

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from serversync import MappingCredentials, ReferencedCredentials
 from serversync.adapters.transports import ImapTransport
+from serversync.adapters.transports.graph import GraphIncomingTransport
 from serversync.ports import (
     ActRecordRepository,
     CredentialProvider,
@@ -65,6 +66,10 @@ def sql_credentials(adapter: SqlCredentials) -> CredentialProvider:
 
 
 def imap_push(adapter: ImapTransport) -> PushHintSource:
+    return adapter
+
+
+def graph_push(adapter: GraphIncomingTransport) -> PushHintSource:
     return adapter
 
 

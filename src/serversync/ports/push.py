@@ -1,5 +1,5 @@
-"""The push port: a transport that can tell when new mail arrives (IMAP IDLE) offers
-:class:`PushHintSource`.
+"""The push port: a transport that can tell when new mail arrives (IMAP IDLE, Graph change
+notifications) offers :class:`PushHintSource`.
 
 A push is only a hint. It makes a mailbox's incoming workload due now; the cursors alone
 decide what is new, so a missed or spurious push costs latency or one extra cycle, never a
@@ -24,7 +24,7 @@ class PushHint(enum.StrEnum):
     WATCHING = "watching"
     """The watch is in place (after every connect): mail may have arrived before it was."""
     NEW_MAIL = "new_mail"
-    """The server reported new mail (IMAP ``EXISTS`` or ``RECENT``)."""
+    """The server reported new mail (IMAP ``EXISTS`` or ``RECENT``, a Graph notification)."""
 
 
 @runtime_checkable

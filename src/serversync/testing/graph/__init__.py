@@ -5,7 +5,9 @@ Sent Items, categories, extended properties, moves), per-folder message delta ro
 next and delta links (and their loss: 410 ``SyncStateNotFound``), the send that files the
 draft in Sent Items, applications with client secrets and consent, bearer tokens, injected
 faults (:class:`GraphFault`: throttling with ``Retry-After``, a 504 after the send went
-through, slow answers) and a record of every request. It is served three ways:
+through, slow answers), change-notification subscriptions (``fake.subscriptions``: the
+validation handshake and the notifications POSTed over real HTTP, lifecycle events on
+demand) and a record of every request. It is served three ways:
 
 - in process: ``fake.transport()`` is an httpx transport to hand to the Graph transports
   (``GraphTransport(http_transport=fake.transport())``), no sockets;
@@ -32,6 +34,9 @@ through, slow answers) and a record of every request. It is served three ways:
 This module is not imported by ``serversync.testing``; import it explicitly (it needs the
 ``graph`` extra). Its answers follow Microsoft's documented samples; only a live tenant
 confirms Graph agrees with it (see the Microsoft Graph page of the documentation).
+
+:func:`serve_asgi` serves a host's ASGI app (with a mounted ``GraphWebhookHandler``) on
+loopback, for the fake's notifications to reach it.
 """
 
 from __future__ import annotations
@@ -53,23 +58,34 @@ from serversync.testing.graph._core import (
     SentMail,
     format_http_date,
 )
+from serversync.testing.graph._host import AsgiApp, serve_asgi
 from serversync.testing.graph._serve import (
     FakeEntraHttpClient,
     LoopbackServer,
     in_process_transport,
 )
+from serversync.testing.graph._subscriptions import (
+    FakeSubscription,
+    FakeSubscriptions,
+    NotificationRecord,
+)
 
 __all__ = [
     "FAKE_GRAPH_URL",
+    "AsgiApp",
     "FakeEntraHttpClient",
     "FakeGraph",
     "FakeMessage",
+    "FakeSubscription",
+    "FakeSubscriptions",
     "GraphFault",
     "GraphRequest",
     "GraphResponse",
+    "NotificationRecord",
     "RequestRecord",
     "SentMail",
     "format_http_date",
+    "serve_asgi",
 ]
 
 FAKE_GRAPH_URL: Final = "https://graph.microsoft.com/v1.0"

@@ -299,6 +299,10 @@ class GraphState:
         self._spent: dict[str, list[float]] = {}
         self._large = LargeMessages(new_id=self._new_id)
         self._folder_deltas = FolderDeltas()
+        from serversync.testing.graph._subscriptions import FakeSubscriptions
+
+        self.subscriptions = FakeSubscriptions(self)
+        """Change-notification subscriptions (see ``_subscriptions``)."""
 
     # -- arranging ----------------------------------------------------------------------------
 
@@ -391,6 +395,7 @@ class GraphState:
             message.internet_message_id = _message_id(message.parsed())
             box.messages[message.id] = message
             box.log.append((folder_id, "created", message.id))
+            self.subscriptions.message_created(box.address, folder_id, message.id)
             return message.id
 
     def messages(self, address: str, folder: str | None = None) -> list[FakeMessage]:
@@ -649,6 +654,9 @@ class GraphState:
         segments = [unquote(s) for s in path.strip("/").split("/")]
         if len(segments) < 2 or segments[0] not in ("v1.0", "beta"):
             return _error(404, "NotFound", "unknown path")
+        if segments[1] == "subscriptions":
+            self._authorize(headers, segments[:2])  # the path names no mailbox
+            return self.subscriptions.handle(request.method, segments[2:], headers, request.body)
         self._authorize(headers, segments)
         if segments[1] != "users" or len(segments) < 3:
             return _error(400, "BadRequest", "only /users/{id}/... is served")

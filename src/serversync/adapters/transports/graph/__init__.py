@@ -36,6 +36,10 @@ extra (``pip install 'serversync[graph]'``: httpx and MSAL).
   :class:`RequestBudget`) go out, over both halves.
 - **Large messages.** A message over :data:`MIME_DRAFT_LIMIT` (about 3 MB) is sent as a
   JSON draft whose attachments are added separately, from 3 MB through upload sessions.
+- **Push.** With a :class:`GraphWebhookHandler` (``webhook=``) mounted by the host, the
+  incoming half is a :class:`~serversync.ports.PushHintSource`: each watch keeps a
+  change-notification subscription to the mailbox's Inbox, and a notification wakes the
+  mailbox in :meth:`~serversync.SyncEngine.run_forever`. Without one, mailboxes are polled.
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ from serversync.adapters.transports.graph._outgoing import (
     OutgoingOptions,
 )
 from serversync.adapters.transports.graph._stats import GraphStats
+from serversync.adapters.transports.graph._subscription import (
+    MAX_MESSAGE_SUBSCRIPTION,
+    SubscriptionOptions,
+    watch_inbox,
+)
+from serversync.adapters.transports.graph._webhook import (
+    GraphWebhookHandler,
+    LifecycleEvent,
+    WebhookResponse,
+    WebhookStats,
+)
 from serversync.errors import ConfigurationError
 from serversync.model import (
     Credentials,
@@ -91,6 +106,8 @@ from serversync.ports import (
     IncomingMailTransport,
     OutgoingMailSession,
     OutgoingMailTransport,
+    PushHint,
+    PushHintSource,
 )
 from serversync.settings import Timeouts
 
@@ -99,6 +116,7 @@ __all__ = [
     "GRAPH_DEFAULT_SCOPE",
     "GRAPH_SERVER_TYPES",
     "MARK_PROPERTY",
+    "MAX_MESSAGE_SUBSCRIPTION",
     "MESSAGE_ID_PROPERTY",
     "MIME_DRAFT_LIMIT",
     "TRACKED_CATEGORY",
@@ -110,9 +128,13 @@ __all__ = [
     "GraphStats",
     "GraphTokenSource",
     "GraphTransport",
+    "GraphWebhookHandler",
+    "LifecycleEvent",
     "MsalClientCredentials",
     "RequestBudget",
     "TokenCallback",
+    "WebhookResponse",
+    "WebhookStats",
 ]
 
 GRAPH_BASE_URL: Final = "https://graph.microsoft.com/v1.0"
@@ -220,7 +242,7 @@ class _Base:
 
 
 @final
-@documented_by(IncomingMailTransport)
+@documented_by(IncomingMailTransport, PushHintSource)
 class GraphIncomingTransport(_Base):
     """Reads mail through Graph; one instance serves every Graph mailbox.
 
@@ -234,6 +256,9 @@ class GraphIncomingTransport(_Base):
     ``timeouts.command``), so that mailboxes reset together do not list all at once;
     ``random_source`` also draws the jitter of the backoff after a 503 without
     ``Retry-After``.
+    one. ``webhook`` (the host's mounted :class:`GraphWebhookHandler`) turns on push
+    hints; ``subscription_lifetime`` is the life asked for each subscription (at most
+    :data:`MAX_MESSAGE_SUBSCRIPTION`), renewed after two thirds of it.
     """
 
     def __init__(
@@ -252,6 +277,8 @@ class GraphIncomingTransport(_Base):
         restart_jitter: timedelta = timedelta(seconds=10),
         random_source: Callable[[], float] = random.random,
         stats: GraphStats | None = None,
+        webhook: GraphWebhookHandler | None = None,
+        subscription_lifetime: timedelta = timedelta(minutes=4200),
         _gates: MailboxGates | None = None,
     ) -> None:
         super().__init__(
@@ -268,6 +295,10 @@ class GraphIncomingTransport(_Base):
         self._restart_jitter = restart_jitter
         self._undeliverable_category = undeliverable_category
         self._undeliverable_folder = undeliverable_folder
+        self._webhook = webhook
+        self._subscriptions = SubscriptionOptions(
+            lifetime=subscription_lifetime, timeouts=self._timeouts
+        )
 
     @asynccontextmanager
     async def open(
@@ -286,6 +317,34 @@ class GraphIncomingTransport(_Base):
             session = GraphIncomingSession(client, mailbox=mailbox, options=options)
             await session.probe()
             yield session
+
+    async def watch(
+        self,
+        mailbox: Mailbox,
+        profile: EmailServerProfile,
+        credentials: Credentials | None,
+        *,
+        hint: Callable[[PushHint], None],
+        refresh_every: timedelta,
+    ) -> None:
+        """Keep a change-notification subscription to the Inbox (see
+        :class:`GraphWebhookHandler`); without a webhook, or when Graph refuses the
+        subscription, a :class:`~serversync.errors.ConfigurationError`: polled only."""
+        if self._webhook is None:
+            raise ConfigurationError(
+                "no GraphWebhookHandler is configured (GraphTransport(webhook=...)); "
+                "Graph mailboxes are polled only",
+                mailbox_id=mailbox.id,
+            )
+        async with self._client(mailbox, profile.incoming, credentials) as client:
+            await watch_inbox(
+                client,
+                self._webhook,
+                mailbox,
+                hint=hint,
+                refresh_every=refresh_every,
+                options=self._subscriptions,
+            )
 
 
 @final
@@ -353,6 +412,9 @@ class GraphTransport:
             incoming=dict.fromkeys(GRAPH_SERVER_TYPES, graph.incoming),
             outgoing=dict.fromkeys(GRAPH_SERVER_TYPES, graph.outgoing),
         )
+
+    For push hints, add ``webhook=GraphWebhookHandler(notification_url=...)`` and route the
+    requests to that URL to the handler (see :class:`GraphWebhookHandler`).
     """
 
     def __init__(
@@ -371,6 +433,8 @@ class GraphTransport:
         request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
         restart_jitter: timedelta = timedelta(seconds=10),
         random_source: Callable[[], float] = random.random,
+        webhook: GraphWebhookHandler | None = None,
+        subscription_lifetime: timedelta = timedelta(minutes=4200),
     ) -> None:
         self.stats = GraphStats()
         """What both halves did (:class:`GraphStats`)."""
@@ -389,8 +453,11 @@ class GraphTransport:
             random_source=random_source,
             stats=self.stats,
             _gates=gates,
+            webhook=webhook,
+            subscription_lifetime=subscription_lifetime,
         )
-        """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`)."""
+        """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`; with ``webhook``,
+        push hints too)."""
         self.outgoing = GraphOutgoingTransport(
             timeouts=timeouts,
             tokens=tokens,
