@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import attrs
 
+from serversync.testing.graph._items import ITEM_RESOURCES, FakeItems
+
 __all__ = [
     "FakeMessage",
     "GraphFault",
@@ -278,6 +280,8 @@ class GraphState:
         self._serial = 0
         self._budget: tuple[int, float] | None = None
         self._spent: dict[str, list[float]] = {}
+        self.items = FakeItems(lock=self._lock, new_id=self._new_id, now=self._now)
+        """Calendar events, contacts and To Do tasks (see :class:`FakeItems`)."""
 
     # -- arranging ----------------------------------------------------------------------------
 
@@ -302,6 +306,7 @@ class GraphState:
             self._mailboxes[address.lower()] = _Mailbox(
                 address=address, folders=folders, well_known=known, on_premises=on_premises
             )
+            self.items.add_mailbox(address)
 
     def add_folder(self, address: str, name: str, *, parent: str = "inbox") -> str:
         """A mail folder under ``parent`` (a well-known name or an id); returns its id."""
@@ -421,6 +426,7 @@ class GraphState:
         """Forget every delta round: each next/delta link answers 410 ``SyncStateNotFound``."""
         with self._lock:
             self._rounds.clear()
+            self.items.forget_rounds()
 
     def links_to(self, host: str | None) -> None:
         """Write next and delta links to ``host`` (another host, for tests of the client)."""
@@ -569,6 +575,13 @@ class GraphState:
             return self._folders(box, method, rest[1:], params, headers, base, body)
         if rest[:1] == ["messages"]:
             return self._messages(box, method, rest[1:], params, headers, body)
+        if rest[:1] and rest[0] in ITEM_RESOURCES:
+            status, value, extra = self.items.handle(
+                box.address, method, rest, params, headers, base, body
+            )
+            if value is None:
+                return GraphResponse(status=status, headers=extra)
+            return _json(status, value, **extra)
         return _error(400, "BadRequest", "unsupported resource")
 
     def _throttle(self, box: _Mailbox) -> GraphResponse | None:

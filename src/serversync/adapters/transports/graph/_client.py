@@ -129,6 +129,7 @@ class GraphClient:
         prefer: tuple[str, ...] = (_IMMUTABLE_IDS,),
         idempotent: bool,
         item: bool = False,
+        if_match: str | None = None,
     ) -> httpx.Response:
         """One request, answered with a 2xx response or raised as a serversync error."""
         url = self.url(path_or_url)
@@ -142,6 +143,8 @@ class GraphClient:
                 headers["Prefer"] = ", ".join(prefer)
             if content_type is not None:
                 headers["Content-Type"] = content_type
+            if if_match is not None:
+                headers["If-Match"] = if_match
             self.stats.requests[method] += 1
             response = await self._send(
                 method,
