@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from typing import Final
 
 import httpx
@@ -85,8 +86,11 @@ class FakeGraph(GraphState):
     :attr:`sent`, :attr:`requests` and :meth:`messages`.
     """
 
-    def __init__(self, *, tenant: str = "contoso.example") -> None:
-        super().__init__(tenant=tenant)
+    def __init__(
+        self, *, tenant: str = "contoso.example", now: Callable[[], datetime] | None = None
+    ) -> None:
+        # ``now`` stamps items' lastModifiedDateTime (a test's fake clock: one time line).
+        super().__init__(tenant=tenant, now=now)
 
     @property
     def authority(self) -> str:

@@ -204,11 +204,32 @@ class FakeItems:
             except _Refused:
                 raise KeyError(item_id) from None
 
+    def occurrences(self, address: str, master_id: str) -> list[dict[str, Any]]:
+        """A series' occurrences and exceptions as Graph JSON, in order (cancelled ones
+        left out), whatever the window."""
+        with self._lock:
+            box = self._box(address)
+            return self._instances(box, box.events[master_id])
+
     def add_event(self, address: str, event: Mapping[str, Any]) -> str:
         """An event created in Outlook (Graph JSON, as for a POST); returns its id."""
         with self._lock:
             box = self._box(address)
             return str(self._create_event(box, dict(event))["id"])
+
+    def add_contact(self, address: str, contact: Mapping[str, Any]) -> str:
+        """A contact created in Outlook (Graph JSON); returns its id."""
+        with self._lock:
+            box = self._box(address)
+            return self._store(box, box.contacts, _CONTACTS, dict(contact)).id
+
+    def add_task(self, address: str, task: Mapping[str, Any], *, list_id: str | None = None) -> str:
+        """A task created in To Do (Graph JSON), in the default list unless ``list_id``
+        names another; returns its id."""
+        with self._lock:
+            box = self._box(address)
+            target = list_id or box.default_list
+            return self._store(box, box.tasks, f"todo:{target}", dict(task), list_id=target).id
 
     def edit(self, address: str, item_id: str, changes: Mapping[str, Any]) -> None:
         """The user edits an item in Outlook: ``changes`` (Graph JSON) are merged and the
@@ -277,6 +298,10 @@ class FakeItems:
         if head == "events":
             if not tail and method == "POST":
                 return self._post_event(box, payload)
+            if not tail and method == "GET":
+                top = int(params.get("$top") or _DEFAULT_PAGE)
+                value = [self._event_json(box, e, expand=False) for e in box.events.values()]
+                return 200, {"value": value[:top]}, {}
             if len(tail) == 1:
                 return self._one(box, "event", tail[0], method, params, if_match, payload)
             if len(tail) == 2 and tail[1] == "instances" and method == "GET":

@@ -361,7 +361,9 @@ class GraphActTransport(_Base):
             window_roll=roll,
         )
         async with self._client(mailbox, profile.incoming, credentials) as client:
-            yield GraphActSession(client, mailbox=mailbox, options=options)
+            session = GraphActSession(client, mailbox=mailbox, options=options)
+            await session.probe()
+            yield session
 
 
 @final

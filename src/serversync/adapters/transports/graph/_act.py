@@ -210,6 +210,16 @@ class GraphActSession:
             scope=ErrorScope.ITEM,
         )
 
+    async def probe(self) -> None:
+        """One cheap request that proves the token and the mailbox's calendar (403/404 say
+        why not)."""
+        await self._json(
+            "GET",
+            f"{self._user}/events",
+            what="opening the calendar",
+            params={"$top": "1", "$select": "id"},
+        )
+
     # -- reading --------------------------------------------------------------------------
 
     def held_fields(self, entity: ActEntity) -> frozenset[str]:
