@@ -3,9 +3,10 @@
 :class:`FakeGraph` keeps mailboxes (well-known folders, messages with their MIME, drafts,
 Sent Items, categories, extended properties, moves), per-folder message delta rounds with
 next and delta links (and their loss: 410 ``SyncStateNotFound``), the send that files the
-draft in Sent Items, applications with client secrets and consent, bearer tokens, injected
-faults (:class:`GraphFault`: throttling with ``Retry-After``, a 504 after the send went
-through, slow answers) and a record of every request. It is served three ways:
+draft in Sent Items, calendar events, contacts and To Do tasks with their delta rounds
+(:class:`FakeItems`, ``fake.items``), applications with client secrets and consent, bearer
+tokens, injected faults (:class:`GraphFault`: throttling with ``Retry-After``, a 504 after
+the send went through, slow answers) and a record of every request. It is served three ways:
 
 - in process: ``fake.transport()`` is an httpx transport to hand to the Graph transports
   (``GraphTransport(http_transport=fake.transport())``), no sockets;
@@ -54,6 +55,7 @@ from serversync.testing.graph._core import (
     SentMail,
     format_http_date,
 )
+from serversync.testing.graph._items import FakeItems
 from serversync.testing.graph._serve import (
     FakeEntraHttpClient,
     LoopbackServer,
@@ -64,6 +66,7 @@ __all__ = [
     "FAKE_GRAPH_URL",
     "FakeEntraHttpClient",
     "FakeGraph",
+    "FakeItems",
     "FakeMessage",
     "GraphFault",
     "GraphRequest",
