@@ -520,15 +520,37 @@ async def test_an_event_deleted_in_outlook_is_seen_as_removed_and_deleted_in_the
     )
     await world.sync(mailbox)
     assert writes(await world.sync(mailbox)) == [], "the creation reads back as an echo"
-    world.fake.items.remove(ALICE, world.linked(meeting.ref))
+    event_id = world.linked(meeting.ref)
+    world.fake.items.remove(ALICE, event_id)
+    world.fake.requests.clear()
 
     report = await world.sync(mailbox)
 
     assert report.status is RunStatus.SUCCEEDED, report.error
     assert writes(report) == [(ActEntity.APPOINTMENT, ActAction.DELETED_IN_CRM)]
     assert world.storage.act_record(meeting.ref) is None
-    removed = [r for r in world.fake.requests if r.method == "GET" and "calendarView" in r.path]
-    assert removed, "the delete came through calendarView delta"
+    asked = [(r.method, r.path.rsplit("/", 1)[-1], r.status) for r in world.fake.requests]
+    assert ("GET", "delta", 200) in asked, "the delete came through calendarView delta"
+    assert ("GET", event_id, 404) in asked, "and was confirmed gone before the CRM delete"
+    (mapping,) = world.storage.mappings()
+    assert mapping.is_deleted_in_exchange
+
+
+async def test_a_throttled_delta_is_waited_out_and_the_cycle_completes() -> None:
+    world = ActWorld()
+    mailbox, alice = world.add_user()
+    world.storage.add_sync_filter(a_sync_filter(alice, ActEntity.CONTACT))
+    contact = world.storage.add_act_record(ActEntity.CONTACT, alice, {"last_name": "Lamarr"})
+    world.fake.add_fault(GraphFault.throttled("1", path="/contacts/delta$"))
+
+    report = await world.sync(mailbox)
+
+    assert report.status is RunStatus.SUCCEEDED, report.error
+    assert writes(report) == [(ActEntity.CONTACT, ActAction.CREATED_IN_EXCHANGE)]
+    assert world.linked(contact.ref)
+    statuses = [r.status for r in world.fake.requests if r.path.endswith("/contacts/delta")]
+    assert statuses[:2] == [429, 200], "Graph's Retry-After was honoured in place"
+    assert world.graph.stats.waited == 1
 
 
 async def test_an_event_moved_out_of_the_window_is_no_delete() -> None:
