@@ -285,6 +285,9 @@ async def test_an_event_moved_in_outlook_flows_to_the_crm_per_field_direction() 
     assert graph_start(seen) == start, "the start keeps its instant"
     assert (seen["importance"], seen["showAs"]) == ("high", "tentative")
     assert seen["transactionId"], "an event is created with a transactionId"
+    assert seen["singleValueExtendedProperties"] == [
+        {"id": CRM_ID_PROPERTY, "value": f"appointment:{meeting.ref.id}"}
+    ], "the CRM id rides on the event"
     assert writes(await world.sync(mailbox)) == [], "the creation reads back as an echo"
 
     world.clock.advance(60)

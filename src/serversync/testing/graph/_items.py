@@ -176,19 +176,21 @@ class FakeItems:
         """Every stored event (single events, series masters, exceptions) as Graph JSON."""
         with self._lock:
             box = self._box(address)
-            return [self._event_json(box, e, expand=True) for e in box.events.values()]
+            return [
+                self._event_json(box, e, expand=True, extended=True) for e in box.events.values()
+            ]
 
     def contacts(self, address: str) -> list[dict[str, Any]]:
         """Every contact as Graph JSON."""
         with self._lock:
             box = self._box(address)
-            return [self._plain_json(c) for c in box.contacts.values()]
+            return [self._plain_json(c, extended=True) for c in box.contacts.values()]
 
     def tasks(self, address: str) -> list[dict[str, Any]]:
         """Every To Do task (all lists) as Graph JSON."""
         with self._lock:
             box = self._box(address)
-            return [self._plain_json(t) for t in box.tasks.values()]
+            return [self._plain_json(t, extended=True) for t in box.tasks.values()]
 
     def item(self, address: str, item_id: str) -> dict[str, Any]:
         """One event (an occurrence too), contact or task as Graph JSON, with its extended
@@ -196,11 +198,11 @@ class FakeItems:
         with self._lock:
             box = self._box(address)
             if item_id in box.contacts:
-                return self._plain_json(box.contacts[item_id])
+                return self._plain_json(box.contacts[item_id], extended=True)
             if item_id in box.tasks:
-                return self._plain_json(box.tasks[item_id])
+                return self._plain_json(box.tasks[item_id], extended=True)
             try:
-                return self._event_view(box, item_id, expand=True)
+                return self._event_view(box, item_id, expand=True, extended=True)
             except _Refused:
                 raise KeyError(item_id) from None
 
@@ -329,11 +331,13 @@ class FakeItems:
         payload: Any,
     ) -> Answer:
         if method == "GET":
+            wanted = params.get("$expand", "")
+            extended = "singleValueExtendedProperties" in wanted
             if kind == "event":
-                expand = "exceptionOccurrences" in params.get("$expand", "")
-                return 200, self._event_view(box, item_id, expand=expand), {}
+                expand = "exceptionOccurrences" in wanted
+                return 200, self._event_view(box, item_id, expand=expand, extended=extended), {}
             found = self._find(box, item_id)
-            return 200, self._plain_json(found), {}
+            return 200, self._plain_json(found, extended=extended), {}
         if method == "PATCH":
             return 200, self._patch(box, item_id, payload, if_match=if_match), {}
         if method == "DELETE":
@@ -442,14 +446,18 @@ class FakeItems:
             raise _gone()
         return found
 
-    def _plain_json(self, item: _Item) -> dict[str, Any]:
+    def _plain_json(self, item: _Item, *, extended: bool = False) -> dict[str, Any]:
+        data = json.loads(json.dumps(item.data))
+        if not extended:
+            # Graph returns extended properties only under $expand.
+            data.pop("singleValueExtendedProperties", None)
         return {
             "@odata.etag": f'W/"{item.change_key}"',
             "id": item.id,
             "changeKey": item.change_key,
             "createdDateTime": _iso(item.created),
             "lastModifiedDateTime": _iso(item.modified),
-            **json.loads(json.dumps(item.data)),
+            **data,
         }
 
     def _patch(
@@ -680,8 +688,10 @@ class FakeItems:
         box.events[item_id] = exception
         return exception
 
-    def _event_json(self, box: _Box, item: _Item, *, expand: bool) -> dict[str, Any]:
-        view = self._plain_json(item)
+    def _event_json(
+        self, box: _Box, item: _Item, *, expand: bool, extended: bool = False
+    ) -> dict[str, Any]:
+        view = self._plain_json(item, extended=extended)
         for key in [k for k in view if k.startswith("_")]:
             view.pop(key)
         for key in ("start", "end"):
@@ -700,10 +710,12 @@ class FakeItems:
                 ]
         return view
 
-    def _event_view(self, box: _Box, item_id: str, *, expand: bool) -> dict[str, Any]:
+    def _event_view(
+        self, box: _Box, item_id: str, *, expand: bool, extended: bool = False
+    ) -> dict[str, Any]:
         event = box.events.get(item_id)
         if event is not None:
-            return self._event_json(box, event, expand=expand)
+            return self._event_json(box, event, expand=expand, extended=extended)
         found = self._occurrence(box, item_id)
         if found is None:
             raise _gone()
