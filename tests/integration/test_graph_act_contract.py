@@ -1,5 +1,6 @@
 """The Graph ACT session keeps the ExchangeItemsSession contract against the fake Graph, in
-process through its httpx transport."""
+process through its httpx transport and on loopback over real HTTP; and what the session
+makes of ``@removed`` rows, a window that lags behind and a forgotten delta token."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from serversync.model import (
     Secret,
     ServerEndpoint,
     ServerType,
+    TlsMode,
 )
 from serversync.ports import ExchangeItemsSession
 from serversync.testing import FakeClock, a_mailbox, a_profile
@@ -28,13 +30,29 @@ pytestmark = pytest.mark.integration
 ALICE = "alice@contoso.example"
 
 
-async def test_the_graph_act_session_keeps_the_contract() -> None:
+@pytest.fixture(params=["in-process", "loopback"])
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeGraph, str | None]]:
+    """The fake, and its loopback URL (``None``: in process)."""
     fake = FakeGraph()
+    if request.param == "in-process":
+        yield fake, None
+        return
+    async with fake.serve() as url:
+        yield fake, url
+
+
+async def test_the_graph_act_session_keeps_the_contract(
+    served: tuple[FakeGraph, str | None],
+) -> None:
+    fake, url = served
     fake.add_mailbox(ALICE)
-    graph = GraphTransport(http_transport=fake.transport(), clock=FakeClock())
-    profile = a_profile(
-        server_type=ServerType.MICROSOFT_GRAPH, incoming=ServerEndpoint(host=FAKE_GRAPH_URL)
-    )
+    if url is None:
+        graph = GraphTransport(http_transport=fake.transport(), clock=FakeClock())
+        endpoint = ServerEndpoint(host=FAKE_GRAPH_URL)
+    else:
+        graph = GraphTransport(clock=FakeClock())
+        endpoint = ServerEndpoint(host=url, tls=TlsMode.NONE)
+    profile = a_profile(server_type=ServerType.MICROSOFT_GRAPH, incoming=endpoint)
     mailbox = a_mailbox(ALICE, profile_id=profile.id)
     credentials = Credentials(
         username=ALICE,
