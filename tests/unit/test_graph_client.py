@@ -24,6 +24,7 @@ from serversync.errors import (
     MessageRejectedError,
     PermanentError,
     ServerBusyError,
+    StorageConflictError,
     SyncError,
     TransientError,
 )
@@ -63,6 +64,7 @@ def mapped(
         (400, b"", TransientError),
         (507, body("ErrorQuotaExceeded"), PermanentError),
         (302, b"", ConfigurationError),
+        (412, body("ErrorIrresolvableConflict"), StorageConflictError),
     ],
 )
 def test_graph_answers_map_to_the_error_tree(
@@ -155,3 +157,9 @@ def test_transport_headers_win_and_cannot_inject_lines() -> None:
     block = header_block(row)
     assert parse_headers(block).message_id == MessageId("<x@y>")
     assert b"\r\nBcc:" not in block
+
+
+def test_a_stale_change_key_is_a_conflict_even_for_one_item() -> None:
+    error = mapped(412, body("ErrorIrresolvableConflict"), item=True)
+    assert type(error) is StorageConflictError, "the engine reads the item again next cycle"
+    assert error.transient

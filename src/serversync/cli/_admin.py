@@ -268,7 +268,7 @@ def mailbox() -> None:
 @click.option(
     "--act",
     is_flag=True,
-    help="Also synchronize appointments, contacts and tasks (Exchange profiles).",
+    help="Also synchronize appointments, contacts and tasks (Exchange and Graph profiles).",
 )
 @click.option(
     "--replace",

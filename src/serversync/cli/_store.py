@@ -60,13 +60,17 @@ class Store:
         self, *, engine_id: str | None = None, observer: SyncObserver | None = None
     ) -> SyncEngine:
         """An engine over this store with the IMAP, POP3, SMTP, EWS and Graph transports, and
-        appointment, contact and task sync over EWS with the store's own ACT tables."""
+        appointment, contact and task sync over EWS and Graph with the store's own ACT
+        tables."""
         settings = SyncSettings()
         smtp = SmtpTransport(timeouts=settings.timeouts)
         ews = EwsTransport(timeouts=settings.timeouts)
         graph = GraphTransport(timeouts=settings.timeouts)
         transports = Transports.by_server_type(
-            act=dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.act),
+            act={
+                **dict.fromkeys(EXCHANGE_SERVER_TYPES, ews.act),
+                **dict.fromkeys(GRAPH_SERVER_TYPES, graph.act),
+            },
             incoming={
                 ServerType.IMAP_SMTP: ImapTransport(timeouts=settings.timeouts),
                 ServerType.OTHER_POP3_SMTP: Pop3Transport(timeouts=settings.timeouts),

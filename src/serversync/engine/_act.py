@@ -495,6 +495,7 @@ class _EntitySync:
                 step.fields,
                 series_id=series_id,
                 original_start=record.original_start,
+                record=record.ref,
             ),
             "creating an Exchange item",
         )
@@ -524,6 +525,17 @@ class _EntitySync:
 
     async def _create_in_crm(self, step: CreateInCrm) -> None:
         item = step.item
+        linked = self._record_of.get(item.key.item_id)
+        if linked is not None:
+            # A create of this cycle was answered with this item, made by an earlier attempt
+            # whose answer was lost (Graph's transactionId): it is that record's, not new.
+            self._outcome(
+                ActAction.SKIPPED,
+                record=linked,
+                item_id=item.key.item_id,
+                explanation="the item a create of this cycle returned; linked already",
+            )
+            return
         series = None
         if item.series_id is not None:
             series = self._record_of.get(item.series_id)

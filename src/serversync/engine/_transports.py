@@ -17,7 +17,9 @@ EXCHANGE_SERVER_TYPES = (
     ServerType.EXCHANGE_SERVER_HYBRID,
     ServerType.EXCHANGE_ONLINE_HYBRID,
 )
-"""The server types that carry appointments, contacts and tasks."""
+"""The Exchange server types (EWS), which carry appointments, contacts and tasks."""
+_ACT_SERVER_TYPES = (*EXCHANGE_SERVER_TYPES, ServerType.MICROSOFT_GRAPH)
+# Exchange Online over Graph carries them too (events, contacts, To Do tasks).
 
 
 @attrs.frozen(kw_only=True)
@@ -83,9 +85,10 @@ class Transports:
 
     def act_for(self, profile: EmailServerProfile) -> ExchangeItemsTransport:
         """The appointment, contact and task transport of ``profile``."""
-        if profile.server_type not in EXCHANGE_SERVER_TYPES:
+        if profile.server_type not in _ACT_SERVER_TYPES:
             raise ConfigurationError(
-                "appointments, contacts and tasks sync only with Exchange; profile "
+                "appointments, contacts and tasks sync only with Exchange (EWS or Microsoft "
+                "Graph); profile "
                 f"{profile.name!r} is {profile.server_type.name} (set the mailbox's ACT "
                 "delivery method to None)"
             )

@@ -158,13 +158,17 @@ class ExchangeItemsSession(Protocol):
         *,
         series_id: str | None = None,
         original_start: datetime | None = None,
+        record: RecordRef | None = None,
     ) -> ExchangeItemKey:
         """Create an item (an appointment without attendees is saved, one with attendees is
         saved without sending invitations) and return its key.
 
         With ``series_id`` the item is the exception of that recurring master for the
         occurrence starting at ``original_start`` (EWS: the occurrence is fetched by its
-        index and updated).
+        index and updated). ``record`` is the CRM record the item is made for: a transport
+        may keep it on the item, and derive from it a key that makes a repeated create
+        (after a lost answer) return the item made the first time (Graph's
+        ``transactionId``).
         """
         ...
 

@@ -59,6 +59,7 @@ from serversync.model.act import (
     ExchangeItemKey,
     FieldValues,
 )
+from serversync.model.ids import RecordRef
 from serversync.ports.act import ExchangeItemsSession
 from serversync.settings import Timeouts
 
@@ -388,6 +389,7 @@ class EwsActSession:
         *,
         series_id: str | None = None,
         original_start: datetime | None = None,
+        record: RecordRef | None = None,
     ) -> ExchangeItemKey:
         if series_id is not None:
             # An exception of a series is not created in EWS: the occurrence it replaces

@@ -37,6 +37,7 @@ from serversync.model.act import (
     FieldValue,
     FieldValues,
 )
+from serversync.model.ids import RecordRef
 from serversync.ports import Clock, ExchangeItemsSession, ExchangeItemsTransport
 
 __all__ = ["InMemoryExchange", "InMemoryExchangeItemsTransport", "SentCancellation"]
@@ -300,6 +301,7 @@ class _Session(ExchangeItemsSession):
         *,
         series_id: str | None = None,
         original_start: datetime | None = None,
+        record: RecordRef | None = None,
     ) -> ExchangeItemKey:
         self._check("create_item")
         self._exchange._check_write(fields)

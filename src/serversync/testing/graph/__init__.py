@@ -3,11 +3,12 @@
 :class:`FakeGraph` keeps mailboxes (well-known folders, messages with their MIME, drafts,
 Sent Items, categories, extended properties, moves), per-folder message delta rounds with
 next and delta links (and their loss: 410 ``SyncStateNotFound``), the send that files the
-draft in Sent Items, applications with client secrets and consent, bearer tokens, injected
-faults (:class:`GraphFault`: throttling with ``Retry-After``, a 504 after the send went
-through, slow answers), change-notification subscriptions (``fake.subscriptions``: the
-validation handshake and the notifications POSTed over real HTTP, lifecycle events on
-demand) and a record of every request. It is served three ways:
+draft in Sent Items, calendar events, contacts and To Do tasks with their delta rounds
+(:class:`FakeItems`, ``fake.items``), applications with client secrets and consent, bearer
+tokens, injected faults (:class:`GraphFault`: throttling with ``Retry-After``, a 504 after
+the send went through, slow answers), change-notification subscriptions
+(``fake.subscriptions``: the validation handshake and the notifications POSTed over real
+HTTP, lifecycle events on demand) and a record of every request. It is served three ways:
 
 - in process: ``fake.transport()`` is an httpx transport to hand to the Graph transports
   (``GraphTransport(http_transport=fake.transport())``), no sockets;
@@ -43,7 +44,8 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from typing import Final
 
 import httpx
@@ -59,6 +61,7 @@ from serversync.testing.graph._core import (
     format_http_date,
 )
 from serversync.testing.graph._host import AsgiApp, serve_asgi
+from serversync.testing.graph._items import FakeItems
 from serversync.testing.graph._serve import (
     FakeEntraHttpClient,
     LoopbackServer,
@@ -75,6 +78,7 @@ __all__ = [
     "AsgiApp",
     "FakeEntraHttpClient",
     "FakeGraph",
+    "FakeItems",
     "FakeMessage",
     "FakeSubscription",
     "FakeSubscriptions",
@@ -101,8 +105,11 @@ class FakeGraph(GraphState):
     :attr:`sent`, :attr:`requests` and :meth:`messages`.
     """
 
-    def __init__(self, *, tenant: str = "contoso.example") -> None:
-        super().__init__(tenant=tenant)
+    def __init__(
+        self, *, tenant: str = "contoso.example", now: Callable[[], datetime] | None = None
+    ) -> None:
+        # ``now`` stamps items' lastModifiedDateTime (a test's fake clock: one time line).
+        super().__init__(tenant=tenant, now=now)
 
     @property
     def authority(self) -> str:

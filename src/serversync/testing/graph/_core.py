@@ -30,6 +30,7 @@ from serversync.testing.graph._large import (
     LargeMessages,
     draft_mime,
 )
+from serversync.testing.graph._items import ITEM_RESOURCES, FakeItems
 
 __all__ = [
     "FakeMessage",
@@ -303,6 +304,8 @@ class GraphState:
 
         self.subscriptions = FakeSubscriptions(self)
         """Change-notification subscriptions (see ``_subscriptions``)."""
+        self.items = FakeItems(lock=self._lock, new_id=self._new_id, now=self._now)
+        """Calendar events, contacts and To Do tasks (see :class:`FakeItems`)."""
 
     # -- arranging ----------------------------------------------------------------------------
 
@@ -327,6 +330,7 @@ class GraphState:
             self._mailboxes[address.lower()] = _Mailbox(
                 address=address, folders=folders, well_known=known, on_premises=on_premises
             )
+            self.items.add_mailbox(address)
 
     def add_folder(self, address: str, name: str, *, parent: str = "inbox") -> str:
         """A mail folder under ``parent`` (a well-known name or an id); returns its id."""
@@ -448,6 +452,7 @@ class GraphState:
         with self._lock:
             self._rounds.clear()
             self._folder_deltas.clear()
+            self.items.forget_rounds()
 
     def folder_delta_lists_top_level_only(self, value: bool = True) -> None:
         """Make the folder tree delta list top-level folders alone (a live tenant is yet to
@@ -685,6 +690,13 @@ class GraphState:
             return self._folders(box, method, rest[1:], params, headers, base, body)
         if rest[:1] == ["messages"]:
             return self._messages(box, method, rest[1:], params, headers, body, base)
+        if rest[:1] and rest[0] in ITEM_RESOURCES:
+            status, value, extra = self.items.handle(
+                box.address, method, rest, params, headers, base, body
+            )
+            if value is None:
+                return GraphResponse(status=status, headers=extra)
+            return _json(status, value, **extra)
         return _error(400, "BadRequest", "unsupported resource")
 
     def _throttle(self, box: _Mailbox) -> GraphResponse | None:

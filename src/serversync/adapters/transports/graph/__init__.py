@@ -2,9 +2,10 @@
 of server type :attr:`~serversync.model.ServerType.MICROSOFT_GRAPH`. Needs the ``graph``
 extra (``pip install 'serversync[graph]'``: httpx and MSAL).
 
-:class:`GraphTransport` holds both halves: ``GraphTransport().incoming`` reads mail
-(:class:`GraphIncomingTransport`) and ``GraphTransport().outgoing`` sends it
-(:class:`GraphOutgoingTransport`).
+:class:`GraphTransport` holds all three: ``GraphTransport().incoming`` reads mail
+(:class:`GraphIncomingTransport`), ``GraphTransport().outgoing`` sends it
+(:class:`GraphOutgoingTransport`) and ``GraphTransport().act`` syncs appointments,
+contacts and To Do tasks (:class:`GraphActTransport`).
 
 - **Connection.** The profile endpoint's ``host`` is the Graph base URL
   (``https://graph.microsoft.com/v1.0``, the default when the profile names none); plain
@@ -54,6 +55,12 @@ from typing import Final, final
 import httpx
 
 from serversync.adapters._ports_docs import documented_by
+from serversync.adapters.transports.graph._act import (
+    CRM_ID_PROPERTY,
+    LINKED_APPLICATION,
+    ActOptions,
+    GraphActSession,
+)
 from serversync.adapters.transports.graph._auth import (
     GRAPH_DEFAULT_SCOPE,
     AccessTokenCredentials,
@@ -102,6 +109,8 @@ from serversync.model import (
 )
 from serversync.ports import (
     Clock,
+    ExchangeItemsSession,
+    ExchangeItemsTransport,
     IncomingMailSession,
     IncomingMailTransport,
     OutgoingMailSession,
@@ -112,9 +121,11 @@ from serversync.ports import (
 from serversync.settings import Timeouts
 
 __all__ = [
+    "CRM_ID_PROPERTY",
     "GRAPH_BASE_URL",
     "GRAPH_DEFAULT_SCOPE",
     "GRAPH_SERVER_TYPES",
+    "LINKED_APPLICATION",
     "MARK_PROPERTY",
     "MAX_MESSAGE_SUBSCRIPTION",
     "MESSAGE_ID_PROPERTY",
@@ -123,6 +134,7 @@ __all__ = [
     "UNDELIVERABLE_CATEGORY",
     "UNDELIVERABLE_FOLDER",
     "AccessTokenCredentials",
+    "GraphActTransport",
     "GraphIncomingTransport",
     "GraphOutgoingTransport",
     "GraphStats",
@@ -399,10 +411,69 @@ class GraphOutgoingTransport(_Base):
 
 
 @final
-class GraphTransport:
-    """Both Graph transports with one set of settings and one :class:`GraphStats`.
+@documented_by(ExchangeItemsTransport)
+class GraphActTransport(_Base):
+    """Syncs appointments, contacts and To Do tasks through Graph; one instance serves every
+    Graph mailbox.
 
-    Register ``incoming`` and ``outgoing`` for :data:`GRAPH_SERVER_TYPES`::
+    The calendar is read through ``calendarView/delta`` over a window of ``window_past``
+    before now to ``window_future`` after it, started again over a new window once its start
+    lags ``window_roll`` behind. Events are created with a ``transactionId`` derived from
+    the CRM record and carry its id in :data:`CRM_ID_PROPERTY`; tasks carry it as a
+    ``linkedResource`` (:data:`LINKED_APPLICATION`). Every write names the change key it
+    read (``If-Match``): a stale one raises
+    :class:`~serversync.errors.StorageConflictError`.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts | None = None,
+        tokens: GraphTokenSource | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
+        max_inline_wait: timedelta = timedelta(seconds=5),
+        window_past: timedelta = timedelta(days=30),
+        window_future: timedelta = timedelta(days=365),
+        window_roll: timedelta = timedelta(days=7),
+        stats: GraphStats | None = None,
+    ) -> None:
+        super().__init__(
+            timeouts=timeouts,
+            tokens=tokens,
+            http_transport=http_transport,
+            max_inline_wait=max_inline_wait,
+            page_size=100,
+            stats=stats,
+        )
+        self._now: Callable[[], datetime] = (
+            clock.now if clock is not None else lambda: datetime.now(UTC)
+        )
+        self._window = (window_past, window_future, window_roll)
+
+    @asynccontextmanager
+    async def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AsyncIterator[ExchangeItemsSession]:
+        past, future, roll = self._window
+        options = ActOptions(
+            timeouts=self._timeouts,
+            now=self._now,
+            window_past=past,
+            window_future=future,
+            window_roll=roll,
+        )
+        async with self._client(mailbox, profile.incoming, credentials) as client:
+            session = GraphActSession(client, mailbox=mailbox, options=options)
+            await session.probe()
+            yield session
+
+
+@final
+class GraphTransport:
+    """The Graph transports with one set of settings and one :class:`GraphStats`.
+
+    Register ``incoming``, ``outgoing`` and ``act`` for :data:`GRAPH_SERVER_TYPES`::
 
         graph = GraphTransport(
             timeouts=settings.timeouts,
@@ -411,6 +482,7 @@ class GraphTransport:
         transports = Transports.by_server_type(
             incoming=dict.fromkeys(GRAPH_SERVER_TYPES, graph.incoming),
             outgoing=dict.fromkeys(GRAPH_SERVER_TYPES, graph.outgoing),
+            act=dict.fromkeys(GRAPH_SERVER_TYPES, graph.act),
         )
 
     For push hints, add ``webhook=GraphWebhookHandler(notification_url=...)`` and route the
@@ -469,3 +541,13 @@ class GraphTransport:
             _gates=gates,
         )
         """Sends mail (an :class:`~serversync.ports.OutgoingMailTransport`)."""
+        self.act = GraphActTransport(
+            timeouts=timeouts,
+            tokens=tokens,
+            http_transport=http_transport,
+            clock=clock,
+            max_inline_wait=max_inline_wait,
+            stats=self.stats,
+        )
+        """Syncs appointments, contacts and tasks (an
+        :class:`~serversync.ports.ExchangeItemsTransport`)."""

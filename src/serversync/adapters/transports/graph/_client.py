@@ -168,6 +168,7 @@ class GraphClient:
         idempotent: bool,
         item: bool = False,
         cost: int = 1,
+        if_match: str | None = None,
     ) -> httpx.Response:
         """One request, answered with a 2xx response or raised as a serversync error.
         ``cost`` is how many requests Graph counts it as (a batch's items)."""
@@ -183,6 +184,8 @@ class GraphClient:
             if content_type is not None:
                 headers["Content-Type"] = content_type
             await self._spend_budget(what, cost)
+            if if_match is not None:
+                headers["If-Match"] = if_match
             self.stats.requests[method] += 1
             response = await self._send(
                 method,

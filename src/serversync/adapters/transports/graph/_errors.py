@@ -22,6 +22,7 @@ from serversync.errors import (
     MessageRejectedError,
     PermanentError,
     ServerBusyError,
+    StorageConflictError,
     SyncError,
     TransientError,
 )
@@ -114,6 +115,13 @@ def error_from_response(
 
     if status == 410 or found & _SYNC_STATE_CODES:
         return SyncStateLostError(detail, mailbox_id=mailbox_id, server_code=code)
+    if status == 412:
+        # ErrorIrresolvableConflict: the item changed since its change key was read.
+        return StorageConflictError(
+            f"{detail} (the item changed since it was read)",
+            mailbox_id=mailbox_id,
+            server_code=code,
+        )
     if status == 401:
         return AuthenticationError(
             f"{detail} (Microsoft Graph refused the access token)",
