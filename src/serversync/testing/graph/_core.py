@@ -24,13 +24,13 @@ import attrs
 
 from serversync.testing.graph._batch import run_batch
 from serversync.testing.graph._folders import FolderDeltas
+from serversync.testing.graph._items import ITEM_RESOURCES, FakeItems
 from serversync.testing.graph._large import (
     MAX_REQUEST_BYTES,
     FakeAttachment,
     LargeMessages,
     draft_mime,
 )
-from serversync.testing.graph._items import ITEM_RESOURCES, FakeItems
 
 __all__ = [
     "FakeMessage",

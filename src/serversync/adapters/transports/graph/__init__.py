@@ -436,7 +436,11 @@ class GraphActTransport(_Base):
         window_past: timedelta = timedelta(days=30),
         window_future: timedelta = timedelta(days=365),
         window_roll: timedelta = timedelta(days=7),
+        concurrency: int = DEFAULT_CONCURRENCY,
+        request_budget: RequestBudget = DEFAULT_REQUEST_BUDGET,
+        random_source: Callable[[], float] = random.random,
         stats: GraphStats | None = None,
+        _gates: MailboxGates | None = None,
     ) -> None:
         super().__init__(
             timeouts=timeouts,
@@ -445,6 +449,8 @@ class GraphActTransport(_Base):
             max_inline_wait=max_inline_wait,
             page_size=100,
             stats=stats,
+            gates=_gates or MailboxGates(concurrency, request_budget),
+            random_source=random_source,
         )
         self._now: Callable[[], datetime] = (
             clock.now if clock is not None else lambda: datetime.now(UTC)
@@ -547,7 +553,9 @@ class GraphTransport:
             http_transport=http_transport,
             clock=clock,
             max_inline_wait=max_inline_wait,
+            random_source=random_source,
             stats=self.stats,
+            _gates=gates,
         )
         """Syncs appointments, contacts and tasks (an
         :class:`~serversync.ports.ExchangeItemsTransport`)."""
