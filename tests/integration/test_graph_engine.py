@@ -48,6 +48,8 @@ from serversync.adapters.transports.graph import (
 )
 from serversync.model import (
     INBOX,
+    Alert,
+    AlertKind,
     CredentialKind,
     Credentials,
     GraphCheckpoint,
@@ -426,8 +428,9 @@ async def test_a_revoked_consent_disables_the_workload_with_the_reason(cached: b
         assert (await world.sync(mailbox)).status is RunStatus.SUCCEEDED
     world.fake.revoke_consent(APP_ID)
     world.deliver(1, "after")
+    alerts = AlertsSeen()
 
-    report = await world.sync(mailbox)
+    report = await world.sync(mailbox, observer=alerts)
 
     assert report.status is RunStatus.FAILED
     assert report.error is not None
@@ -450,6 +453,20 @@ async def test_a_revoked_consent_disables_the_workload_with_the_reason(cached: b
     assert state is not None
     assert state.last_error is not None
     assert state.last_error.message == report.error.message
+    (alert,) = alerts.seen
+    assert alert.kind is AlertKind.WORKLOAD_DISABLED
+    assert alert.error == report.error
+    # The credential-expired event: a refused token grant asks for new credentials; a
+    # 403 for a token Graph still knows is a configuration matter (consent, RBAC scope).
+    assert alert.credentials_rejected is (not cached)
+
+
+class AlertsSeen(BaseSyncObserver):
+    def __init__(self) -> None:
+        self.seen: list[Alert] = []
+
+    def alert_raised(self, alert: Alert) -> None:
+        self.seen.append(alert)
 
 
 @pytest.mark.parametrize("how", ["next-link", "redirect"])

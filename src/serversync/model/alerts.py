@@ -49,3 +49,16 @@ class Alert:
     profile_id: ProfileId | None = None
     workload: Workload | None = None
     error: ErrorRecord | None = None
+
+    @property
+    def credentials_rejected(self) -> bool:
+        """Whether the server or the identity provider refused the mailbox's credentials (an
+        :class:`~serversync.errors.AuthenticationError` disabled the workload): a wrong or
+        expired password or secret, a revoked token grant or consent. The host's cue to ask
+        the user or an administrator for new credentials; the workload stays disabled until
+        they are replaced and the mailbox enabled again."""
+        return (
+            self.kind is AlertKind.WORKLOAD_DISABLED
+            and self.error is not None
+            and self.error.error_type == "AuthenticationError"
+        )
