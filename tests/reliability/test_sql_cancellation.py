@@ -18,12 +18,6 @@ from tests.conftest import Postgres
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQL store on PostgreSQL: a call cancelled mid-query terminates its asyncpg "
-    "connection, and asyncio reports a future whose ConnectionError('unexpected "
-    "connection_lost() call') nobody retrieved",
-)
 async def test_cancelling_a_lease_renewal_in_flight_leaves_no_unretrieved_error(
     postgres: Postgres,
 ) -> None:
