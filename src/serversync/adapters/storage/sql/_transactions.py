@@ -13,7 +13,9 @@ database thread.
 A call whose caller is cancelled (a deadline, a workload that ends) runs to its end all the
 same, and its transaction commits or rolls back whole: on SQLite in the database thread, on
 PostgreSQL in a task of its own. Cancelling asyncpg mid-statement would make SQLAlchemy
-terminate the connection, and asyncpg then leaves an error on a future nobody reads.
+terminate the connection, and asyncpg then leaves an error on a future nobody reads. Calls
+made after one was abandoned start once it has ended, as on SQLite's one thread: a lease
+released after its renewal was cancelled is not taken again by that renewal.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Transactions:
         self._thread: _SqliteThread | None = None
         # Transactions on the async engine, kept until they end (their callers may be gone).
         self._in_flight: set[asyncio.Task[Any]] = set()
+        # Those whose callers were cancelled: the calls after them wait for them.
+        self._abandoned: set[asyncio.Task[Any]] = set()
         url = engine.url
         if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
             self._thread = _SqliteThread(
@@ -56,7 +60,7 @@ class Transactions:
         """Run ``operation`` in a transaction that only reads (deferred on SQLite)."""
         if self._thread is not None:
             return await self._thread.run(operation, write=False)
-        return await self._run_whole(self._read_on_engine(operation))
+        return await self._run_whole(operation, write=False)
 
     async def write(self, operation: Operation[_T], *, retry: bool = False) -> _T:
         """Run ``operation`` in a transaction that writes (it takes SQLite's write lock at
@@ -66,7 +70,7 @@ class Transactions:
             try:
                 if self._thread is not None:
                     return await self._thread.run(operation, write=True)
-                return await self._run_whole(self._write_on_engine(operation))
+                return await self._run_whole(operation, write=True)
             except IntegrityError:
                 if not retry or round_ == _ROUNDS - 1:
                     raise
@@ -80,24 +84,33 @@ class Transactions:
         if self._thread is not None:
             await self._thread.aclose()
 
-    async def _read_on_engine(self, operation: Operation[_T]) -> _T:
+    async def _run_whole(self, operation: Operation[_T], *, write: bool) -> _T:
+        """Run ``operation`` in a task of its own, which a cancelled caller leaves to finish
+        (commit or roll back) instead of interrupting it mid-statement."""
+        task = asyncio.ensure_future(self._on_engine(operation, write, set(self._abandoned)))
+        self._in_flight.add(task)
+        task.add_done_callback(self._ended)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                self._abandoned.add(task)
+            raise
+
+    async def _on_engine(
+        self, operation: Operation[_T], write: bool, earlier: set[asyncio.Task[Any]]
+    ) -> _T:
+        if earlier:
+            await asyncio.wait(earlier)
+        if write:
+            async with self._engine.begin() as connection:
+                return await operation(connection)
         async with self._engine.connect() as connection:
             return await operation(connection)
 
-    async def _write_on_engine(self, operation: Operation[_T]) -> _T:
-        async with self._engine.begin() as connection:
-            return await operation(connection)
-
-    async def _run_whole(self, transaction: Coroutine[Any, Any, _T]) -> _T:
-        """Await ``transaction`` in a task of its own, which a cancelled caller leaves to
-        finish (commit or roll back) instead of interrupting it mid-statement."""
-        task = asyncio.ensure_future(transaction)
-        self._in_flight.add(task)
-        task.add_done_callback(self._ended)
-        return await asyncio.shield(task)
-
     def _ended(self, task: asyncio.Task[Any]) -> None:
         self._in_flight.discard(task)
+        self._abandoned.discard(task)
         if not task.cancelled():
             # Read here: a caller that was cancelled never reads the outcome.
             task.exception()
