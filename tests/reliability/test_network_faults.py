@@ -117,12 +117,6 @@ async def test_under_the_resend_policy_an_email_cut_off_in_data_is_sent_again(
             assert case.accepted[str(email.message_id)] >= 1, case.name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EWS transport: a closed session's HTTP connection stays open until garbage "
-    "collection (the last streamed response is never closed, so closing the requests "
-    "session leaves the socket's descriptor alive)",
-)
 async def test_a_closed_ews_session_releases_its_connection() -> None:
     from serversync.adapters.transports import EwsTransport
     from serversync.testing.ews import EwsTestServer

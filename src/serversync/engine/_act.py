@@ -500,28 +500,8 @@ class _EntitySync:
             "creating an Exchange item",
         )
         # Saved at once: a crash after this point must not create the item twice.
-        mapping = ExchangeSyncIdMapping(
-            id=step.mapping.id if step.mapping else _new_mapping_id(),
-            owner=self._user,
-            record=record.ref,
-            exchange_entry_id=key.item_id,
-            change_key=key.change_key,
-            record_version=record.version,
-            record_owner=record.owner,
-            synced_values=dict(step.synced),
-            item_subject=_subject(step.fields),
-            retries=step.mapping.retries if step.mapping else 0,
-        )
-        await self._save(self._succeeded(mapping))
+        await self._link(step, record, key, ActAction.CREATED_IN_EXCHANGE, in_sync_filters=True)
         self._created.append(key.item_id)
-        self._item_of[record.ref] = key.item_id
-        self._record_of[key.item_id] = record.ref
-        self._outcome(
-            ActAction.CREATED_IN_EXCHANGE,
-            record=record.ref,
-            item_id=key.item_id,
-            explanation=step.reason,
-        )
 
     async def _create_in_crm(self, step: CreateInCrm) -> None:
         item = step.item
@@ -554,27 +534,36 @@ class _EntitySync:
             ),
             "creating a CRM record",
         )
+        # Not in the filters until the next cycle reads the record back and checks it.
+        await self._link(step, record, item.key, ActAction.CREATED_IN_CRM, in_sync_filters=False)
+
+    async def _link(
+        self,
+        step: CreateInExchange | CreateInCrm,
+        record: ActRecord,
+        key: ExchangeItemKey,
+        action: ActAction,
+        *,
+        in_sync_filters: bool,
+    ) -> None:
+        """Save the mapping that links a record and an item one of which was just created
+        (reusing the id of a failed attempt's mapping), and index the pair for this cycle."""
         mapping = ExchangeSyncIdMapping(
             id=step.mapping.id if step.mapping else _new_mapping_id(),
             owner=self._user,
             record=record.ref,
-            exchange_entry_id=item.key.item_id,
-            change_key=item.key.change_key,
+            exchange_entry_id=key.item_id,
+            change_key=key.change_key,
             record_version=record.version,
             record_owner=record.owner,
             synced_values=dict(step.synced),
             item_subject=_subject(step.fields),
-            in_sync_filters=False,  # set by the next cycle once the record is read back
+            in_sync_filters=in_sync_filters,
         )
-        await self._save(self._succeeded(mapping))
-        self._item_of[record.ref] = item.key.item_id
-        self._record_of[item.key.item_id] = record.ref
-        self._outcome(
-            ActAction.CREATED_IN_CRM,
-            record=record.ref,
-            item_id=item.key.item_id,
-            explanation=step.reason,
-        )
+        await self._save(self._succeeded(mapping))  # a success: no retries left to count
+        self._item_of[record.ref] = key.item_id
+        self._record_of[key.item_id] = record.ref
+        self._outcome(action, record=record.ref, item_id=key.item_id, explanation=step.reason)
 
     async def _update(self, step: UpdateLinked) -> None:
         mapping = step.mapping

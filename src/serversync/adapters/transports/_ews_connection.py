@@ -20,6 +20,7 @@ import enum
 import functools
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -142,7 +143,25 @@ def tls_verification(endpoint: ServerEndpoint, mailbox_id: str) -> bool | str | 
     return endpoint.ca_file
 
 
-class _TlsAdapter(requests.adapters.HTTPAdapter):
+class _ClosingAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter whose ``close()`` closes the sockets it keeps for reuse.
+
+    Since urllib3 2, a pool manager that forgets its pools no longer closes them: a pool, and
+    the idle connection in it, lives on as long as any response that refers to it (until
+    garbage collection, for a response in a reference cycle). Closing the session must end
+    the connection now.
+    """
+
+    def close(self) -> None:
+        pools = self.poolmanager.pools
+        # keys() takes a copy under the container's lock; iterating it directly is refused.
+        for key in pools.keys():  # noqa: SIM118
+            with suppress(KeyError):  # forgotten in the meantime: nothing left to close
+                pools[key].close()
+        super().close()
+
+
+class _TlsAdapter(_ClosingAdapter):
     """Verifies servers against the profile's CA file (or not at all, when the profile says
     so), whatever the session, the request or ``REQUESTS_CA_BUNDLE`` say."""
 
@@ -190,6 +209,9 @@ class _UncachedProtocolType(CachingProtocol):  # type: ignore[misc]
 class _SessionProtocol(Protocol, metaclass=_UncachedProtocolType):  # type: ignore[misc]
     """exchangelib's protocol with this connection's TLS settings and chunked reads."""
 
+    # exchangelib mounts an adapter of this class for the EWS endpoint in every session.
+    HTTP_ADAPTER_CLS = _ClosingAdapter
+
     def __init__(self, *, config: Any, verify: bool | str | None, stats: EwsStats) -> None:
         super().__init__(config=config)
         self._verify = verify
@@ -208,8 +230,10 @@ class _SessionProtocol(Protocol, metaclass=_UncachedProtocolType):  # type: igno
         body = response.request.body
         found = _OPERATION.search(body[:4096]) if isinstance(body, bytes) else None
         self._stats._count_request(found.group(1).decode() if found else "unknown")
-        # The instance attribute shadows the method for this response only.
-        response.__dict__["iter_content"] = functools.partial(_read, response, self._stats)
+        # The instance attribute shadows the method for this response only; it refers to the
+        # response weakly, so the response is no reference cycle and is freed with its last use.
+        reader = functools.partial(_read, weakref.proxy(response), self._stats)
+        response.__dict__["iter_content"] = reader
         return response
 
 

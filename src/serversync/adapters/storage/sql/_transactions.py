@@ -9,6 +9,13 @@ runs each call whole on a thread of its own, over the synchronous driver: one ho
 The call itself stays an ``async`` function of a connection (so both dialects share one
 code path); on SQLite its awaits complete at once, and it is driven to its end on the
 database thread.
+
+A call whose caller is cancelled (a deadline, a workload that ends) runs to its end all the
+same, and its transaction commits or rolls back whole: on SQLite in the database thread, on
+PostgreSQL in a task of its own. Cancelling asyncpg mid-statement would make SQLAlchemy
+terminate the connection, and asyncpg then leaves an error on a future nobody reads. Calls
+made after one was abandoned start once it has ended, as on SQLite's one thread: a lease
+released after its renewal was cancelled is not taken again by that renewal.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ class Transactions:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._thread: _SqliteThread | None = None
+        # Transactions on the async engine, kept until they end (their callers may be gone).
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        # Those whose callers were cancelled: the calls after them wait for them.
+        self._abandoned: set[asyncio.Task[Any]] = set()
         url = engine.url
         if engine.dialect.name == "sqlite" and url.database not in (None, "", ":memory:"):
             self._thread = _SqliteThread(
@@ -49,8 +60,7 @@ class Transactions:
         """Run ``operation`` in a transaction that only reads (deferred on SQLite)."""
         if self._thread is not None:
             return await self._thread.run(operation, write=False)
-        async with self._engine.connect() as connection:
-            return await operation(connection)
+        return await self._run_whole(operation, write=False)
 
     async def write(self, operation: Operation[_T], *, retry: bool = False) -> _T:
         """Run ``operation`` in a transaction that writes (it takes SQLite's write lock at
@@ -60,17 +70,50 @@ class Transactions:
             try:
                 if self._thread is not None:
                     return await self._thread.run(operation, write=True)
-                async with self._engine.begin() as connection:
-                    return await operation(connection)
+                return await self._run_whole(operation, write=True)
             except IntegrityError:
                 if not retry or round_ == _ROUNDS - 1:
                     raise
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        """Close the SQLite thread's connection and stop the thread."""
+        """Let transactions whose callers were cancelled end, then close the SQLite thread's
+        connection and stop the thread."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
         if self._thread is not None:
             await self._thread.aclose()
+
+    async def _run_whole(self, operation: Operation[_T], *, write: bool) -> _T:
+        """Run ``operation`` in a task of its own, which a cancelled caller leaves to finish
+        (commit or roll back) instead of interrupting it mid-statement."""
+        task = asyncio.ensure_future(self._on_engine(operation, write, set(self._abandoned)))
+        self._in_flight.add(task)
+        task.add_done_callback(self._ended)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                self._abandoned.add(task)
+            raise
+
+    async def _on_engine(
+        self, operation: Operation[_T], write: bool, earlier: set[asyncio.Task[Any]]
+    ) -> _T:
+        if earlier:
+            await asyncio.wait(earlier)
+        if write:
+            async with self._engine.begin() as connection:
+                return await operation(connection)
+        async with self._engine.connect() as connection:
+            return await operation(connection)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._in_flight.discard(task)
+        self._abandoned.discard(task)
+        if not task.cancelled():
+            # Read here: a caller that was cancelled never reads the outcome.
+            task.exception()
 
 
 class _SqliteThread:
