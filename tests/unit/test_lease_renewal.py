@@ -25,7 +25,7 @@ from serversync import (
     SyncSettings,
     Workload,
 )
-from serversync.model import INBOX
+from serversync.model import INBOX, MailboxId, WorkloadState
 from serversync.testing import (
     InMemoryStorage,
     InMemoryWorld,
@@ -69,6 +69,21 @@ class _LeaseRecorder:
     ) -> bool:
         self.keys.append(key)
         return await self.inner.try_acquire_lease(key, owner=owner, now=now, until=until)
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        self.keys.append(key)
+        return await self.inner.acquire_workload_lease(
+            mailbox_id, workload, key=key, owner=owner, now=now, until=until
+        )
 
 
 _RECORDERS: dict[InMemoryWorld, _LeaseRecorder] = {}
@@ -211,9 +226,10 @@ async def test_an_outgoing_workload_that_lost_its_lease_sends_no_further_email()
 async def test_a_lease_that_runs_out_while_the_store_refuses_renewals_stops_the_workload() -> None:
     world, alice, slow = _world(messages=2)
     slow.fetch_gate = gate = Gate()
-    # The mailbox lease and the connection slot are taken; every renewal after that fails.
+    # The mailbox lease (acquire_workload_lease) and the connection slot are taken; every
+    # renewal after that fails.
     world.storage.faults.fail_next(
-        "try_acquire_lease", StorageConflictError("deadlock"), times=10_000, skip=2
+        "try_acquire_lease", StorageConflictError("deadlock"), times=10_000, skip=1
     )
     async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
         run = asyncio.create_task(engine.run_once(workloads=[Workload.INCOMING]))

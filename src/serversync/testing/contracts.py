@@ -69,6 +69,7 @@ from serversync.ports import (
     IncomingMailTransport,
     OutgoingMailTransport,
     Repositories,
+    WorkloadRunRepository,
 )
 from serversync.testing.builders import a_mailbox, a_pending_email, a_profile, an_email
 
@@ -325,6 +326,7 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_send_claims(await factory())
     await _check_leases(await factory())
     await _check_lease_holder(await factory())
+    await _check_workload_runs(await factory())
     await _check_disabling_workloads(await factory())
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
@@ -695,6 +697,69 @@ async def _check_leases(harness: RepositoryHarness) -> None:
     assert await repos.try_acquire_lease("m/incoming", owner="c", now=_T0, until=until), (
         "a released lease is free"
     )
+
+
+async def _check_workload_runs(harness: RepositoryHarness) -> None:
+    """The optional combined calls (:class:`WorkloadRunRepository`) keep the promises of the
+    separate ones they stand for."""
+    repos = harness.repositories
+    if not isinstance(repos, WorkloadRunRepository):
+        return  # optional: the engine makes the separate calls instead
+    box = MailboxId("mailbox:runs@contract.test")
+    other = MailboxId("mailbox:other@contract.test")
+    assert await repos.list_workload_states() == {}, "no state saved, none listed"
+    due = WorkloadState(next_run_at=_T0, consecutive_failures=1)
+    later = WorkloadState(next_run_at=_T0 + timedelta(minutes=5))
+    await repos.save_workload_state(box, Workload.INCOMING, due)
+    await repos.save_workload_state(other, Workload.OUTGOING, later)
+    assert await repos.list_workload_states() == {
+        (box, Workload.INCOMING): due,
+        (other, Workload.OUTGOING): later,
+    }, "every saved state, by mailbox and workload"
+
+    until = _T0 + timedelta(minutes=10)
+    key = f"{box}/incoming"
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="a", now=_T0, until=until
+    ) == (True, due), "a free lease is taken, with the workload's state"
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="b", now=_T0, until=until
+    ) == (False, None), "a held lease must not be given to another owner"
+    assert not await repos.try_acquire_lease(key, owner="b", now=_T0, until=until), (
+        "the combined call takes the same lease as try_acquire_lease"
+    )
+    assert await repos.acquire_workload_lease(
+        box, Workload.OUTGOING, key=f"{box}/outgoing", owner="b", now=_T0, until=until
+    ) == (True, None), "a workload never run has no state"
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="a", now=_T0, until=until
+    ) == (True, due), "the owner may renew its lease"
+    after = until + timedelta(seconds=1)
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="b", now=after, until=after + timedelta(hours=1)
+    ) == (True, due), "an expired lease must be taken over"
+
+    await repos.release_leases([(key, "a"), (f"{box}/outgoing", "b")])
+    assert await repos.get_lease_holder(key, now=after) == "b", "only the owner may release a lease"
+    assert await repos.get_lease_holder(f"{box}/outgoing", now=_T0) is None, (
+        "every lease named is released"
+    )
+    await repos.release_leases([(key, "b")])
+    assert await repos.get_lease_holder(key, now=after) is None, "a released lease is free"
+    await repos.release_leases([])
+
+    # Engines racing for one new lease: exactly one wins.
+    race = f"{other}/outgoing"
+    won = await asyncio.gather(
+        *(
+            repos.acquire_workload_lease(
+                other, Workload.OUTGOING, key=race, owner=f"engine-{n}", now=_T0, until=until
+            )
+            for n in range(8)
+        )
+    )
+    assert sorted(acquired for acquired, _ in won) == [False] * 7 + [True], won
+    assert [state for acquired, state in won if acquired] == [later], won
 
 
 async def _check_lease_holder(harness: RepositoryHarness) -> None:

@@ -63,6 +63,7 @@ from serversync.ports import (
     RecordCreator,
     RecordDirectory,
     Repositories,
+    WorkloadRunRepository,
 )
 
 __all__ = ["InMemoryDirectory", "InMemoryStorage"]
@@ -82,7 +83,9 @@ class _Lease:
 
 
 @final
-@documented_by(Repositories, ActRecordRepository, ExchangeSyncIdMappingRepository)
+@documented_by(
+    Repositories, WorkloadRunRepository, ActRecordRepository, ExchangeSyncIdMappingRepository
+)
 class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     """Every repository port over dicts; also the host-side setup helpers tests need.
 
@@ -500,6 +503,37 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
         lease = self._leases.get(key)
         if lease is not None and lease.owner == owner:
             del self._leases[key]
+
+    # -- a workload run's bookkeeping in fewer calls (WorkloadRunRepository) ------------------
+
+    async def list_workload_states(self) -> Mapping[tuple[MailboxId, Workload], WorkloadState]:
+        self._before("list_workload_states")
+        return dict(self._states)
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        self._before("acquire_workload_lease")
+        lease = self._leases.get(key)
+        if lease is not None and lease.owner != owner and lease.until > now:
+            return False, None
+        self._leases[key] = _Lease(owner=owner, until=until)
+        self._after("acquire_workload_lease")
+        return True, self._states.get((mailbox_id, workload))
+
+    async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
+        self._before("release_leases")
+        for key, owner in leases:
+            lease = self._leases.get(key)
+            if lease is not None and lease.owner == owner:
+                del self._leases[key]
 
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
         self._before("get_lease_holder")

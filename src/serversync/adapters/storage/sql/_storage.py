@@ -71,7 +71,7 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import Repositories
+from serversync.ports import Repositories, WorkloadRunRepository
 
 from . import _database
 from ._act import SqlExchangeMappings
@@ -141,7 +141,7 @@ _RELEASE_LEASE = delete(leases).where(
 
 
 @final
-@documented_by(Repositories)
+@documented_by(Repositories, WorkloadRunRepository)
 class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
@@ -700,6 +700,57 @@ class SqlStorage(SqlExchangeMappings):
     async def release_lease(self, key: str, *, owner: str) -> None:
         parameters = {"l_key": key, "l_owner": owner}
         await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
+
+    # -- a workload run's bookkeeping in fewer calls (WorkloadRunRepository) ------------------
+
+    async def list_workload_states(self) -> Mapping[tuple[MailboxId, Workload], WorkloadState]:
+        query = select(
+            workload_states.c.mailbox_id, workload_states.c.workload, workload_states.c.data
+        )
+        rows = await self._db.read(lambda c: _rows(c, query))
+        return {
+            (MailboxId(mailbox_id), Workload(workload)): load(data, WorkloadState)
+            for mailbox_id, workload, data in rows
+        }
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        parameters = {
+            "l_key": key,
+            "l_owner": owner,
+            "l_now": micros(now),
+            "l_until": micros(until),
+            "mailbox_id": mailbox_id,
+            "workload": workload.value,
+        }
+
+        async def write(c: AsyncConnection) -> tuple[bool, str | None]:
+            # As try_acquire_lease, then the state read under the lease just taken.
+            taken = await c.execute(_TAKE_LEASE, parameters)
+            if taken.rowcount != 1:
+                if await c.scalar(_LEASE_HELD, parameters):
+                    return False, None
+                await c.execute(_NEW_LEASE, parameters)
+            return True, await c.scalar(_WORKLOAD_STATE, parameters)
+
+        try:
+            acquired, text = await self._db.write(write)
+        except IntegrityError:
+            return False, None  # another engine created the lease first
+        return acquired, None if text is None else load(text, WorkloadState)
+
+    async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
+        parameters = [{"l_key": key, "l_owner": owner} for key, owner in leases]
+        if parameters:
+            await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
 
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
         query = select(leases.c.owner).where(leases.c.key == key, leases.c.until > micros(now))
