@@ -226,10 +226,9 @@ async def test_an_outgoing_workload_that_lost_its_lease_sends_no_further_email()
 async def test_a_lease_that_runs_out_while_the_store_refuses_renewals_stops_the_workload() -> None:
     world, alice, slow = _world(messages=2)
     slow.fetch_gate = gate = Gate()
-    # The mailbox lease (acquire_workload_lease) and the connection slot are taken; every
-    # renewal after that fails.
+    # The mailbox lease and the connection slot are taken; every renewal after that fails.
     world.storage.faults.fail_next(
-        "try_acquire_lease", StorageConflictError("deadlock"), times=10_000, skip=1
+        "try_acquire_lease", StorageConflictError("deadlock"), times=10_000, skip=2
     )
     async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
         run = asyncio.create_task(engine.run_once(workloads=[Workload.INCOMING]))

@@ -43,6 +43,7 @@ _STARTS_WORK = frozenset(
         "find_by_message_ids",
         "list_expired_claims",
         "claim_pending_send",
+        "claim_pending_send_unless_expired",
         "save_workload_state",
         "disable_workload",
     }

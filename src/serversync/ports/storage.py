@@ -177,6 +177,21 @@ class WorkloadRunRepository(Protocol):
         """``release_lease(key, owner=owner)`` of every (key, owner), in one transaction."""
         ...
 
+    async def claim_pending_send_unless_expired(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
+        """``list_expired_claims(mailbox_id, now=now)`` and, in the same transaction when it
+        finds none, ``claim_pending_send(...)``: (the expired claims, the new claims). The
+        engine settles expired claims before it claims again, so with expired claims found
+        nothing is claimed."""
+        ...
+
 
 class CheckpointRepository(Protocol):
     """Incoming cursors per mailbox folder."""

@@ -327,6 +327,7 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_leases(await factory())
     await _check_lease_holder(await factory())
     await _check_workload_runs(await factory())
+    await _check_claim_unless_expired(await factory())
     await _check_disabling_workloads(await factory())
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
@@ -760,6 +761,62 @@ async def _check_workload_runs(harness: RepositoryHarness) -> None:
     )
     assert sorted(acquired for acquired, _ in won) == [False] * 7 + [True], won
     assert [state for acquired, state in won if acquired] == [later], won
+
+
+async def _check_claim_unless_expired(harness: RepositoryHarness) -> None:
+    """The outgoing claim with the expired claims (:class:`WorkloadRunRepository`): nothing
+    is claimed while an expired claim waits to be settled."""
+    repos = harness.repositories
+    if not isinstance(repos, WorkloadRunRepository):
+        return  # optional: the engine makes the separate calls instead
+    sender = a_mailbox("sender@contract.test")
+    other = a_mailbox("other@contract.test")
+    due = [
+        a_pending_email(sender_mailbox=sender, to=["x@contract.test"], subject=f"due {n}")
+        for n in range(2)
+    ]
+    foreign = a_pending_email(sender_mailbox=other, to=["x@contract.test"], subject="other")
+    await harness.seed(mailboxes=[sender, other], activities=[*due, foreign])
+
+    until = _T0 + timedelta(minutes=30)
+    expired, claimed = await repos.claim_pending_send_unless_expired(
+        sender.id, owner="a", now=_T0, until=until, limit=1
+    )
+    assert (list(expired), [c.activity.id for c in claimed]) == ([], [due[0].id]), (
+        "with no expired claim, this mailbox's next due email is claimed"
+    )
+    stored = await repos.get_activity(due[0].id)
+    assert stored is not None and stored.status is EmailStatus.SENDING, (
+        "the claimed email is stored as Sending"
+    )
+
+    after = until + timedelta(seconds=1)
+    expired, claimed = await repos.claim_pending_send_unless_expired(
+        sender.id, owner="b", now=after, until=after + timedelta(minutes=30), limit=1
+    )
+    assert [c.activity.id for c in expired] == [due[0].id], "the expired claim is listed"
+    assert expired[0].owner == "a", "an expired claim names the owner it expired on"
+    assert not list(claimed), "nothing is claimed while an expired claim waits to be settled"
+    waiting = await repos.get_activity(due[1].id)
+    assert waiting is not None and waiting.status is EmailStatus.PENDING_SEND, (
+        "the next email stays Pending Send"
+    )
+    listed = await repos.list_expired_claims(sender.id, now=after)
+    assert [(c.activity.id, c.token) for c in listed] == [
+        (c.activity.id, c.token) for c in expired
+    ], "the combined call lists what list_expired_claims lists"
+
+    # Engines racing: one email, one claim.
+    won = await asyncio.gather(
+        *(
+            repos.claim_pending_send_unless_expired(
+                other.id, owner=f"engine-{n}", now=_T0, until=until, limit=1
+            )
+            for n in range(6)
+        )
+    )
+    claims = [c for _, claimed_ in won for c in claimed_]
+    assert [c.activity.id for c in claims] == [foreign.id], "an email is claimed once"
 
 
 async def _check_lease_holder(harness: RepositoryHarness) -> None:

@@ -520,20 +520,31 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
         now: datetime,
         until: datetime,
     ) -> tuple[bool, WorkloadState | None]:
-        self._before("acquire_workload_lease")
-        lease = self._leases.get(key)
-        if lease is not None and lease.owner != owner and lease.until > now:
+        # The separate calls, which await nothing: as atomic, and with their fault points.
+        if not await self.try_acquire_lease(key, owner=owner, now=now, until=until):
             return False, None
-        self._leases[key] = _Lease(owner=owner, until=until)
-        self._after("acquire_workload_lease")
         return True, self._states.get((mailbox_id, workload))
 
     async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
-        self._before("release_leases")
         for key, owner in leases:
-            lease = self._leases.get(key)
-            if lease is not None and lease.owner == owner:
-                del self._leases[key]
+            await self.release_lease(key, owner=owner)
+
+    async def claim_pending_send_unless_expired(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
+        expired = await self.list_expired_claims(mailbox_id, now=now)
+        if expired:
+            return expired, []
+        claimed = await self.claim_pending_send(
+            mailbox_id, owner=owner, now=now, until=until, limit=limit
+        )
+        return [], claimed
 
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
         self._before("get_lease_holder")
