@@ -25,7 +25,7 @@ from serversync import (
     SyncSettings,
     Workload,
 )
-from serversync.model import INBOX
+from serversync.model import INBOX, MailboxId, WorkloadState
 from serversync.testing import (
     InMemoryStorage,
     InMemoryWorld,
@@ -69,6 +69,21 @@ class _LeaseRecorder:
     ) -> bool:
         self.keys.append(key)
         return await self.inner.try_acquire_lease(key, owner=owner, now=now, until=until)
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        self.keys.append(key)
+        return await self.inner.acquire_workload_lease(
+            mailbox_id, workload, key=key, owner=owner, now=now, until=until
+        )
 
 
 _RECORDERS: dict[InMemoryWorld, _LeaseRecorder] = {}

@@ -61,6 +61,7 @@ from serversync.ports import (
     Repositories,
     SendAsPolicy,
     SyncObserver,
+    WorkloadRunRepository,
 )
 from serversync.relevance import default_rules
 from serversync.settings import DefaultEmailSettings, SyncSettings
@@ -75,6 +76,7 @@ from ._leases import (
     acquire_connection_slot,
     lease_key,
     release_connection_slot,
+    release_slot_and_lease,
 )
 from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
@@ -176,6 +178,8 @@ class SyncEngine:
         self._profile_slots: dict[ProfileId, asyncio.Semaphore] = {}
         self._profile_alerted: dict[ProfileId, datetime] = {}
         self._next_due: datetime | None = None
+        # The store's combined bookkeeping calls, when it has them (see WorkloadRunRepository).
+        self._runs = repositories if isinstance(repositories, WorkloadRunRepository) else None
         self._push = PushWatchers(self._ctx, stopping=lambda: self._stopping)
 
     @property
@@ -511,6 +515,13 @@ class SyncEngine:
         overall = asyncio.Semaphore(ctx.settings.limits.max_concurrent_mailboxes)
         results: list[MailboxRunReport] = []
         states: dict[tuple[MailboxId, Workload], WorkloadState] = {}
+        # One read for every workload's schedule instead of one a workload; a due workload's
+        # state is read again under its lease.
+        known: Mapping[tuple[MailboxId, Workload], WorkloadState] | None = None
+        if self._runs is not None and len(mailboxes) > 1:
+            known = await ctx.storage(
+                self._runs.list_workload_states(), "loading the workload states"
+            )
         async with asyncio.TaskGroup() as group:
             for mailbox in mailboxes:
                 profile = profiles.get(mailbox.profile_id) if mailbox.profile_id else None
@@ -518,7 +529,14 @@ class SyncEngine:
                 for workload in chosen:
                     group.create_task(
                         self._guarded(
-                            mailbox, profile, workload, overall, results, states, force=force
+                            mailbox,
+                            profile,
+                            workload,
+                            overall,
+                            results,
+                            states,
+                            known,
+                            force=force,
                         )
                     )
         order = {m.id: i for i, m in enumerate(mailboxes)}
@@ -540,13 +558,16 @@ class SyncEngine:
         overall: asyncio.Semaphore,
         results: list[MailboxRunReport],
         states: dict[tuple[MailboxId, Workload], WorkloadState],
+        known: Mapping[tuple[MailboxId, Workload], WorkloadState] | None,
         *,
         force: bool,
     ) -> None:
         ctx = self._ctx
         started = ctx.clock.now()
         try:
-            report = await self._workload(mailbox, profile, workload, overall, states, force=force)
+            report = await self._workload(
+                mailbox, profile, workload, overall, states, known, force=force
+            )
         except Exception as exc:  # the per-mailbox error boundary
             # Failures inside a workload are handled there; this catches storage failures
             # around it (loading state, leases) so that one mailbox cannot stop the run.
@@ -570,24 +591,22 @@ class SyncEngine:
         workload: Workload,
         overall: asyncio.Semaphore,
         states: dict[tuple[MailboxId, Workload], WorkloadState],
+        known: Mapping[tuple[MailboxId, Workload], WorkloadState] | None,
         *,
         force: bool,
     ) -> MailboxRunReport:
         ctx = self._ctx
         repos = ctx.repositories
         started = ctx.clock.now()
-        state = await ctx.storage(
-            repos.get_workload_state(mailbox.id, workload), "loading the workload state"
-        )
+        if known is not None:
+            state = known.get((mailbox.id, workload))
+        else:
+            state = await ctx.storage(
+                repos.get_workload_state(mailbox.id, workload), "loading the workload state"
+            )
         if state is not None:
             states[(mailbox.id, workload)] = state
-        reason = skip_reason(
-            mailbox, profile, workload, state, now=started, org=ctx.settings.organization
-        )
-        if reason is SkipReason.NOT_DUE and (
-            force or self._push.is_due(mailbox.id, workload, state)
-        ):
-            reason = None
+        reason = self._skip_reason(mailbox, profile, workload, state, started, force=force)
         if reason is SkipReason.NOT_APPROVED:
             await self._refuse_unapproved(mailbox, workload, state, at=started)
         if reason is None and self._stopping:
@@ -603,10 +622,38 @@ class SyncEngine:
             )
         key = lease_key(mailbox.id, workload)
         until = started + ctx.settings.schedule.lease_duration
-        acquired = await ctx.storage(
-            repos.try_acquire_lease(key, owner=ctx.engine_id, now=started, until=until),
-            "acquiring the mailbox lease",
-        )
+        runs = self._runs
+        if runs is None:
+            acquired = await ctx.storage(
+                repos.try_acquire_lease(key, owner=ctx.engine_id, now=started, until=until),
+                "acquiring the mailbox lease",
+            )
+        else:
+            acquired, fresh = await ctx.storage(
+                runs.acquire_workload_lease(
+                    mailbox.id, workload, key=key, owner=ctx.engine_id, now=started, until=until
+                ),
+                "acquiring the mailbox lease",
+            )
+            if acquired and fresh != state:
+                # Changed since the run read it (another engine ran the workload, or the
+                # host changed it): judge again on the state read under the lease.
+                state = fresh
+                if state is not None:
+                    states[(mailbox.id, workload)] = state
+                again = self._skip_reason(mailbox, profile, workload, state, started, force=force)
+                if again is not None:
+                    await ctx.storage(
+                        repos.release_lease(key, owner=ctx.engine_id), "releasing the lease"
+                    )
+                    return MailboxRunReport(
+                        mailbox_id=mailbox.id,
+                        workload=workload,
+                        status=RunStatus.SKIPPED,
+                        started_at=started,
+                        finished_at=ctx.clock.now(),
+                        skip_reason=again,
+                    )
         if not acquired:
             return MailboxRunReport(
                 mailbox_id=mailbox.id,
@@ -616,6 +663,7 @@ class SyncEngine:
                 finished_at=ctx.clock.now(),
                 skip_reason=SkipReason.LEASED_ELSEWHERE,
             )
+        released = False
         try:
             # The lease is renewed from here on, also while waiting for a slot.
             async with (
@@ -649,12 +697,47 @@ class SyncEngine:
                             mailbox, profile, workload, state, started, lease
                         )
                 finally:
-                    await release_connection_slot(ctx, slot, holder)
+                    if runs is None:
+                        await release_connection_slot(ctx, slot, holder)
+                    else:
+                        # The slot and the lease given back in one call: the lease is no
+                        # longer renewed, the workload being done.
+                        try:
+                            await lease.stop()
+                        finally:
+                            await release_slot_and_lease(
+                                ctx, runs, slot, holder, key=key, owner=ctx.engine_id
+                            )
+                            released = True
         finally:
-            await ctx.storage(repos.release_lease(key, owner=ctx.engine_id), "releasing the lease")
+            if not released:
+                await ctx.storage(
+                    repos.release_lease(key, owner=ctx.engine_id), "releasing the lease"
+                )
         if new_state is not None:
             states[(mailbox.id, workload)] = new_state
         return report
+
+    def _skip_reason(
+        self,
+        mailbox: Mailbox,
+        profile: EmailServerProfile | None,
+        workload: Workload,
+        state: WorkloadState | None,
+        now: datetime,
+        *,
+        force: bool,
+    ) -> SkipReason | None:
+        """Why the workload does not run now, if it does not: not due is overridden by
+        ``force`` and by a push."""
+        reason = skip_reason(
+            mailbox, profile, workload, state, now=now, org=self._ctx.settings.organization
+        )
+        if reason is SkipReason.NOT_DUE and (
+            force or self._push.is_due(mailbox.id, workload, state)
+        ):
+            return None
+        return reason
 
     async def _execute(
         self,

@@ -20,7 +20,7 @@ from typing import Any, Self, cast
 
 from serversync.errors import EngineStoppingError, LeaseLostError
 from serversync.model import EmailServerProfile, MailboxId, Workload
-from serversync.ports import Repositories
+from serversync.ports import Repositories, WorkloadRunRepository
 
 from ._context import EngineContext, logger
 
@@ -30,6 +30,7 @@ __all__ = [
     "check_lease",
     "lease_key",
     "release_connection_slot",
+    "release_slot_and_lease",
 ]
 
 # The repository calls that begin new work: the next folder, message or email to send, or
@@ -42,6 +43,7 @@ _STARTS_WORK = frozenset(
         "find_by_message_ids",
         "list_expired_claims",
         "claim_pending_send",
+        "claim_pending_send_unless_expired",
         "save_workload_state",
         "disable_workload",
     }
@@ -118,6 +120,10 @@ class LeaseKeeper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop renewing the lease (before giving it back); idempotent."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -258,4 +264,22 @@ async def release_connection_slot(ctx: EngineContext, key: str, owner: str) -> N
     _held_here.discard(key)
     await ctx.storage(
         ctx.repositories.release_lease(key, owner=owner), "releasing the connection slot"
+    )
+
+
+async def release_slot_and_lease(
+    ctx: EngineContext,
+    runs: WorkloadRunRepository,
+    slot: str,
+    holder: str,
+    *,
+    key: str,
+    owner: str,
+) -> None:
+    """Give back a slot :func:`acquire_connection_slot` took and the workload's lease, in one
+    store call."""
+    _held_here.discard(slot)
+    await ctx.storage(
+        runs.release_leases([(slot, holder), (key, owner)]),
+        "releasing the connection slot and the lease",
     )

@@ -41,7 +41,7 @@ from serversync.model import (
     Workload,
 )
 from serversync.planning import next_send_attempt
-from serversync.ports import OutgoingMailSession, SentFolderSession
+from serversync.ports import OutgoingMailSession, SentFolderSession, WorkloadRunRepository
 from serversync.relevance.tokens import append_token, format_token, strip_tokens
 from serversync.settings import ExpiredClaimPolicy
 
@@ -87,13 +87,31 @@ class OutgoingPipeline:
         """
         ctx = self._ctx
         now = ctx.clock.now()
-        expired = await ctx.storage(
-            ctx.repositories.list_expired_claims(self._mailbox.id, now=now),
-            "listing expired send claims",
-        )
+        repos = ctx.repositories
+        runs = repos if isinstance(repos, WorkloadRunRepository) else None
+        first: SendClaim | None = None
+        if runs is not None:
+            # One store call when, as nearly always, no claim has expired.
+            expired, claimed = await ctx.storage(
+                runs.claim_pending_send_unless_expired(
+                    self._mailbox.id,
+                    owner=ctx.engine_id,
+                    now=now,
+                    until=now + ctx.settings.retry.send_claim_duration,
+                    limit=1,
+                ),
+                "claiming an email to send",
+            )
+            first = claimed[0] if claimed else None
+        else:
+            expired = await ctx.storage(
+                repos.list_expired_claims(self._mailbox.id, now=now),
+                "listing expired send claims",
+            )
         for stale in expired:
             await self._settle_expired(stale)
-        first = await self._claim_next()
+        if runs is None or expired:
+            first = await self._claim_next()
         if first is None:
             return self.results
         claim = first

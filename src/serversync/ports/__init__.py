@@ -26,6 +26,7 @@ from serversync.ports.storage import (
     RecordDirectory,
     Repositories,
     TrackingFolderRepository,
+    WorkloadRunRepository,
     WorkloadStateRepository,
 )
 from serversync.ports.transports import (
@@ -69,5 +70,6 @@ __all__ = [
     "Track",
     "TrackingFolderRepository",
     "Verdict",
+    "WorkloadRunRepository",
     "WorkloadStateRepository",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from serversync.model import (
     ActivityId,
@@ -54,6 +54,7 @@ __all__ = [
     "RecordDirectory",
     "Repositories",
     "TrackingFolderRepository",
+    "WorkloadRunRepository",
     "WorkloadStateRepository",
 ]
 
@@ -140,6 +141,55 @@ class WorkloadStateRepository(Protocol):
         self, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
     ) -> None:
         """Replace the saved state."""
+        ...
+
+
+@runtime_checkable
+class WorkloadRunRepository(Protocol):
+    """Optional: a workload run's bookkeeping in fewer calls.
+
+    Each call would otherwise be several (one a mailbox workload for the states, the lease
+    and the state read, each lease released): a store whose calls cost a round trip or a
+    thread hop implements this to cut them. The engine uses it when the repositories are an
+    instance of it and falls back to the separate calls otherwise.
+    """
+
+    async def list_workload_states(self) -> Mapping[tuple[MailboxId, Workload], WorkloadState]:
+        """Every saved workload state, by mailbox and workload (what the engine needs to
+        tell which workloads are due)."""
+        ...
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        """``try_acquire_lease(key, ...)`` and, in the same transaction, the workload's saved
+        state: (whether the lease is ``owner``'s now, the state read under it)."""
+        ...
+
+    async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
+        """``release_lease(key, owner=owner)`` of every (key, owner), in one transaction."""
+        ...
+
+    async def claim_pending_send_unless_expired(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
+        """``list_expired_claims(mailbox_id, now=now)`` and, in the same transaction when it
+        finds none, ``claim_pending_send(...)``: (the expired claims, the new claims). The
+        engine settles expired claims before it claims again, so with expired claims found
+        nothing is claimed."""
         ...
 
 

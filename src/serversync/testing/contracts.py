@@ -69,6 +69,7 @@ from serversync.ports import (
     IncomingMailTransport,
     OutgoingMailTransport,
     Repositories,
+    WorkloadRunRepository,
 )
 from serversync.testing.builders import a_mailbox, a_pending_email, a_profile, an_email
 
@@ -317,7 +318,10 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     cycle (including races), leases, the quarantine and mailbox administration (one mailbox
     per user or queue, also under concurrent creation). ``factory`` returns a fresh, empty
     store."""
-    await _check_profiles_and_mailboxes(await factory())
+    first = await factory()
+    # The optional combined calls get stores of their own only where implemented.
+    runs = isinstance(first.repositories, WorkloadRunRepository)
+    await _check_profiles_and_mailboxes(first)
     await _check_state_and_checkpoints(await factory())
     await _check_incoming_dedupe(await factory())
     await _check_correlation_candidates(await factory())
@@ -325,6 +329,9 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_send_claims(await factory())
     await _check_leases(await factory())
     await _check_lease_holder(await factory())
+    if runs:
+        await _check_workload_runs(await factory())
+        await _check_claim_unless_expired(await factory())
     await _check_disabling_workloads(await factory())
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
@@ -695,6 +702,125 @@ async def _check_leases(harness: RepositoryHarness) -> None:
     assert await repos.try_acquire_lease("m/incoming", owner="c", now=_T0, until=until), (
         "a released lease is free"
     )
+
+
+async def _check_workload_runs(harness: RepositoryHarness) -> None:
+    """The optional combined calls (:class:`WorkloadRunRepository`) keep the promises of the
+    separate ones they stand for."""
+    repos = harness.repositories
+    if not isinstance(repos, WorkloadRunRepository):
+        return  # optional: the engine makes the separate calls instead
+    box = MailboxId("mailbox:runs@contract.test")
+    other = MailboxId("mailbox:other@contract.test")
+    assert await repos.list_workload_states() == {}, "no state saved, none listed"
+    due = WorkloadState(next_run_at=_T0, consecutive_failures=1)
+    later = WorkloadState(next_run_at=_T0 + timedelta(minutes=5))
+    await repos.save_workload_state(box, Workload.INCOMING, due)
+    await repos.save_workload_state(other, Workload.OUTGOING, later)
+    assert await repos.list_workload_states() == {
+        (box, Workload.INCOMING): due,
+        (other, Workload.OUTGOING): later,
+    }, "every saved state, by mailbox and workload"
+
+    until = _T0 + timedelta(minutes=10)
+    key = f"{box}/incoming"
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="a", now=_T0, until=until
+    ) == (True, due), "a free lease is taken, with the workload's state"
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="b", now=_T0, until=until
+    ) == (False, None), "a held lease must not be given to another owner"
+    assert not await repos.try_acquire_lease(key, owner="b", now=_T0, until=until), (
+        "the combined call takes the same lease as try_acquire_lease"
+    )
+    assert await repos.acquire_workload_lease(
+        box, Workload.OUTGOING, key=f"{box}/outgoing", owner="b", now=_T0, until=until
+    ) == (True, None), "a workload never run has no state"
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="a", now=_T0, until=until
+    ) == (True, due), "the owner may renew its lease"
+    after = until + timedelta(seconds=1)
+    assert await repos.acquire_workload_lease(
+        box, Workload.INCOMING, key=key, owner="b", now=after, until=after + timedelta(hours=1)
+    ) == (True, due), "an expired lease must be taken over"
+
+    await repos.release_leases([(key, "a"), (f"{box}/outgoing", "b")])
+    assert await repos.get_lease_holder(key, now=after) == "b", "only the owner may release a lease"
+    assert await repos.get_lease_holder(f"{box}/outgoing", now=_T0) is None, (
+        "every lease named is released"
+    )
+    await repos.release_leases([(key, "b")])
+    assert await repos.get_lease_holder(key, now=after) is None, "a released lease is free"
+    await repos.release_leases([])
+
+    # Engines racing for one new lease: exactly one wins.
+    race = f"{other}/outgoing"
+    won = await asyncio.gather(
+        *(
+            repos.acquire_workload_lease(
+                other, Workload.OUTGOING, key=race, owner=f"engine-{n}", now=_T0, until=until
+            )
+            for n in range(8)
+        )
+    )
+    assert sorted(acquired for acquired, _ in won) == [False] * 7 + [True], won
+    assert [state for acquired, state in won if acquired] == [later], won
+
+
+async def _check_claim_unless_expired(harness: RepositoryHarness) -> None:
+    """The outgoing claim with the expired claims (:class:`WorkloadRunRepository`): nothing
+    is claimed while an expired claim waits to be settled."""
+    repos = harness.repositories
+    if not isinstance(repos, WorkloadRunRepository):
+        return  # optional: the engine makes the separate calls instead
+    sender = a_mailbox("sender@contract.test")
+    other = a_mailbox("other@contract.test")
+    due = [
+        a_pending_email(sender_mailbox=sender, to=["x@contract.test"], subject=f"due {n}")
+        for n in range(2)
+    ]
+    foreign = a_pending_email(sender_mailbox=other, to=["x@contract.test"], subject="other")
+    await harness.seed(mailboxes=[sender, other], activities=[*due, foreign])
+
+    until = _T0 + timedelta(minutes=30)
+    expired, claimed = await repos.claim_pending_send_unless_expired(
+        sender.id, owner="a", now=_T0, until=until, limit=1
+    )
+    assert (list(expired), [c.activity.id for c in claimed]) == ([], [due[0].id]), (
+        "with no expired claim, this mailbox's next due email is claimed"
+    )
+    stored = await repos.get_activity(due[0].id)
+    assert stored is not None and stored.status is EmailStatus.SENDING, (
+        "the claimed email is stored as Sending"
+    )
+
+    after = until + timedelta(seconds=1)
+    expired, claimed = await repos.claim_pending_send_unless_expired(
+        sender.id, owner="b", now=after, until=after + timedelta(minutes=30), limit=1
+    )
+    assert [c.activity.id for c in expired] == [due[0].id], "the expired claim is listed"
+    assert expired[0].owner == "a", "an expired claim names the owner it expired on"
+    assert not list(claimed), "nothing is claimed while an expired claim waits to be settled"
+    waiting = await repos.get_activity(due[1].id)
+    assert waiting is not None and waiting.status is EmailStatus.PENDING_SEND, (
+        "the next email stays Pending Send"
+    )
+    listed = await repos.list_expired_claims(sender.id, now=after)
+    assert [(c.activity.id, c.token) for c in listed] == [
+        (c.activity.id, c.token) for c in expired
+    ], "the combined call lists what list_expired_claims lists"
+
+    # Engines racing: one email, one claim.
+    won = await asyncio.gather(
+        *(
+            repos.claim_pending_send_unless_expired(
+                other.id, owner=f"engine-{n}", now=_T0, until=until, limit=1
+            )
+            for n in range(6)
+        )
+    )
+    claims = [c for _, claimed_ in won for c in claimed_]
+    assert [c.activity.id for c in claims] == [foreign.id], "an email is claimed once"
 
 
 async def _check_lease_holder(harness: RepositoryHarness) -> None:

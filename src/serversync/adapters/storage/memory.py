@@ -63,6 +63,7 @@ from serversync.ports import (
     RecordCreator,
     RecordDirectory,
     Repositories,
+    WorkloadRunRepository,
 )
 
 __all__ = ["InMemoryDirectory", "InMemoryStorage"]
@@ -82,7 +83,9 @@ class _Lease:
 
 
 @final
-@documented_by(Repositories, ActRecordRepository, ExchangeSyncIdMappingRepository)
+@documented_by(
+    Repositories, WorkloadRunRepository, ActRecordRepository, ExchangeSyncIdMappingRepository
+)
 class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     """Every repository port over dicts; also the host-side setup helpers tests need.
 
@@ -500,6 +503,48 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
         lease = self._leases.get(key)
         if lease is not None and lease.owner == owner:
             del self._leases[key]
+
+    # -- a workload run's bookkeeping in fewer calls (WorkloadRunRepository) ------------------
+
+    async def list_workload_states(self) -> Mapping[tuple[MailboxId, Workload], WorkloadState]:
+        self._before("list_workload_states")
+        return dict(self._states)
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        # The separate calls, which await nothing: as atomic, and with their fault points.
+        if not await self.try_acquire_lease(key, owner=owner, now=now, until=until):
+            return False, None
+        return True, self._states.get((mailbox_id, workload))
+
+    async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
+        for key, owner in leases:
+            await self.release_lease(key, owner=owner)
+
+    async def claim_pending_send_unless_expired(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
+        expired = await self.list_expired_claims(mailbox_id, now=now)
+        if expired:
+            return expired, []
+        claimed = await self.claim_pending_send(
+            mailbox_id, owner=owner, now=now, until=until, limit=limit
+        )
+        return [], claimed
 
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
         self._before("get_lease_holder")

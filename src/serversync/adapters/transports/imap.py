@@ -546,16 +546,24 @@ class _ImapSession(IncomingMailSession):
                 f"an IMAP folder needs an IMAP cursor, not {type(checkpoint).__name__}",
                 mailbox_id=self._mailbox_id,
             )
-        status = await self._refresh(folder)
-        uidvalidity = status.uidvalidity
-        assert uidvalidity is not None
-        # A new UIDVALIDITY means old UIDs may now name other messages: list from the start;
-        # dedupe by Message-ID in the engine keeps the second pass free of duplicates.
-        reset = checkpoint is not None and checkpoint.uidvalidity != uidvalidity
-        last_uid = checkpoint.last_uid if checkpoint is not None and not reset else 0
-        newer: list[int] = []
-        if status.exists != 0 and (status.uidnext is None or status.uidnext > last_uid + 1):
-            newer = await self._uids_above(folder, uidvalidity, last_uid)
+        status = self._status
+        newer = self._cached_uids(folder, checkpoint, limit)
+        if newer is not None and status is not None and status.uidvalidity is not None:
+            # The session's search already found more than this batch: no NOOP, no search.
+            uidvalidity, reset = status.uidvalidity, False
+            last_uid = checkpoint.last_uid if checkpoint is not None else 0
+        else:
+            status = await self._refresh(folder)
+            assert status.uidvalidity is not None
+            uidvalidity = status.uidvalidity
+            # A new UIDVALIDITY means old UIDs may now name other messages: list from the
+            # start; dedupe by Message-ID in the engine keeps the second pass free of
+            # duplicates.
+            reset = checkpoint is not None and checkpoint.uidvalidity != uidvalidity
+            last_uid = checkpoint.last_uid if checkpoint is not None and not reset else 0
+            newer = []
+            if status.exists != 0 and (status.uidnext is None or status.uidnext > last_uid + 1):
+                newer = await self._uids_above(folder, uidvalidity, last_uid)
         chosen = newer[:limit]
         more = len(newer) > limit
         details = await self._details(folder, chosen)
@@ -581,6 +589,27 @@ class _ImapSession(IncomingMailSession):
         return IncomingBatch(
             folder=folder, refs=refs, checkpoints=checkpoints, end=end, reset=reset, more=more
         )
+
+    def _cached_uids(
+        self, folder: str, checkpoint: Checkpoint | None, limit: int
+    ) -> list[int] | None:
+        """The UIDs above ``checkpoint`` the session's last search found, when they fill
+        more than a batch of ``limit``: the listing then needs neither a NOOP nor a search
+        (``more`` is true whatever came since). ``None`` otherwise: the listing that takes
+        the last of them looks again, so new mail is seen as before."""
+        known, status = self._searched, self._status
+        if (
+            not isinstance(checkpoint, ImapCheckpoint)
+            or known is None
+            or status is None
+            or self._selected != folder
+            or known[:2] != (folder, checkpoint.uidvalidity)
+            or status.uidvalidity != checkpoint.uidvalidity
+            or known[2] > checkpoint.last_uid
+        ):
+            return None
+        above = [uid for uid in known[3] if uid > checkpoint.last_uid]
+        return above if len(above) > limit else None
 
     async def _refresh(self, folder: str) -> MailboxStatus:
         """The folder's status, with mail that arrived since the last look made visible.

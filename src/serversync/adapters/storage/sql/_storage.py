@@ -71,7 +71,7 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import Repositories
+from serversync.ports import Repositories, WorkloadRunRepository
 
 from . import _database
 from ._act import SqlExchangeMappings
@@ -141,7 +141,7 @@ _RELEASE_LEASE = delete(leases).where(
 
 
 @final
-@documented_by(Repositories)
+@documented_by(Repositories, WorkloadRunRepository)
 class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
@@ -501,44 +501,8 @@ class SqlStorage(SqlExchangeMappings):
         until: datetime,
         limit: int,
     ) -> Sequence[SendClaim]:
-        due = (
-            select(activities.c.seq, activities.c.data)
-            .where(
-                activities.c.sender_mailbox_id == mailbox_id,
-                activities.c.status == int(EmailStatus.PENDING_SEND),
-                or_(
-                    activities.c.postpone_sending_until.is_(None),
-                    activities.c.postpone_sending_until <= micros(now),
-                ),
-            )
-            .order_by(activities.c.seq)
-            .limit(limit)
-            # Rows another engine is claiming right now are skipped, not waited for.
-            .with_for_update(skip_locked=True)
-        )
-
-        async def write(c: AsyncConnection) -> list[SendClaim]:
-            claims: list[SendClaim] = []
-            for row in (await c.execute(due)).all():
-                claimed = attrs.evolve(load(row.data, EmailActivity), status=EmailStatus.SENDING)
-                token = ClaimToken(uuid.uuid4().hex)
-                await c.execute(
-                    update(activities)
-                    .where(activities.c.seq == row.seq)
-                    .values(
-                        status=int(EmailStatus.SENDING),
-                        data=dump(claimed),
-                        claim_token=token,
-                        claim_owner=owner,
-                        claim_expires_at=micros(until),
-                    )
-                )
-                claims.append(
-                    SendClaim(activity=claimed, token=token, owner=owner, expires_at=until)
-                )
-            return claims
-
-        return await self._db.write(write)
+        due = _due_to_send(mailbox_id, now=now, limit=limit)
+        return await self._db.write(lambda c: _claim(c, due, owner=owner, until=until))
 
     async def prepare_send(
         self,
@@ -580,21 +544,7 @@ class SqlStorage(SqlExchangeMappings):
     async def list_expired_claims(
         self, mailbox_id: MailboxId, *, now: datetime
     ) -> Sequence[SendClaim]:
-        query = (
-            select(
-                activities.c.data,
-                activities.c.claim_token,
-                activities.c.claim_owner,
-                activities.c.claim_expires_at,
-            )
-            .where(
-                activities.c.sender_mailbox_id == mailbox_id,
-                activities.c.status == int(EmailStatus.SENDING),
-                activities.c.claim_token.is_not(None),
-                activities.c.claim_expires_at < micros(now),
-            )
-            .order_by(activities.c.seq)
-        )
+        query = _expired_claims(mailbox_id, now=now)
         rows = await self._db.read(lambda c: _rows(c, query))
         return [_claim_of(row) for row in rows]
 
@@ -701,6 +651,77 @@ class SqlStorage(SqlExchangeMappings):
         parameters = {"l_key": key, "l_owner": owner}
         await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
 
+    # -- a workload run's bookkeeping in fewer calls (WorkloadRunRepository) ------------------
+
+    async def list_workload_states(self) -> Mapping[tuple[MailboxId, Workload], WorkloadState]:
+        query = select(
+            workload_states.c.mailbox_id, workload_states.c.workload, workload_states.c.data
+        )
+        rows = await self._db.read(lambda c: _rows(c, query))
+        return {
+            (MailboxId(mailbox_id), Workload(workload)): load(data, WorkloadState)
+            for mailbox_id, workload, data in rows
+        }
+
+    async def acquire_workload_lease(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        *,
+        key: str,
+        owner: str,
+        now: datetime,
+        until: datetime,
+    ) -> tuple[bool, WorkloadState | None]:
+        parameters = {
+            "l_key": key,
+            "l_owner": owner,
+            "l_now": micros(now),
+            "l_until": micros(until),
+            "mailbox_id": mailbox_id,
+            "workload": workload.value,
+        }
+
+        async def write(c: AsyncConnection) -> tuple[bool, str | None]:
+            # As try_acquire_lease, then the state read under the lease just taken.
+            taken = await c.execute(_TAKE_LEASE, parameters)
+            if taken.rowcount != 1:
+                if await c.scalar(_LEASE_HELD, parameters):
+                    return False, None
+                await c.execute(_NEW_LEASE, parameters)
+            return True, await c.scalar(_WORKLOAD_STATE, parameters)
+
+        try:
+            acquired, text = await self._db.write(write)
+        except IntegrityError:
+            return False, None  # another engine created the lease first
+        return acquired, None if text is None else load(text, WorkloadState)
+
+    async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
+        parameters = [{"l_key": key, "l_owner": owner} for key, owner in leases]
+        if parameters:
+            await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
+
+    async def claim_pending_send_unless_expired(
+        self,
+        mailbox_id: MailboxId,
+        *,
+        owner: str,
+        now: datetime,
+        until: datetime,
+        limit: int,
+    ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
+        expired_query = _expired_claims(mailbox_id, now=now)
+        due = _due_to_send(mailbox_id, now=now, limit=limit)
+
+        async def write(c: AsyncConnection) -> tuple[list[SendClaim], list[SendClaim]]:
+            expired = [_claim_of(row) for row in await _rows(c, expired_query)]
+            if expired:
+                return expired, []
+            return [], await _claim(c, due, owner=owner, until=until)
+
+        return await self._db.write(write)
+
     async def get_lease_holder(self, key: str, *, now: datetime) -> str | None:
         query = select(leases.c.owner).where(leases.c.key == key, leases.c.until > micros(now))
         owner = await self._db.read(lambda c: c.scalar(query))
@@ -794,6 +815,65 @@ async def _scalar_one_or_none(
 
 async def _scalars(c: AsyncConnection, query: Any) -> list[Any]:
     return list((await c.execute(query)).scalars())
+
+
+def _due_to_send(mailbox_id: MailboxId, *, now: datetime, limit: int) -> Any:
+    """The mailbox's Pending Send emails due at ``now``, oldest first."""
+    return (
+        select(activities.c.seq, activities.c.data)
+        .where(
+            activities.c.sender_mailbox_id == mailbox_id,
+            activities.c.status == int(EmailStatus.PENDING_SEND),
+            or_(
+                activities.c.postpone_sending_until.is_(None),
+                activities.c.postpone_sending_until <= micros(now),
+            ),
+        )
+        .order_by(activities.c.seq)
+        .limit(limit)
+        # Rows another engine is claiming right now are skipped, not waited for.
+        .with_for_update(skip_locked=True)
+    )
+
+
+async def _claim(c: AsyncConnection, due: Any, *, owner: str, until: datetime) -> list[SendClaim]:
+    """Claim the emails ``due`` selects for ``owner`` until ``until``."""
+    claims: list[SendClaim] = []
+    for row in (await c.execute(due)).all():
+        claimed = attrs.evolve(load(row.data, EmailActivity), status=EmailStatus.SENDING)
+        token = ClaimToken(uuid.uuid4().hex)
+        await c.execute(
+            update(activities)
+            .where(activities.c.seq == row.seq)
+            .values(
+                status=int(EmailStatus.SENDING),
+                data=dump(claimed),
+                claim_token=token,
+                claim_owner=owner,
+                claim_expires_at=micros(until),
+            )
+        )
+        claims.append(SendClaim(activity=claimed, token=token, owner=owner, expires_at=until))
+    return claims
+
+
+def _expired_claims(mailbox_id: MailboxId, *, now: datetime) -> Any:
+    """The mailbox's emails in Sending whose claim expired before ``now``."""
+    return (
+        select(
+            activities.c.data,
+            activities.c.claim_token,
+            activities.c.claim_owner,
+            activities.c.claim_expires_at,
+        )
+        .where(
+            activities.c.sender_mailbox_id == mailbox_id,
+            activities.c.status == int(EmailStatus.SENDING),
+            activities.c.claim_token.is_not(None),
+            activities.c.claim_expires_at < micros(now),
+        )
+        .order_by(activities.c.seq)
+    )
 
 
 async def _rows(c: AsyncConnection, query: Any) -> list[Any]:
