@@ -77,7 +77,7 @@ async def test_migrations_build_exactly_the_schema_the_code_uses(database_url: s
         await again.aclose()
         reopened = await SqlStorage.open(database_url)
         await reopened.aclose()
-        assert schema_head() == "0003"
+        assert schema_head() == "0004"
     finally:
         await store.aclose()
 
