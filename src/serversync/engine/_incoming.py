@@ -368,12 +368,24 @@ class IncomingPipeline:
         if org.smart_matching.enabled:
             # Smart matching looks for recent emails with any of the same participants.
             keys |= {("address", a) for a in addresses_of(headers)}
-        elif sender is not None and isinstance(self._ctx.directory, RecordCreator):
-            # Storing it may create a contact or lead for its sender.
+        elif sender is not None and self._creates_sender_record(item):
+            # Storing it creates a contact or lead for its sender.
             keys.add(("address", normalize_address(sender)))
         if org.loop_guard.enabled and sender is not None:
             keys.add(("sender", normalize_address(sender)))
         return keys
+
+    def _creates_sender_record(self, item: _ToStore) -> bool:
+        """Whether storing ``item`` will create a record for its sender (see
+        :meth:`_with_sender_record`)."""
+        verdict = item.judged.decision.verdict if item.judged.decision else None
+        facts = item.judged.facts
+        if not isinstance(self._ctx.directory, RecordCreator):
+            return False
+        if not isinstance(verdict, Track) or facts is None:
+            return False
+        request = sender_record_to_create(item.headers, verdict, facts, message_id=item.message_id)
+        return request is not None
 
     async def _judged(
         self, session: IncomingMailSession, raw: RawHeaders, plan: FolderPlan

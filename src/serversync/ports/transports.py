@@ -82,7 +82,8 @@ class BatchMessageSession(Protocol):
         error of scope ``item`` that ``fetch_message`` would raise, and the others are still
         fetched. When the session fails part-way (the connection drops), the messages
         fetched before are returned and the failing one and every later one get that error
-        (of scope ``mailbox`` or wider); a failure before anything was fetched is raised.
+        (of scope ``mailbox`` or wider); a failure before anything was fetched may be raised
+        instead.
         """
         ...
 

@@ -275,6 +275,7 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     ) -> Sequence[AddResult | SyncError]:
         # One email at a time, each through add_incoming and its faults: dicts need no
         # transaction, and a fault planned for one email fails that email alone.
+        self._before("add_incoming_batch")
         results: list[AddResult | SyncError] = []
         for email in emails:
             try:
@@ -283,6 +284,7 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
                 if exc.scope is not ErrorScope.ITEM:
                     raise
                 results.append(exc)
+        self._after("add_incoming_batch")
         return results
 
     def _add_queue_item(
