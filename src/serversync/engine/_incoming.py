@@ -1021,6 +1021,8 @@ class IncomingPipeline:
         record = await ctx.storage(
             creator.create_sender_record(request), "creating a record for an unknown sender"
         )
+        if self._ahead is not None:
+            self._ahead.add_record(request.email_address, record)
         logger.info(
             "mailbox %s: created %s for the unknown sender of %s",
             self._mailbox.id,
