@@ -59,7 +59,9 @@ from serversync.model import (
 from serversync.model.messages import normalize_address
 from serversync.ports import (
     ActRecordRepository,
+    BatchIncomingRepository,
     Clock,
+    CorrelationKeyLookup,
     ExchangeSyncIdMappingRepository,
     RecordCreator,
     RecordDirectory,
@@ -83,7 +85,13 @@ class _Lease:
 
 
 @final
-@documented_by(Repositories, ActRecordRepository, ExchangeSyncIdMappingRepository)
+@documented_by(
+    Repositories,
+    ActRecordRepository,
+    ExchangeSyncIdMappingRepository,
+    BatchIncomingRepository,
+    CorrelationKeyLookup,
+)
 class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     """Every repository port over dicts; also the host-side setup helpers tests need.
 

@@ -39,7 +39,7 @@ from serversync.model import (
     RemoteMark,
     RemoteMessageRef,
 )
-from serversync.ports import IncomingMailSession
+from serversync.ports import BatchMessageSession, IncomingMailSession
 from serversync.settings import Timeouts
 
 __all__ = ["EwsIncomingSession", "IncomingOptions"]
@@ -119,7 +119,7 @@ def _is_mail_folder(folder: Any) -> bool:
 
 
 @final
-@documented_by(IncomingMailSession)
+@documented_by(IncomingMailSession, BatchMessageSession)
 class EwsIncomingSession:
     """An open EWS connection to one mailbox, for reading mail."""
 

@@ -74,7 +74,7 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import Repositories
+from serversync.ports import BatchIncomingRepository, CorrelationKeyLookup, Repositories
 
 from . import _database
 from ._act import SqlExchangeMappings
@@ -144,7 +144,7 @@ _RELEASE_LEASE = delete(leases).where(
 
 
 @final
-@documented_by(Repositories)
+@documented_by(Repositories, BatchIncomingRepository, CorrelationKeyLookup)
 class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
