@@ -20,7 +20,6 @@ from serversync.errors import (
     ErrorScope,
     MalformedMessageError,
     MessageTooLargeError,
-    StorageConflictError,
     SyncError,
 )
 from serversync.mime import ensure_message_id, forwarded_message, parse_headers, parse_message
@@ -56,8 +55,6 @@ from serversync.model import (
 )
 from serversync.model.messages import normalize_address
 from serversync.ports import (
-    BatchIncomingRepository,
-    BatchMessageSession,
     IncomingMailSession,
     RecordCreator,
 )
@@ -68,10 +65,10 @@ from serversync.relevance.conversation import base_conversation_index_hash
 from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
+from ._bulk import add_all, fetch_all
 from ._context import EngineContext, deadline, logger
 from ._leases import check_lease
 from ._ledger import Ledger
-from ._optional import offered
 from ._quarantine import Quarantine
 from ._read_ahead import ReadAhead, addresses_of
 from ._sessions import session_of
@@ -130,10 +127,9 @@ class Judgement:
 _PRINCIPALS = frozenset({EntityName.SYSTEMUSER.value, EntityName.QUEUE.value})
 
 # A group of messages to track is fetched and stored once it holds this many messages or
-# announced bytes (bodies are held until stored), and fetched this many at a time.
+# announced bytes (bodies are held until stored).
 _GROUP_MESSAGES = 100
 _GROUP_BYTES = 32 * 1024 * 1024
-_FETCH_CHUNK = 100
 
 _Key = tuple[str, object]
 """What storing an email changes, or judging a message reads: ("message-id", id),
@@ -662,7 +658,7 @@ class IncomingPipeline:
         stopped the rest (the session or the store failed for the mailbox), if one did:
         those before it are stored and tagged, the rest are left for a later cycle.
         """
-        fetched = await self._fetch_all(session, [item.ref for item in group])
+        fetched = await fetch_all(self._ctx, session, [item.ref for item in group])
         outcomes: list[ItemOutcome | None] = []
         waiting: list[tuple[int, RemoteMessageRef, Judgement, NewIncomingEmail]] = []
         error: SyncError | None = None
@@ -744,7 +740,7 @@ class IncomingPipeline:
     ) -> tuple[list[ItemOutcome], SyncError | None]:
         """Store ``emails``, then tag the messages stored; their outcomes in order, and the
         error that stopped the store for the mailbox, if one did (see :meth:`_finish`)."""
-        results = await self._add_all([email for _, _, email in emails])
+        results = await add_all(self._ctx, [email for _, _, email in emails])
         outcomes: list[ItemOutcome] = []
         tag: list[int] = []
         error: SyncError | None = None
@@ -792,88 +788,6 @@ class IncomingPipeline:
                 activity_id=result.activity_id,
             )
         return attrs.evolve(judged.outcome, activity_id=result.activity_id)
-
-    async def _fetch_all(
-        self, session: IncomingMailSession, refs: Sequence[RemoteMessageRef]
-    ) -> list[RawMessage | SyncError]:
-        """The whole messages at ``refs`` or the errors that failed them, in order; once the
-        session fails for the mailbox, that error stands for every message from there on."""
-        limit = self._ctx.settings.timeouts.fetch
-        several = offered(session, BatchMessageSession) if len(refs) > 1 else None
-        out: list[RawMessage | SyncError] = []
-        if several is None:
-            for ref in refs:
-                try:
-                    out.append(
-                        await deadline(limit, session.fetch_message(ref), "fetching a message")
-                    )
-                except SyncError as exc:
-                    out.append(exc)
-                    if exc.scope is not ErrorScope.ITEM:
-                        break
-        else:
-            for start in range(0, len(refs), _FETCH_CHUNK):
-                chunk = refs[start : start + _FETCH_CHUNK]
-                try:
-                    got = list(
-                        await deadline(
-                            limit, several.fetch_messages(chunk), f"fetching {len(chunk)} messages"
-                        )
-                    )
-                except SyncError as exc:
-                    got = [exc] * len(chunk)
-                if len(got) != len(chunk):
-                    raise MalformedMessageError(
-                        "the server returned a different number of messages than asked for",
-                        reason="message count mismatch",
-                    )
-                out += got
-                if any(isinstance(m, SyncError) and m.scope is not ErrorScope.ITEM for m in got):
-                    break
-        stop = next(
-            (
-                n
-                for n, m in enumerate(out)
-                if isinstance(m, SyncError) and m.scope is not ErrorScope.ITEM
-            ),
-            None,
-        )
-        if stop is not None:
-            failure = out[stop]
-            out = out[:stop] + [failure] * (len(refs) - stop)
-        return out
-
-    async def _add_all(self, emails: Sequence[NewIncomingEmail]) -> list[AddResult | SyncError]:
-        """Store ``emails``: one call when the repositories store several at once. Each
-        entry is the result or the error of scope ``item`` that refused the email; an error
-        of wider scope stands for the email it failed on and every later one."""
-        ctx = self._ctx
-        if not emails:
-            return []
-        several = offered(ctx.repositories, BatchIncomingRepository)
-        if several is not None and len(emails) > 1:
-            results = list(
-                await ctx.storage(several.add_incoming_batch(emails), "storing incoming emails")
-            )
-            if len(results) != len(emails):
-                raise StorageConflictError(
-                    f"the store answered {len(results)} results for {len(emails)} emails"
-                )
-            return results
-        out: list[AddResult | SyncError] = []
-        for n, email in enumerate(emails):
-            try:
-                out.append(
-                    await ctx.storage(
-                        ctx.repositories.add_incoming(email.activity, queues=email.queues),
-                        "storing an incoming email",
-                    )
-                )
-            except SyncError as exc:
-                if exc.scope is not ErrorScope.ITEM:
-                    return out + [exc] * (len(emails) - n)
-                out.append(exc)
-        return out
 
     async def _tag_tracked(
         self, session: IncomingMailSession, refs: Sequence[RemoteMessageRef]
