@@ -125,11 +125,18 @@ class ExchangeWorld:
             (report,) = await engine.sync_mailbox(mailbox.id, workloads=[Workload.INCOMING])
         return report
 
-    def deliver(self, count: int, tag: str, *, folder: str = "inbox") -> list[str]:
-        mids = []
+    def deliver(
+        self, count: int, tag: str, *, folder: str = "inbox", reply_at: int | None = None
+    ) -> list[str]:
+        """Deliver ``count`` messages; the one at ``reply_at`` answers the one before it, so
+        the engine stores the messages before it (a group) before judging it."""
+        mids: list[str] = []
         for n in range(count):
             mid = f"<{tag}-{n}@fabrikam.example>"
-            data = an_email(sender=JANE, to=[ALICE], subject=f"{tag} {n}", message_id=mid)
+            answers = mids[-1] if n == reply_at else None
+            data = an_email(
+                sender=JANE, to=[ALICE], subject=f"{tag} {n}", message_id=mid, in_reply_to=answers
+            )
             self.server.deliver(ALICE, data, folder=folder)
             mids.append(mid)
         return mids
@@ -171,7 +178,7 @@ async def test_exchange_mail_is_tracked_exactly_once_across_an_interrupted_run(
     world: ExchangeWorld,
 ) -> None:
     mailbox = world.add_mailbox()
-    sent = world.deliver(5, "interrupted")
+    sent = world.deliver(5, "interrupted", reply_at=2)
 
     observer = CancelAfter(2)
     async with world.engine(observer=observer) as engine:
@@ -213,7 +220,7 @@ async def test_a_failure_in_mid_answer_resumes_after_the_last_message_stored(
     world: ExchangeWorld,
 ) -> None:
     mailbox = world.add_mailbox()
-    sent = world.deliver(5, "resumed")
+    sent = world.deliver(5, "resumed", reply_at=2)
 
     failed = await world.sync(mailbox, observer=DropAfter(world.server, 2))
 

@@ -165,11 +165,16 @@ class GraphWorld:
             (report,) = await engine.sync_mailbox(mailbox.id, workloads=[workload])
         return report
 
-    def deliver(self, count: int, tag: str) -> list[str]:
-        mids = []
+    def deliver(self, count: int, tag: str, *, reply_at: int | None = None) -> list[str]:
+        """Deliver ``count`` messages; the one at ``reply_at`` answers the one before it, so
+        the engine stores the messages before it (a group) before judging it."""
+        mids: list[str] = []
         for n in range(count):
             mid = f"<{tag}-{n}@fabrikam.example>"
-            data = an_email(sender=JANE, to=[ALICE], subject=f"{tag} {n}", message_id=mid)
+            answers = mids[-1] if n == reply_at else None
+            data = an_email(
+                sender=JANE, to=[ALICE], subject=f"{tag} {n}", message_id=mid, in_reply_to=answers
+            )
             self.fake.deliver(ALICE, data)
             mids.append(mid)
         return mids
@@ -205,7 +210,7 @@ class AfterItems(BaseSyncObserver):
 async def test_a_delta_round_interrupted_mid_page_resumes_without_loss_or_duplicate() -> None:
     world = GraphWorld(page_size=3)
     mailbox = world.add_mailbox()
-    sent = world.deliver(5, "paged")
+    sent = world.deliver(5, "paged", reply_at=2)
     profile = await world.storage.get_profile(mailbox.profile_id)  # type: ignore[arg-type]
     assert profile is not None
 

@@ -125,12 +125,21 @@ def world(dovecot: Dovecot) -> DovecotWorld:
     return DovecotWorld(dovecot)
 
 
-def messages(mailbox: Mailbox, count: int, tag: str) -> list[tuple[str, bytes]]:
-    out = []
+def messages(
+    mailbox: Mailbox, count: int, tag: str, *, reply_at: int | None = None
+) -> list[tuple[str, bytes]]:
+    """``count`` messages; the one at ``reply_at`` answers the one before it, so the engine
+    stores the messages before it (a group) before judging it."""
+    out: list[tuple[str, bytes]] = []
     for n in range(count):
         mid = f"<{tag}-{n}@fabrikam.example>"
+        answers = out[-1][0] if n == reply_at else None
         data = an_email(
-            sender=JANE, to=[mailbox.email_address], subject=f"{tag} {n}", message_id=mid
+            sender=JANE,
+            to=[mailbox.email_address],
+            subject=f"{tag} {n}",
+            message_id=mid,
+            in_reply_to=answers,
         )
         out.append((mid, data))
     return out
@@ -158,7 +167,7 @@ async def test_mail_is_tracked_exactly_once_across_an_interrupted_run(
     world: DovecotWorld, dovecot: Dovecot
 ) -> None:
     mailbox, user = world.add_mailbox(filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
-    sent = messages(mailbox, 5, "interrupted")
+    sent = messages(mailbox, 5, "interrupted", reply_at=2)
     dovecot.append(user, *(data for _, data in sent))
 
     observer = CancelAfter(2)

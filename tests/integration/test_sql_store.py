@@ -4,6 +4,8 @@ processes would have) racing on one database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -77,9 +79,34 @@ async def test_migrations_build_exactly_the_schema_the_code_uses(database_url: s
         await again.aclose()
         reopened = await SqlStorage.open(database_url)
         await reopened.aclose()
-        assert schema_head() == "0003"
+        assert schema_head() == "0004"
     finally:
         await store.aclose()
+
+
+async def test_sqlite_looks_conversation_indexes_up_on_their_index_after_analyze(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "analyzed.db"
+    store = await SqlStorage.open(f"sqlite:///{path}", upgrade=True)
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        # Emails without a conversation index, as most are; then the statistics.
+        db.executemany(
+            "INSERT INTO serversync_activities (id, direction, status, message_id, data) "
+            "VALUES (?, 1, 1, ?, '{}')",
+            [(f"e{n}", f"<e{n}@analyzed.test>") for n in range(2000)],
+        )
+        db.commit()
+        db.execute("ANALYZE")
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT data FROM serversync_activities "
+            "WHERE conversation_index_hash IN (1, 2, 3) ORDER BY seq"
+        ).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX ix_serversync_activities_conversation_index_hash_present" in details, (
+        f"the lookup scans the table: {details}"
+    )
 
 
 async def test_concurrent_upgrades_of_one_database_all_succeed(database_url: str) -> None:

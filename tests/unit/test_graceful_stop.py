@@ -9,10 +9,12 @@ from serversync import (
     BaseSyncObserver,
     IncomingFilteringMethod,
     ItemOutcome,
+    Limits,
     OutcomeKind,
     RunStatus,
     SkipReason,
     SyncEngine,
+    SyncSettings,
     Workload,
 )
 from serversync.testing import InMemoryWorld, an_email
@@ -33,8 +35,8 @@ class StopAfterFirstItem(BaseSyncObserver):
         self.engine.request_stop()
 
 
-def _world_with_mail(count: int) -> InMemoryWorld:
-    world = InMemoryWorld()
+def _world_with_mail(count: int, *, batch: int = 100) -> InMemoryWorld:
+    world = InMemoryWorld(settings=SyncSettings(limits=Limits(incoming_batch_size=batch)))
     world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
     for n in range(count):
         world.deliver(
@@ -43,8 +45,10 @@ def _world_with_mail(count: int) -> InMemoryWorld:
     return world
 
 
-async def test_a_stop_ends_the_workload_after_the_item_in_hand() -> None:
-    world = _world_with_mail(5)
+async def test_a_stop_ends_the_workload_after_the_items_in_hand() -> None:
+    # Two header batches: the first one's tracked messages are stored together (the items
+    # in hand when the stop comes, at their first outcome); the second is not started.
+    world = _world_with_mail(5, batch=3)
     observer = StopAfterFirstItem()
     engine = world.engine(observer=observer, engine_id="stopping")
     observer.engine = engine
@@ -53,8 +57,8 @@ async def test_a_stop_ends_the_workload_after_the_item_in_hand() -> None:
     (run,) = report.mailboxes
     assert run.status is RunStatus.STOPPED
     assert run.error is None, "a requested stop is not a failure"
-    assert [i.kind for i in run.items] == [OutcomeKind.TRACKED], "exactly the item in hand"
-    assert len(world.storage.activities()) == 1
+    assert [i.kind for i in run.items] == [OutcomeKind.TRACKED] * 3, "exactly the items in hand"
+    assert len(world.storage.activities()) == 3
     lease = f"{run.mailbox_id}/incoming"
     assert await world.storage.get_lease_holder(lease, now=world.clock.now()) is None, (
         "the lease is released"
@@ -69,7 +73,7 @@ async def test_a_stop_ends_the_workload_after_the_item_in_hand() -> None:
         again = await successor.run_once(workloads=[Workload.INCOMING])
     (rest,) = again.mailboxes
     assert rest.status is RunStatus.SUCCEEDED
-    assert len(rest.items) == 4, "the next engine goes on where the stopped one ended"
+    assert len(rest.items) == 2, "the next engine goes on where the stopped one ended"
     subjects = sorted(a.subject for a in world.storage.activities())
     assert subjects == [f"order {n}" for n in range(5)], "every message once"
 

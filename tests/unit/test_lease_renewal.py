@@ -11,6 +11,8 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
+
 from serversync import (
     EmailStatus,
     ImapCheckpoint,
@@ -45,8 +47,9 @@ SETTINGS = SyncSettings(
 )
 
 
-def _world(messages: int = 0) -> tuple[InMemoryWorld, Mailbox, SlowServer]:
-    world = InMemoryWorld(settings=SETTINGS)
+def _world(messages: int = 0, *, batch: int = 100) -> tuple[InMemoryWorld, Mailbox, SlowServer]:
+    limits = attrs.evolve(SETTINGS.limits, incoming_batch_size=batch)
+    world = InMemoryWorld(settings=attrs.evolve(SETTINGS, limits=limits))
     alice = world.add_user(ALICE, filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
     for n in range(messages):
         world.deliver(ALICE, email(to=[ALICE], subject=f"message {n}"))
@@ -146,7 +149,9 @@ async def test_a_short_workload_does_not_renew_and_stops_the_renewal_when_done()
 
 
 async def test_an_incoming_workload_that_lost_its_lease_stops_at_the_next_message() -> None:
-    world, alice, slow = _world(messages=3)
+    # Header batches of two: the first one's tracked messages are fetched and stored
+    # together, the messages under way when the lease is lost.
+    world, alice, slow = _world(messages=3, batch=2)
     slow.fetch_gate = gate = Gate()
     key = f"{alice.id}/incoming"
     async with _engine(world, engine_id="engine-a", transports=slow.transports()) as engine:
@@ -164,11 +169,12 @@ async def test_an_incoming_workload_that_lost_its_lease_stops_at_the_next_messag
     assert only.error is not None
     assert only.error.error_type == "LeaseLostError"
     assert "another engine took the lease over" in only.error.message
-    assert [i.subject for i in only.items] == ["message 0"], "the message under way finished"
-    assert [a.subject for a in world.storage.activities()] == ["message 0"]
+    under_way = ["message 0", "message 1"]
+    assert [i.subject for i in only.items] == under_way, "the messages under way finished"
+    assert [a.subject for a in world.storage.activities()] == under_way
     checkpoint = await world.storage.load_checkpoint(alice.id, INBOX)
     assert isinstance(checkpoint, ImapCheckpoint)
-    assert checkpoint.last_uid == 1, "the progress made is recorded"
+    assert checkpoint.last_uid == 2, "the progress made is recorded"
     assert await world.storage.get_workload_state(alice.id, Workload.INCOMING) is None, (
         "no state written over the new owner's"
     )
@@ -177,7 +183,7 @@ async def test_an_incoming_workload_that_lost_its_lease_stops_at_the_next_messag
     # The new owner goes on from the checkpoint: nothing lost, nothing twice.
     async with _engine(world, engine_id="engine-b") as other:
         after = await other.run_once(workloads=[Workload.INCOMING])
-    assert [i.subject for i in after.items()] == ["message 1", "message 2"]
+    assert [i.subject for i in after.items()] == ["message 2"]
     assert sorted(a.subject for a in world.storage.activities()) == [
         "message 0",
         "message 1",
@@ -224,7 +230,7 @@ async def test_an_outgoing_workload_that_lost_its_lease_sends_no_further_email()
 
 
 async def test_a_lease_that_runs_out_while_the_store_refuses_renewals_stops_the_workload() -> None:
-    world, alice, slow = _world(messages=2)
+    world, alice, slow = _world(messages=3, batch=2)
     slow.fetch_gate = gate = Gate()
     # The mailbox lease and the connection slot are taken; every renewal after that fails.
     world.storage.faults.fail_next(
@@ -245,7 +251,7 @@ async def test_a_lease_that_runs_out_while_the_store_refuses_renewals_stops_the_
     assert only.status is RunStatus.FAILED
     assert only.error is not None
     assert "ran out" in only.error.message
-    assert [a.subject for a in world.storage.activities()] == ["message 0"]
+    assert [a.subject for a in world.storage.activities()] == ["message 0", "message 1"]
     assert await world.storage.get_workload_state(alice.id, Workload.INCOMING) is None
 
 

@@ -27,6 +27,7 @@ from serversync.model import (
     INBOX,
     SENT,
     ActivityId,
+    AddResult,
     AlreadyExists,
     Checkpoint,
     CrmRecord,
@@ -41,25 +42,33 @@ from serversync.model import (
     Mailbox,
     MailboxTrackingFolder,
     MessageId,
+    NewIncomingEmail,
     OutcomeKind,
     ParsedHeaders,
     ParsedMessage,
     QuarantinedMessage,
     RawHeaders,
+    RawMessage,
     RemoteMark,
     RemoteMessageRef,
     Workload,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import IncomingMailSession, RecordCreator
+from serversync.ports import (
+    IncomingMailSession,
+    RecordCreator,
+)
 from serversync.ports.relevance import Reject, RelevanceFacts, Track
 from serversync.relevance import Decision, decide, tracked_folders
 from serversync.relevance.auto_create import sender_record_to_create
+from serversync.relevance.conversation import base_conversation_index_hash
 from serversync.relevance.correlation import correlation_query
 
 from ._activities import build_incoming_activity, queues_for
+from ._bulk import add_all, fetch_all
 from ._context import EngineContext, deadline, logger
 from ._leases import check_lease
+from ._ledger import Ledger
 from ._quarantine import Quarantine
 from ._read_ahead import ReadAhead, addresses_of
 from ._sessions import session_of
@@ -116,6 +125,25 @@ class Judgement:
 
 
 _PRINCIPALS = frozenset({EntityName.SYSTEMUSER.value, EntityName.QUEUE.value})
+
+# A group of messages to track is fetched and stored once it holds this many messages or
+# announced bytes (bodies are held until stored).
+_GROUP_MESSAGES = 100
+_GROUP_BYTES = 32 * 1024 * 1024
+
+_Key = tuple[str, object]
+"""What storing an email changes, or judging a message reads: ("message-id", id),
+("conversation", hash), ("token", token), ("address", address), ("sender", address)."""
+
+
+@attrs.frozen(kw_only=True)
+class _ToStore:
+    """A message judged to be tracked, waiting for its body and its storing."""
+
+    ref: RemoteMessageRef
+    headers: ParsedHeaders
+    message_id: MessageId
+    judged: Judgement
 
 
 class IncomingPipeline:
@@ -224,10 +252,11 @@ class IncomingPipeline:
                             reason="header count mismatch",
                         )
                     self._ahead = await ReadAhead.load(ctx, headers)
-                    for index, raw in enumerate(headers):
-                        if (raw.ref.folder, raw.ref.remote_id) not in self._retried:
-                            self._report(await self._handle(session, raw, plan))
-                        progress = batch.checkpoints[index]
+                    ledger = Ledger(batch.checkpoints, checkpoint, self._report)
+                    try:
+                        await self._run_batch(session, plan, headers, ledger)
+                    finally:
+                        progress = ledger.progress
                     self._ahead = None
                 if batch.end is not None:
                     progress = batch.end
@@ -254,26 +283,149 @@ class IncomingPipeline:
         self.outcomes.append(outcome)
         self._ctx.observer.item_processed(outcome)
 
-    async def _handle(
+    async def _run_batch(
+        self,
+        session: IncomingMailSession,
+        plan: FolderPlan,
+        headers: Sequence[RawHeaders],
+        ledger: Ledger,
+    ) -> None:
+        """Judge a header batch in order, and fetch and store the messages to track in
+        groups: a group is done before judging a message its emails could change the
+        judgement of (see :meth:`_depends_on`), when it is full, and at the batch's end."""
+        group: list[tuple[int, _ToStore]] = []
+        keys: set[_Key] = set()
+        size = 0
+
+        async def finish_group(upto: int) -> None:
+            nonlocal size
+            finished, error = await self._finish(session, [item for _, item in group])
+            for (index, item), outcome in zip(group, finished, strict=False):
+                ledger.decide(index, await self._quarantined(session, item.ref, outcome))
+            if error is not None:
+                ledger.settle(group[len(finished)][0])
+                raise error
+            group.clear()
+            keys.clear()
+            size = 0
+            ledger.settle(upto)
+
+        for index, raw in enumerate(headers):
+            if (raw.ref.folder, raw.ref.remote_id) in self._retried:
+                if not group:
+                    ledger.settle(index + 1)
+                continue
+            if group and self._depends_on(raw, keys):
+                await finish_group(index)
+            result = await self._judged(session, raw, plan)
+            if isinstance(result, _ToStore):
+                group.append((index, result))
+                keys |= self._changes(result)
+                size += raw.ref.size or 0
+                if len(group) >= _GROUP_MESSAGES or size >= _GROUP_BYTES:
+                    await finish_group(index + 1)
+                continue
+            ledger.decide(index, result)
+            if not group:
+                ledger.settle(index + 1)
+        if group:
+            await finish_group(len(headers))
+        ledger.settle(len(headers))
+
+    def _depends_on(self, raw: RawHeaders, keys: set[_Key]) -> bool:
+        """Whether storing emails with ``keys`` (see :meth:`_changes`) could change what
+        judging ``raw`` finds in the store: its Message-ID, the emails it answers or shares
+        a conversation index or token with, its addresses' records, its sender's count."""
+        parsed = self._ahead.headers(raw) if self._ahead is not None else None
+        if parsed is None:
+            return True  # judged without the batch's lookups: finish the group first
+        headers, message_id = parsed
+        org = self._ctx.settings.organization
+        wanted: set[_Key] = {("message-id", message_id)}
+        wanted |= {("message-id", m) for m in headers.thread_ids}
+        query = correlation_query(headers, org, now=None)
+        if query.conversation_index_hash is not None:
+            wanted.add(("conversation", query.conversation_index_hash))
+        wanted |= {("token", t) for t in query.tracking_tokens}
+        wanted |= {("address", a) for a in addresses_of(headers)}
+        if org.loop_guard.enabled and headers.sender is not None:
+            wanted.add(("sender", normalize_address(headers.sender.address)))
+        return not wanted.isdisjoint(keys)
+
+    def _changes(self, item: _ToStore) -> set[_Key]:
+        """What storing ``item``'s email changes for the judgement of later messages."""
+        headers = item.headers
+        org = self._ctx.settings.organization
+        keys: set[_Key] = {("message-id", item.message_id)}
+        index = base_conversation_index_hash(headers.conversation_index)
+        if index is not None:
+            keys.add(("conversation", index))
+        sender = headers.sender.address if headers.sender is not None else None
+        if org.smart_matching.enabled:
+            # Smart matching looks for recent emails with any of the same participants.
+            keys |= {("address", a) for a in addresses_of(headers)}
+        elif sender is not None and self._creates_sender_record(item):
+            # Storing it creates a contact or lead for its sender.
+            keys.add(("address", normalize_address(sender)))
+        if org.loop_guard.enabled and sender is not None:
+            keys.add(("sender", normalize_address(sender)))
+        return keys
+
+    def _creates_sender_record(self, item: _ToStore) -> bool:
+        """Whether storing ``item`` will create a record for its sender (see
+        :meth:`_with_sender_record`)."""
+        verdict = item.judged.decision.verdict if item.judged.decision else None
+        facts = item.judged.facts
+        if not isinstance(self._ctx.directory, RecordCreator):
+            return False
+        if not isinstance(verdict, Track) or facts is None:
+            return False
+        request = sender_record_to_create(item.headers, verdict, facts, message_id=item.message_id)
+        return request is not None
+
+    async def _judged(
         self, session: IncomingMailSession, raw: RawHeaders, plan: FolderPlan
-    ) -> ItemOutcome:
-        """Process one message; a failure of the message alone is quarantined (before the
-        caller moves the cursor past it) and reported as ``FAILED``."""
+    ) -> ItemOutcome | _ToStore:
+        """Judge one message: its outcome (a failure of the message alone quarantined), or
+        what storing it needs."""
         ref = raw.ref
+        result: ItemOutcome | _ToStore
         try:
             if self._mailbox.is_forward_mailbox:
-                outcome = await self._process_forwarded(session, raw)
+                result = await self._process_forwarded(session, raw)
             else:
-                outcome = await self._process(session, raw, plan)
+                result = await self._process(session, raw, plan)
         except SyncError as exc:
             if exc.scope is not ErrorScope.ITEM:
                 raise
             # Past the steps that report their own failure (tagging it, linking it): the
             # message alone failed, and a later attempt finds it stored and finishes the job.
-            outcome = self._failed(ref, f"cannot process the message: {exc}", exc)
+            result = self._failed(ref, f"cannot process the message: {exc}", exc)
+        if isinstance(result, _ToStore):
+            return result
+        return await self._quarantined(session, ref, result)
+
+    async def _quarantined(
+        self, session: IncomingMailSession, ref: RemoteMessageRef, outcome: ItemOutcome
+    ) -> ItemOutcome:
+        """A failed outcome once its failure is counted in the quarantine."""
         if outcome.kind is OutcomeKind.FAILED:
-            outcome = await self._quarantine.record(session, ref, outcome)
+            return await self._quarantine.record(session, ref, outcome)
         return outcome
+
+    async def _handle(
+        self, session: IncomingMailSession, raw: RawHeaders, plan: FolderPlan
+    ) -> ItemOutcome:
+        """Process one message whole; a failure of the message alone is quarantined (before
+        the caller moves the cursor past it) and reported as ``FAILED``."""
+        result = await self._judged(session, raw, plan)
+        if not isinstance(result, _ToStore):
+            return result
+        finished, error = await self._finish(session, [result])
+        if error is not None:
+            raise error
+        (outcome,) = finished
+        return await self._quarantined(session, raw.ref, outcome)
 
     async def _retry_quarantined(
         self, session: IncomingMailSession, plans: Sequence[FolderPlan]
@@ -353,7 +505,8 @@ class IncomingPipeline:
 
     async def _process(
         self, session: IncomingMailSession, raw: RawHeaders, plan: FolderPlan
-    ) -> ItemOutcome:
+    ) -> ItemOutcome | _ToStore:
+        """Judge one message: its outcome, or, for one to track, what storing it needs."""
         rule = plan.rule
         ref = raw.ref
         skipped = self._before_cutoff(ref)
@@ -398,26 +551,7 @@ class IncomingPipeline:
         too_large = self._too_large(ref.size)
         if too_large is not None:
             return self._failed(ref, too_large.message, too_large, trace=trace, **common)
-        try:
-            message = await deadline(
-                ctx.settings.timeouts.fetch, session.fetch_message(ref), "fetching a message"
-            )
-        except SyncError as exc:
-            if exc.scope is not ErrorScope.ITEM:
-                raise
-            # This message alone (it vanished, or the server refuses to return it).
-            return self._failed(ref, f"cannot fetch the message: {exc}", exc, trace=trace, **common)
-        too_large = self._too_large(len(message.data))
-        if too_large is not None:
-            return self._failed(ref, too_large.message, too_large, trace=trace, **common)
-        try:
-            parsed = parse_message(message.data)
-        except MalformedMessageError as exc:
-            return self._failed(
-                ref, f"unreadable message: {exc.reason}", exc, trace=trace, **common
-            )
-        received_on = ref.received_at or headers.date or ctx.clock.now()
-        return await self._store(session, ref, judged, parsed, received_on)
+        return _ToStore(ref=ref, headers=headers, message_id=message_id, judged=judged)
 
     async def _process_forwarded(
         self, session: IncomingMailSession, raw: RawHeaders
@@ -509,7 +643,77 @@ class IncomingPipeline:
         received_on: datetime,
     ) -> ItemOutcome:
         """Create the email activity for a Track verdict, then tag the message."""
-        ctx = self._ctx
+        email = await self._email_for(judged, parsed, received_on)
+        outcomes, error = await self._store_all(session, [(ref, judged, email)])
+        if error is not None:
+            raise error
+        return outcomes[0]
+
+    async def _finish(
+        self, session: IncomingMailSession, group: Sequence[_ToStore]
+    ) -> tuple[list[ItemOutcome], SyncError | None]:
+        """Fetch, parse and store the messages of ``group`` and tag the stored ones.
+
+        Returns the outcomes of the group's first messages, in order, and the error that
+        stopped the rest (the session or the store failed for the mailbox), if one did:
+        those before it are stored and tagged, the rest are left for a later cycle.
+        """
+        fetched = await fetch_all(self._ctx, session, [item.ref for item in group])
+        outcomes: list[ItemOutcome | None] = []
+        waiting: list[tuple[int, RemoteMessageRef, Judgement, NewIncomingEmail]] = []
+        error: SyncError | None = None
+        for item, message in zip(group, fetched, strict=True):
+            if isinstance(message, SyncError) and message.scope is not ErrorScope.ITEM:
+                error = message
+                break
+            outcome = await self._prepared(item, message)
+            if isinstance(outcome, NewIncomingEmail):
+                waiting.append((len(outcomes), item.ref, item.judged, outcome))
+                outcomes.append(None)
+            else:
+                outcomes.append(outcome)
+        stored, store_error = await self._store_all(
+            session, [(ref, judged, email) for _, ref, judged, email in waiting]
+        )
+        for (position, *_), outcome in zip(waiting, stored, strict=False):
+            outcomes[position] = outcome
+        if store_error is not None:
+            # The emails before the one the store failed on are stored: report up to it.
+            outcomes = outcomes[: waiting[len(stored)][0]]
+            error = store_error
+        done = [outcome for outcome in outcomes if outcome is not None]
+        assert len(done) == len(outcomes)
+        return done, error
+
+    async def _prepared(
+        self, item: _ToStore, message: RawMessage | SyncError
+    ) -> NewIncomingEmail | ItemOutcome:
+        """The email to store for a fetched message, or the outcome of its failure."""
+        ref = item.ref
+        headers = item.headers
+        fields = {"trace": item.judged.outcome.trace, **_common(headers, item.message_id)}
+        if isinstance(message, SyncError):
+            # This message alone (it vanished, or the server refuses to return it).
+            return self._failed(ref, f"cannot fetch the message: {message}", message, **fields)
+        too_large = self._too_large(len(message.data))
+        if too_large is not None:
+            return self._failed(ref, too_large.message, too_large, **fields)
+        try:
+            parsed = parse_message(message.data)
+        except MalformedMessageError as exc:
+            return self._failed(ref, f"unreadable message: {exc.reason}", exc, **fields)
+        received_on = ref.received_at or headers.date or self._ctx.clock.now()
+        try:
+            return await self._email_for(item.judged, parsed, received_on)
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            return self._failed(ref, f"cannot process the message: {exc}", exc)
+
+    async def _email_for(
+        self, judged: Judgement, parsed: ParsedMessage, received_on: datetime
+    ) -> NewIncomingEmail:
+        """The email activity for a Track verdict, and its queues."""
         verdict = judged.decision.verdict if judged.decision else None
         facts = judged.facts
         message_id = judged.outcome.message_id
@@ -526,32 +730,54 @@ class IncomingPipeline:
             mailbox=self._mailbox,
             received_on=received_on,
         )
-        try:
-            result = await ctx.storage(
-                ctx.repositories.add_incoming(
-                    activity, queues=queues_for(verdict, parsed.headers, facts)
-                ),
-                "storing an incoming email",
-            )
-        except SyncError as exc:
-            if exc.scope is not ErrorScope.ITEM:
-                raise
-            # The store refused this email alone (a value it cannot hold, a host's rule).
-            return self._failed(
-                ref,
-                f"cannot store the email: {exc}",
-                exc,
-                trace=judged.outcome.trace,
-                message_id=message_id,
-                subject=judged.outcome.subject,
-                sender=judged.outcome.sender,
-            )
+        queues = tuple(queues_for(verdict, parsed.headers, facts))
+        return NewIncomingEmail(activity=activity, queues=queues)
+
+    async def _store_all(
+        self,
+        session: IncomingMailSession,
+        emails: Sequence[tuple[RemoteMessageRef, Judgement, NewIncomingEmail]],
+    ) -> tuple[list[ItemOutcome], SyncError | None]:
+        """Store ``emails``, then tag the messages stored; their outcomes in order, and the
+        error that stopped the store for the mailbox, if one did (see :meth:`_finish`)."""
+        results = await add_all(self._ctx, [email for _, _, email in emails])
+        outcomes: list[ItemOutcome] = []
+        tag: list[int] = []
+        error: SyncError | None = None
+        for (ref, judged, email), result in zip(emails, results, strict=True):
+            if isinstance(result, SyncError):
+                if result.scope is not ErrorScope.ITEM:
+                    error = result
+                    break
+                # The store refused this email alone (a value it cannot hold, a host's rule).
+                outcomes.append(
+                    self._failed(
+                        ref,
+                        f"cannot store the email: {result}",
+                        result,
+                        trace=judged.outcome.trace,
+                        message_id=judged.outcome.message_id,
+                        subject=judged.outcome.subject,
+                        sender=judged.outcome.sender,
+                    )
+                )
+                continue
+            outcomes.append(self._stored(judged, email.activity, result))
+            tag.append(len(outcomes) - 1)
+        refused = await self._tag_tracked(session, [emails[n][0] for n in tag])
+        for n, exc in refused.items():
+            ref = emails[tag[n]][0]
+            outcomes[tag[n]] = self._failed(ref, f"cannot process the message: {exc}", exc)
+        return outcomes, error
+
+    def _stored(self, judged: Judgement, activity: EmailActivity, result: AddResult) -> ItemOutcome:
+        message_id = judged.outcome.message_id
+        assert message_id is not None
         if self._ahead is not None:
             if isinstance(result, AlreadyExists):
                 self._ahead.forget(message_id)
             else:
                 self._ahead.stored(activity)
-        await self._mark(session, ref, RemoteMark.TRACKED)
         if isinstance(result, AlreadyExists):
             return attrs.evolve(
                 judged.outcome,
@@ -562,6 +788,31 @@ class IncomingPipeline:
                 activity_id=result.activity_id,
             )
         return attrs.evolve(judged.outcome, activity_id=result.activity_id)
+
+    async def _tag_tracked(
+        self, session: IncomingMailSession, refs: Sequence[RemoteMessageRef]
+    ) -> dict[int, SyncError]:
+        """Tag the stored messages at ``refs`` in one call; the errors of those that could
+        not be tagged alone, by position (they are found by tagging one at a time)."""
+        if not refs:
+            return {}
+        try:
+            await self._mark_refs(session, refs, RemoteMark.TRACKED)
+            return {}
+        except SyncError as exc:
+            if exc.scope is not ErrorScope.ITEM:
+                raise
+            if len(refs) == 1:
+                return {0: exc}
+        refused: dict[int, SyncError] = {}
+        for n, ref in enumerate(refs):
+            try:
+                await self._mark(session, ref, RemoteMark.TRACKED)
+            except SyncError as exc:
+                if exc.scope is not ErrorScope.ITEM:
+                    raise
+                refused[n] = exc
+        return refused
 
     def _failed(
         self, ref: RemoteMessageRef, explanation: str, exc: SyncError, **fields: Any
@@ -684,6 +935,8 @@ class IncomingPipeline:
         record = await ctx.storage(
             creator.create_sender_record(request), "creating a record for an unknown sender"
         )
+        if self._ahead is not None:
+            self._ahead.add_record(request.email_address, record)
         logger.info(
             "mailbox %s: created %s for the unknown sender of %s",
             self._mailbox.id,
@@ -744,6 +997,10 @@ class IncomingPipeline:
     async def _mark(
         self, session: IncomingMailSession, ref: RemoteMessageRef, mark: RemoteMark
     ) -> None:
-        await deadline(
-            self._ctx.settings.timeouts.command, session.mark([ref], mark), "tagging a message"
-        )
+        await self._mark_refs(session, [ref], mark)
+
+    async def _mark_refs(
+        self, session: IncomingMailSession, refs: Sequence[RemoteMessageRef], mark: RemoteMark
+    ) -> None:
+        what = "tagging a message" if len(refs) == 1 else f"tagging {len(refs)} messages"
+        await deadline(self._ctx.settings.timeouts.command, session.mark(refs, mark), what)

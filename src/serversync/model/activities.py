@@ -33,6 +33,7 @@ __all__ = [
     "Created",
     "DedupeKey",
     "EmailActivity",
+    "NewIncomingEmail",
     "QueueItem",
     "SendClaim",
     "SendFailed",
@@ -182,6 +183,17 @@ class AlreadyExists:
 
 
 AddResult = Created | AlreadyExists
+
+
+@attrs.frozen(kw_only=True)
+class NewIncomingEmail:
+    """One email to store with ``add_incoming_batch``: the activity and the queues that get
+    a queue item for it (what ``add_incoming`` takes for one email)."""
+
+    activity: EmailActivity
+    queues: tuple[RecordRef, ...] = ()
+
+
 """The answer of ``add_incoming``."""
 
 

@@ -16,7 +16,9 @@ from serversync.ports.push import PushHint, PushHintSource
 from serversync.ports.records import RecordCreator
 from serversync.ports.relevance import Reject, RelevanceFacts, RelevanceRule, Track, Verdict
 from serversync.ports.storage import (
+    BatchIncomingRepository,
     CheckpointRepository,
+    CorrelationKeyLookup,
     EmailActivityRepository,
     EmailServerProfileRepository,
     FolderTrackingRepository,
@@ -30,6 +32,7 @@ from serversync.ports.storage import (
     WorkloadStateRepository,
 )
 from serversync.ports.transports import (
+    BatchMessageSession,
     IncomingMailSession,
     IncomingMailTransport,
     OutgoingMailSession,
@@ -40,8 +43,11 @@ from serversync.ports.transports import (
 __all__ = [
     "ActRecordRepository",
     "AttachmentSource",
+    "BatchIncomingRepository",
+    "BatchMessageSession",
     "CheckpointRepository",
     "Clock",
+    "CorrelationKeyLookup",
     "CredentialProvider",
     "EmailActivityRepository",
     "EmailServerProfileRepository",

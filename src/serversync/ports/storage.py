@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from serversync.errors import SyncError
 from serversync.model import (
     ActivityId,
     AddResult,
@@ -30,6 +31,7 @@ from serversync.model import (
     MailboxId,
     MailboxTrackingFolder,
     MessageId,
+    NewIncomingEmail,
     ProfileId,
     QuarantineCount,
     QuarantinedMessage,
@@ -43,7 +45,9 @@ from serversync.model import (
 )
 
 __all__ = [
+    "BatchIncomingRepository",
     "CheckpointRepository",
+    "CorrelationKeyLookup",
     "EmailActivityRepository",
     "EmailServerProfileRepository",
     "FolderTrackingRepository",
@@ -305,6 +309,44 @@ class EmailActivityRepository(Protocol):
         Raises :class:`~serversync.errors.LeaseLostError` if ``claim`` is no longer the
         email's current claim (another owner took it over).
         """
+        ...
+
+
+@runtime_checkable
+class BatchIncomingRepository(Protocol):
+    """Optional: stores several incoming emails at once (one transaction, where a store
+    has them). The engine stores a header batch's tracked emails with it when the
+    repositories offer it, and calls ``add_incoming`` once an email otherwise."""
+
+    async def add_incoming_batch(
+        self, emails: Sequence[NewIncomingEmail]
+    ) -> Sequence[AddResult | SyncError]:
+        """Store each email as ``add_incoming`` would; answer one entry per email, in order.
+
+        Each email and its queue items are stored atomically and keyed as ``add_incoming``
+        keys them, an email earlier in ``emails`` included: a repeated key answers
+        :class:`AlreadyExists`. An email the store refuses alone is not stored and its entry
+        is the error (of scope ``item``), the others are stored. An error of wider scope
+        (the database is down) is raised; the emails before it may or may not be stored,
+        and a repeated call stores none of them twice.
+        """
+        ...
+
+
+@runtime_checkable
+class CorrelationKeyLookup(Protocol):
+    """Optional: finds the emails that a whole header batch could correlate with by
+    conversation index or tracking token, in one query. Without it the engine asks
+    ``find_correlation_candidates`` once for each message carrying either."""
+
+    async def find_by_correlation_keys(
+        self,
+        *,
+        conversation_index_hashes: Collection[int] = (),
+        tracking_tokens: Collection[str] = (),
+    ) -> Sequence[EmailActivity]:
+        """Every stored email, of either direction, whose ``base_conversation_index_hash`` is
+        in ``conversation_index_hashes`` or whose tracking token is in ``tracking_tokens``."""
         ...
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
+from serversync.errors import SyncError
 from serversync.model import (
     Checkpoint,
     Credentials,
@@ -27,6 +28,7 @@ from serversync.model import (
 from serversync.model.outcomes import SendReceipt
 
 __all__ = [
+    "BatchMessageSession",
     "IncomingMailSession",
     "IncomingMailTransport",
     "OutgoingMailSession",
@@ -62,6 +64,27 @@ class IncomingMailSession(Protocol):
 
     async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:
         """Tag processed messages on the server (a keyword, category or folder move)."""
+        ...
+
+
+@runtime_checkable
+class BatchMessageSession(Protocol):
+    """An incoming session that can fetch several whole messages in one go (EWS: one
+    GetItem for many items). The engine fetches a header batch's tracked messages with it
+    when the session offers it, and calls ``fetch_message`` once a message otherwise."""
+
+    async def fetch_messages(
+        self, refs: Sequence[RemoteMessageRef]
+    ) -> Sequence[RawMessage | SyncError]:
+        """The whole messages at ``refs``, without setting \\Seen: one entry per ref, in order.
+
+        A message that cannot be fetched alone (it vanished, the server refuses it) gets the
+        error of scope ``item`` that ``fetch_message`` would raise, and the others are still
+        fetched. When the session fails part-way (the connection drops), the messages
+        fetched before are returned and the failing one and every later one get that error
+        (of scope ``mailbox`` or wider); a failure before anything was fetched may be raised
+        instead.
+        """
         ...
 
 

@@ -21,7 +21,13 @@ from typing import Any, Protocol
 
 import attrs
 
-from serversync.errors import AuthenticationError, LeaseLostError, RecipientsRefusedError
+from serversync.errors import (
+    AuthenticationError,
+    ErrorScope,
+    LeaseLostError,
+    RecipientsRefusedError,
+    SyncError,
+)
 from serversync.mime import parse_headers
 from serversync.model import (
     INBOX,
@@ -47,13 +53,16 @@ from serversync.model import (
     MailboxId,
     MailboxTrackingFolder,
     MessageId,
+    NewIncomingEmail,
     OutgoingMessage,
     ParticipationType,
     Pop3Checkpoint,
     ProfileId,
     QuarantinedMessage,
+    RawMessage,
     RecordRef,
     RemoteMark,
+    RemoteMessageRef,
     SendFailed,
     SendReleased,
     SendRetry,
@@ -65,6 +74,9 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.ports import (
+    BatchIncomingRepository,
+    BatchMessageSession,
+    CorrelationKeyLookup,
     IncomingMailSession,
     IncomingMailTransport,
     OutgoingMailTransport,
@@ -208,6 +220,7 @@ async def check_incoming_transport(harness: IncomingTransportHarness) -> None:
         assert _marker(1).encode() in whole.data, "fetch_message must return the body"
         body = BytesParser(policy=default_policy).parsebytes(whole.data)
         assert body["Message-ID"] == expected[1][0], "fetch_message must return the whole message"
+        await _check_fetch_messages(session, first.refs, expected)
 
         assert first.end is not None, "a batch that listed messages must end with a cursor"
         assert await _list_all(session, first.end) == [], "nothing is new after the batch's end"
@@ -239,6 +252,43 @@ async def check_incoming_transport(harness: IncomingTransportHarness) -> None:
             pass
         else:
             raise AssertionError("wrong credentials must raise AuthenticationError")
+
+
+async def _check_fetch_messages(
+    session: IncomingMailSession,
+    refs: Sequence[RemoteMessageRef],
+    expected: Sequence[tuple[MessageId, bytes]],
+) -> None:
+    """``fetch_messages``, for sessions that offer it: each message whole, in the refs'
+    order, and a message that cannot be fetched failing alone."""
+    if not isinstance(session, BatchMessageSession):
+        return
+    fetched = await session.fetch_messages([refs[2], refs[0]])
+    assert len(fetched) == 2, f"fetch_messages must answer once a ref, got {len(fetched)}"
+    for n, got in zip((2, 0), fetched, strict=True):
+        assert isinstance(got, RawMessage), f"message {n} must be fetched, got {got!r}"
+        assert got.ref == refs[n], "fetch_messages must follow the refs' order"
+        assert _marker(n).encode() in got.data, "fetch_messages must return the bodies"
+        parsed = BytesParser(policy=default_policy).parsebytes(got.data)
+        assert parsed["Message-ID"] == expected[n][0], "fetch_messages returns whole messages"
+    gone = attrs.evolve(refs[1], remote_id=_missing_id(refs[1].remote_id))
+    isolated = await session.fetch_messages([refs[0], gone, refs[1]])
+    assert len(isolated) == 3, "fetch_messages must answer once a ref"
+    first, missing, last = isolated
+    assert isinstance(first, RawMessage) and isinstance(last, RawMessage), (
+        "a message that cannot be fetched must not fail the others"
+    )
+    assert _marker(1).encode() in last.data, "the message after a missing one is fetched"
+    assert isinstance(missing, SyncError) and missing.scope is ErrorScope.ITEM, (
+        f"a missing message must get an error of scope item, got {missing!r}"
+    )
+
+
+def _missing_id(remote_id: str) -> str:
+    """A remote id shaped like ``remote_id`` (a number for a number) that names nothing."""
+    if remote_id.isdigit():
+        return str(int(remote_id) + 1_000_000)
+    return remote_id[: len(remote_id) // 2] + "A" * (len(remote_id) - len(remote_id) // 2)
 
 
 def _outgoing(sender: str, recipients: tuple[str, ...], n: int, run: str) -> OutgoingMessage:
@@ -324,6 +374,7 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_profiles_and_mailboxes(first)
     await _check_state_and_checkpoints(await factory())
     await _check_incoming_dedupe(await factory())
+    await _check_incoming_batch(await factory())
     await _check_correlation_candidates(await factory())
     await _check_folder_tracking(await factory())
     await _check_send_claims(await factory())
@@ -454,6 +505,61 @@ async def _check_incoming_dedupe(harness: RepositoryHarness) -> None:
     assert all(r.activity_id == created_ids[0] for r in results), (
         "every racer must be told the winner's id"
     )
+
+
+async def _check_incoming_batch(harness: RepositoryHarness) -> None:
+    """``add_incoming_batch``, for repositories that offer it: ``add_incoming``'s promises
+    for each email, in one call."""
+    repos = harness.repositories
+    if not isinstance(repos, BatchIncomingRepository):
+        return
+    queue = RecordRef(EntityName.QUEUE.value, "contract-batch-queue")
+    stored = _incoming("batch-0", "<batch-0@contract.test>", direction=EmailDirection.INCOMING)
+    assert await repos.add_incoming(stored) == Created(activity_id=stored.id)
+    emails = [
+        _incoming(f"batch-{n}", f"<batch-{n}@contract.test>", direction=EmailDirection.INCOMING)
+        for n in (1, 2)
+    ]
+    # Stored before, then twice in the batch: the batch's second copy finds its first.
+    again = attrs.evolve(stored, id=ActivityId("batch-0-again"))
+    twice = attrs.evolve(emails[0], id=ActivityId("batch-1-again"))
+    results = await repos.add_incoming_batch(
+        [
+            NewIncomingEmail(activity=emails[0], queues=(queue,)),
+            NewIncomingEmail(activity=again),
+            NewIncomingEmail(activity=emails[1]),
+            NewIncomingEmail(activity=twice),
+        ]
+    )
+    assert list(results) == [
+        Created(activity_id=emails[0].id),
+        AlreadyExists(activity_id=stored.id),
+        Created(activity_id=emails[1].id),
+        AlreadyExists(activity_id=emails[0].id),
+    ], f"add_incoming_batch answers each email as add_incoming would, got {results!r}"
+    for email in emails:
+        assert await repos.get_activity(email.id) == email, "the batch's new emails are stored"
+    for duplicate in (again, twice):
+        assert await repos.get_activity(duplicate.id) is None, "a duplicate writes nothing"
+    assert await repos.ensure_queue_item(queue, emails[0].id) is False, (
+        "add_incoming_batch stores each email's queue items with it"
+    )
+    assert list(await repos.add_incoming_batch([])) == [], "an empty batch stores nothing"
+
+    refused = attrs.evolve(
+        _incoming("batch-bad", "<batch-bad@contract.test>", direction=EmailDirection.INCOMING),
+        subject="NUL \x00 in the subject",
+    )
+    after = _incoming("batch-3", "<batch-3@contract.test>", direction=EmailDirection.INCOMING)
+    mixed = await repos.add_incoming_batch(
+        [NewIncomingEmail(activity=refused), NewIncomingEmail(activity=after)]
+    )
+    assert len(mixed) == 2 and mixed[1] == Created(activity_id=after.id), (
+        f"an email the store refuses must not keep the others out, got {mixed!r}"
+    )
+    if isinstance(mixed[0], SyncError):
+        assert mixed[0].scope is ErrorScope.ITEM, "a refused email fails alone (scope item)"
+        assert await repos.get_activity(refused.id) is None, "a refused email is not stored"
 
 
 async def _check_send_claims(harness: RepositoryHarness) -> None:
@@ -635,6 +741,20 @@ async def _check_correlation_candidates(harness: RepositoryHarness) -> None:
     assert since == {a.id for a in recent}, "participant candidates respect `since`"
     newest = await ids(CorrelationQuery(participants=(customer,), limit=2))
     assert newest == {recent[2].id, recent[1].id}, "participant candidates are the newest first"
+
+    if isinstance(repos, CorrelationKeyLookup):
+        by_keys = repos.find_by_correlation_keys
+        both = await by_keys(conversation_index_hashes=[123456, 7], tracking_tokens=["CRM:0001001"])
+        assert {a.id for a in both} == {by_index.id, by_token.id}, (
+            "find_by_correlation_keys finds by conversation index hash and tracking token"
+        )
+        assert [a.id for a in await by_keys(conversation_index_hashes=[123456])] == [by_index.id], (
+            "find_by_correlation_keys by conversation index hash alone"
+        )
+        assert (
+            list(await by_keys(conversation_index_hashes=[7], tracking_tokens=["CRM:9"])) == []
+        ), "hashes and tokens that no email has find nothing"
+        assert list(await by_keys()) == [], "no keys find nothing"
 
 
 async def _check_folder_tracking(harness: RepositoryHarness) -> None:

@@ -20,7 +20,7 @@ from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._memory_act import InMemoryActRecords, InMemoryExchangeMappings
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.adapters.storage._sender_records import sender_record
-from serversync.errors import LeaseLostError, StorageConflictError
+from serversync.errors import ErrorScope, LeaseLostError, StorageConflictError, SyncError
 from serversync.model import (
     ActivityId,
     AddResult,
@@ -41,6 +41,7 @@ from serversync.model import (
     MailboxId,
     MailboxTrackingFolder,
     MessageId,
+    NewIncomingEmail,
     ProfileId,
     QuarantineCount,
     QuarantinedMessage,
@@ -58,7 +59,9 @@ from serversync.model import (
 from serversync.model.messages import normalize_address
 from serversync.ports import (
     ActRecordRepository,
+    BatchIncomingRepository,
     Clock,
+    CorrelationKeyLookup,
     ExchangeSyncIdMappingRepository,
     RecordCreator,
     RecordDirectory,
@@ -84,7 +87,12 @@ class _Lease:
 
 @final
 @documented_by(
-    Repositories, WorkloadRunRepository, ActRecordRepository, ExchangeSyncIdMappingRepository
+    Repositories,
+    WorkloadRunRepository,
+    ActRecordRepository,
+    ExchangeSyncIdMappingRepository,
+    BatchIncomingRepository,
+    CorrelationKeyLookup,
 )
 class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     """Every repository port over dicts; also the host-side setup helpers tests need.
@@ -272,6 +280,23 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
         self._after("add_incoming")
         return Created(activity_id=activity.id)
 
+    async def add_incoming_batch(
+        self, emails: Sequence[NewIncomingEmail]
+    ) -> Sequence[AddResult | SyncError]:
+        # One email at a time, each through add_incoming and its faults: dicts need no
+        # transaction, and a fault planned for one email fails that email alone.
+        self._before("add_incoming_batch")
+        results: list[AddResult | SyncError] = []
+        for email in emails:
+            try:
+                results.append(await self.add_incoming(email.activity, queues=email.queues))
+            except SyncError as exc:
+                if exc.scope is not ErrorScope.ITEM:
+                    raise
+                results.append(exc)
+        self._after("add_incoming_batch")
+        return results
+
     def _add_queue_item(
         self, queue: RecordRef, activity_id: ActivityId, created_on: datetime | None
     ) -> bool:
@@ -315,6 +340,24 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
             and a.received_on is not None
             and a.received_on >= since
         )
+
+    async def find_by_correlation_keys(
+        self,
+        *,
+        conversation_index_hashes: Collection[int] = (),
+        tracking_tokens: Collection[str] = (),
+    ) -> Sequence[EmailActivity]:
+        self._before("find_by_correlation_keys")
+        hashes, tokens = set(conversation_index_hashes), set(tracking_tokens)
+        return [
+            a
+            for a in self.activities()
+            if (
+                a.base_conversation_index_hash is not None
+                and a.base_conversation_index_hash in hashes
+            )
+            or (a.tracking_token is not None and a.tracking_token in tokens)
+        ]
 
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
         self._before("find_correlation_candidates")

@@ -26,7 +26,7 @@ from serversync.adapters.transports._ews_connection import EwsConnection
 from serversync.adapters.transports._ews_errors import is_code, translate
 from serversync.adapters.transports._ews_headers import HEADER_FIELDS, header_block
 from serversync.adapters.transports._ews_stats import EwsStats
-from serversync.errors import ConfigurationError, MessageRejectedError
+from serversync.errors import ConfigurationError, ErrorScope, MessageRejectedError, SyncError
 from serversync.model import (
     INBOX,
     Checkpoint,
@@ -39,7 +39,7 @@ from serversync.model import (
     RemoteMark,
     RemoteMessageRef,
 )
-from serversync.ports import IncomingMailSession
+from serversync.ports import BatchMessageSession, IncomingMailSession
 from serversync.settings import Timeouts
 
 __all__ = ["EwsIncomingSession", "IncomingOptions"]
@@ -119,7 +119,7 @@ def _is_mail_folder(folder: Any) -> bool:
 
 
 @final
-@documented_by(IncomingMailSession)
+@documented_by(IncomingMailSession, BatchMessageSession)
 class EwsIncomingSession:
     """An open EWS connection to one mailbox, for reading mail."""
 
@@ -319,13 +319,44 @@ class EwsIncomingSession:
             limit=self._options.timeouts.fetch,
             item=True,
         )
+        got = self._mime_of(ref, item)
+        if isinstance(got, SyncError):
+            raise got
+        self._stats._count("messages_fetched")
+        return got
+
+    async def fetch_messages(
+        self, refs: Sequence[RemoteMessageRef]
+    ) -> Sequence[RawMessage | SyncError]:
+        if not refs:
+            return []
+        what = f"fetching {len(refs)} messages"
+        # One GetItem with MIME content for up to 100 items (exchangelib's chunks).
+        items = await self._connection.call(
+            what,
+            lambda: self._fetch([r.remote_id for r in refs], ["mime_content"]),
+            limit=self._options.timeouts.fetch,
+        )
+        out: list[RawMessage | SyncError] = []
+        for n, (ref, item) in enumerate(zip(refs, items, strict=True)):
+            got = self._mime_of(ref, item)
+            if isinstance(got, SyncError) and got.scope is not ErrorScope.ITEM:
+                # Exchange is busy, or refuses the login: not this message alone.
+                out += [got] * (len(refs) - n)
+                break
+            out.append(got)
+        self._stats._count("messages_fetched", sum(isinstance(m, RawMessage) for m in out))
+        return out
+
+    def _mime_of(self, ref: RemoteMessageRef, item: Any) -> RawMessage | SyncError:
+        """The message in a GetItem answer's item, or the error of that item alone."""
+        what = f"fetching message {ref.remote_id}"
         if isinstance(item, Exception):
-            raise translate(item, what, mailbox_id=self._mailbox.id, item=True)
+            return translate(item, what, mailbox_id=self._mailbox.id, item=True)
         if not item.mime_content:
-            raise MessageRejectedError(
+            return MessageRejectedError(
                 f"{what}: Exchange returned no MIME content", mailbox_id=self._mailbox.id
             )
-        self._stats._count("messages_fetched")
         return RawMessage(ref=ref, data=bytes(item.mime_content))
 
     # -- marking ------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from serversync.errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectionFailedError,
+    ErrorScope,
     MessageRejectedError,
     OperationTimeoutError,
     ServerBusyError,
@@ -762,6 +763,60 @@ class _ImapSession(IncomingMailSession):
         raise MessageRejectedError(
             f"message {uid} is no longer in folder {ref.folder!r}", mailbox_id=self._mailbox_id
         )
+
+    async def fetch_messages(
+        self, refs: Sequence[RemoteMessageRef]
+    ) -> Sequence[RawMessage | SyncError]:
+        if len({ref.folder for ref in refs}) > 1 or len(refs) < 2:
+            return await self._one_at_a_time(refs)
+        uids = [_uid(ref) for ref in refs]
+        await self._select(refs[0].folder, refresh=False)
+        reply = await self._run(
+            "UID FETCH",
+            functools.partial(
+                self._client.uid_fetch, ",".join(map(str, uids)), "(UID BODY.PEEK[])"
+            ),
+            limit=self._timeouts.fetch,
+        )
+        if not reply.ok:
+            # Refused for one of them, perhaps: one at a time tells which.
+            return await self._one_at_a_time(refs)
+        found: dict[int, bytes] = {}
+        for item in self._fetched(reply):
+            data = item.data("BODY[]")
+            if item.uid is not None and data is not None:
+                found[item.uid] = data
+        out: list[RawMessage | SyncError] = []
+        for ref, uid in zip(refs, uids, strict=True):
+            if uid in found:
+                out.append(RawMessage(ref=ref, data=found[uid]))
+            else:
+                out.append(
+                    MessageRejectedError(
+                        f"message {uid} is no longer in folder {ref.folder!r}",
+                        mailbox_id=self._mailbox_id,
+                    )
+                )
+        self._stats.messages_fetched += len(found)
+        return out
+
+    async def _one_at_a_time(
+        self, refs: Sequence[RemoteMessageRef]
+    ) -> list[RawMessage | SyncError]:
+        """``fetch_message`` for each ref; an error of wider scope than the message stands
+        for it and every later one."""
+        out: list[RawMessage | SyncError] = []
+        for n, ref in enumerate(refs):
+            try:
+                out.append(await self.fetch_message(ref))
+            except SyncError as exc:
+                if exc.scope is ErrorScope.ITEM:
+                    out.append(exc)
+                    continue
+                if not out:
+                    raise
+                return out + [exc] * (len(refs) - n)
+        return out
 
     # -- copies of sent mail ----------------------------------------------------------------
 

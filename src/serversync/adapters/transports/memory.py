@@ -25,8 +25,10 @@ from serversync.errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectionFailedError,
+    ErrorScope,
     MessageRejectedError,
     RecipientsRefusedError,
+    SyncError,
 )
 from serversync.model import (
     INBOX,
@@ -410,6 +412,23 @@ class _IncomingSession(IncomingMailSession):
     async def fetch_message(self, ref: RemoteMessageRef) -> RawMessage:
         self._server._check("fetch_message", FaultPoint.BEFORE)
         return RawMessage(ref=ref, data=self._stored(ref).data)
+
+    async def fetch_messages(
+        self, refs: Sequence[RemoteMessageRef]
+    ) -> Sequence[RawMessage | SyncError]:
+        # One message at a time through fetch_message and its faults: a fault planned for
+        # one message fails that message alone, or, of wider scope, the rest from there on.
+        self._server._check("fetch_messages", FaultPoint.BEFORE)
+        out: list[RawMessage | SyncError] = []
+        for n, ref in enumerate(refs):
+            try:
+                out.append(await self.fetch_message(ref))
+            except SyncError as exc:
+                if exc.scope is ErrorScope.ITEM:
+                    out.append(exc)
+                    continue
+                return out + [exc] * (len(refs) - n)
+        return out
 
     async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:
         server = self._server

@@ -35,9 +35,11 @@ from serversync.adapters._ports_docs import documented_by
 from serversync.adapters.storage._send_outcomes import apply_send_outcome
 from serversync.errors import (
     ConfigurationError,
+    ErrorScope,
     LeaseLostError,
     MalformedMessageError,
     StorageConflictError,
+    SyncError,
 )
 from serversync.model import (
     ActivityId,
@@ -57,6 +59,7 @@ from serversync.model import (
     MailboxId,
     MailboxTrackingFolder,
     MessageId,
+    NewIncomingEmail,
     ProfileId,
     QuarantineCount,
     QuarantinedMessage,
@@ -71,7 +74,12 @@ from serversync.model import (
     WorkloadState,
 )
 from serversync.model.messages import normalize_address
-from serversync.ports import Repositories, WorkloadRunRepository
+from serversync.ports import (
+    BatchIncomingRepository,
+    CorrelationKeyLookup,
+    Repositories,
+    WorkloadRunRepository,
+)
 
 from . import _database
 from ._act import SqlExchangeMappings
@@ -141,7 +149,7 @@ _RELEASE_LEASE = delete(leases).where(
 
 
 @final
-@documented_by(Repositories, WorkloadRunRepository)
+@documented_by(Repositories, WorkloadRunRepository, BatchIncomingRepository, CorrelationKeyLookup)
 class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
@@ -415,6 +423,48 @@ class SqlStorage(SqlExchangeMappings):
             raise StorageConflictError(f"email {activity.id} could not be stored")
         return AlreadyExists(activity_id=holder)
 
+    async def add_incoming_batch(
+        self, emails: Sequence[NewIncomingEmail]
+    ) -> Sequence[AddResult | SyncError]:
+        results: list[AddResult | SyncError | None] = [None] * len(emails)
+        fitting: list[tuple[int, NewIncomingEmail]] = []
+        for n, email in enumerate(emails):
+            try:
+                _check_fits(email.activity)
+            except MalformedMessageError as exc:
+                results[n] = exc
+                continue
+            fitting.append((n, email))
+        keys = [e.activity.dedupe_key for _, e in fitting if e.activity.dedupe_key is not None]
+        ids = [e.activity.id for _, e in fitting]
+        if len(set(keys)) == len(keys) and len(set(ids)) == len(ids):
+            # No two of them share a key (the engine's batches never do).
+
+            async def write(c: AsyncConnection) -> None:
+                for _, email in fitting:
+                    activity = email.activity
+                    await _insert_activity(c, activity)
+                    for queue in email.queues:
+                        await _insert_queue_item(c, queue, activity.id, activity.received_on)
+
+            try:
+                # One transaction for them all: the common case, no email stored before.
+                await self._db.write(write)
+            except (IntegrityError, DataError):
+                pass  # one of them holds a stored key or a refused value: one at a time
+            else:
+                for n, email in fitting:
+                    results[n] = Created(activity_id=email.activity.id)
+                return [r for r in results if r is not None]
+        for n, email in fitting:
+            try:
+                results[n] = await self.add_incoming(email.activity, queues=email.queues)
+            except SyncError as exc:
+                if exc.scope is not ErrorScope.ITEM:
+                    raise
+                results[n] = exc
+        return [r for r in results if r is not None]
+
     async def ensure_queue_item(self, queue: RecordRef, activity_id: ActivityId) -> bool:
         async def write(c: AsyncConnection) -> bool:
             present = await c.scalar(
@@ -460,6 +510,20 @@ class SqlStorage(SqlExchangeMappings):
         )
         count = await self._db.read(lambda c: c.scalar(query))
         return int(count or 0)
+
+    async def find_by_correlation_keys(
+        self,
+        *,
+        conversation_index_hashes: Collection[int] = (),
+        tracking_tokens: Collection[str] = (),
+    ) -> Sequence[EmailActivity]:
+        conditions: list[ColumnElement[bool]] = []
+        hashes, tokens = sorted(set(conversation_index_hashes)), storable(tracking_tokens)
+        if hashes:
+            conditions.append(activities.c.conversation_index_hash.in_(hashes))
+        if tokens:
+            conditions.append(activities.c.tracking_token.in_(tokens))
+        return await self._activities_where(or_(*conditions)) if conditions else []
 
     async def find_correlation_candidates(self, query: CorrelationQuery) -> Sequence[EmailActivity]:
         conditions: list[ColumnElement[bool]] = []
