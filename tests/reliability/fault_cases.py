@@ -25,6 +25,7 @@ from serversync import (
     EmailDirection,
     ExpiredClaimPolicy,
     IncomingFilteringMethod,
+    Limits,
     MailboxId,
     MailboxRunReport,
     MappingCredentials,
@@ -90,9 +91,12 @@ _CUSTOMER = "jane@fabrikam.example"
 _serial = itertools.count(1)
 
 
-def _settings(policy: ExpiredClaimPolicy = ExpiredClaimPolicy.MARK_UNCERTAIN) -> SyncSettings:
+def _settings(
+    policy: ExpiredClaimPolicy = ExpiredClaimPolicy.MARK_UNCERTAIN, *, limits: Limits | None = None
+) -> SyncSettings:
     return SyncSettings(
         timeouts=TIMEOUTS,
+        limits=limits or Limits(),
         # An email whose attempt failed is due again at once, for the second run.
         retry=RetryPolicy(
             send_retry_interval=timedelta(milliseconds=1), expired_claim_policy=policy
@@ -204,7 +208,9 @@ async def incoming_case(dovecot: Dovecot, protocol: str, stage: str, action: Act
             directory=directory,
             transports=transports,
             credentials=credentials,
-            settings=_settings(),
+            # One message a header batch: the engine fetches and tags a batch's tracked
+            # messages together, and the stages met more than once must be met per message.
+            settings=_settings(limits=Limits(incoming_batch_size=1)),
         ) as engine:
             runs = await _twice(engine, storage, proxy, mailbox.id, Workload.INCOMING)
         injected = Counter(proxy.injected)

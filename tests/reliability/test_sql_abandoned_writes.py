@@ -58,7 +58,8 @@ async def _hold_writes(storage: SqlStorage, locked: asyncio.Event) -> None:
 
 
 class _StoreBehindAnotherWriter:
-    """The SQL store, whose first email stored or claimed waits for another writer."""
+    """The SQL store, whose first email stored or claimed (alone or with the expired claims)
+    waits for another writer."""
 
     def __init__(self, inner: SqlStorage) -> None:
         self._inner = inner
@@ -84,6 +85,14 @@ class _StoreBehindAnotherWriter:
     ) -> Sequence[SendClaim]:
         await self._behind_the_writer()
         return await self._inner.claim_pending_send(
+            mailbox_id, owner=owner, now=now, until=until, limit=limit
+        )
+
+    async def claim_pending_send_unless_expired(
+        self, mailbox_id: MailboxId, *, owner: str, now: datetime, until: datetime, limit: int
+    ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
+        await self._behind_the_writer()
+        return await self._inner.claim_pending_send_unless_expired(
             mailbox_id, owner=owner, now=now, until=until, limit=limit
         )
 
