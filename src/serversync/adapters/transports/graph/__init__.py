@@ -207,11 +207,18 @@ class _Base:
         page_size: int,
         stats: GraphStats | None,
         gates: MailboxGates | None,
-        random_source: Callable[[], float] = random.random,
+        concurrency: int,
+        request_budget: RequestBudget,
+        random_source: Callable[[], float],
+        clock: Clock | None = None,
     ) -> None:
         self.stats = stats if stats is not None else GraphStats()
         self._random = random_source
-        self._gates = gates or MailboxGates(DEFAULT_CONCURRENCY, DEFAULT_REQUEST_BUDGET)
+        # ``gates`` is GraphTransport's, shared by its halves; a half made alone has its own.
+        self._gates = gates or MailboxGates(concurrency, request_budget)
+        self._now: Callable[[], datetime] = (
+            clock.now if clock is not None else lambda: datetime.now(UTC)
+        )
         self._timeouts = timeouts or Timeouts()
         self._tokens: GraphTokenSource = tokens or AccessTokenCredentials()
         self._http_transport = http_transport
@@ -300,7 +307,9 @@ class GraphIncomingTransport(_Base):
             max_inline_wait=max_inline_wait,
             page_size=page_size,
             stats=stats,
-            gates=_gates or MailboxGates(concurrency, request_budget),
+            gates=_gates,
+            concurrency=concurrency,
+            request_budget=request_budget,
             random_source=random_source,
         )
         self._tracked_category = tracked_category
@@ -392,11 +401,11 @@ class GraphOutgoingTransport(_Base):
             max_inline_wait=max_inline_wait,
             page_size=100,
             stats=stats,
-            gates=_gates or MailboxGates(concurrency, request_budget),
+            gates=_gates,
+            concurrency=concurrency,
+            request_budget=request_budget,
             random_source=random_source,
-        )
-        self._now: Callable[[], datetime] = (
-            clock.now if clock is not None else lambda: datetime.now(UTC)
+            clock=clock,
         )
 
     @asynccontextmanager
@@ -449,11 +458,11 @@ class GraphActTransport(_Base):
             max_inline_wait=max_inline_wait,
             page_size=100,
             stats=stats,
-            gates=_gates or MailboxGates(concurrency, request_budget),
+            gates=_gates,
+            concurrency=concurrency,
+            request_budget=request_budget,
             random_source=random_source,
-        )
-        self._now: Callable[[], datetime] = (
-            clock.now if clock is not None else lambda: datetime.now(UTC)
+            clock=clock,
         )
         self._window = (window_past, window_future, window_roll)
 
