@@ -46,6 +46,7 @@ from serversync.relevance.tokens import append_token, format_token, strip_tokens
 from serversync.settings import ExpiredClaimPolicy
 
 from ._context import EngineContext, deadline, logger
+from ._optional import offered
 from ._sessions import session_of
 
 __all__ = ["OutgoingPipeline"]
@@ -88,7 +89,8 @@ class OutgoingPipeline:
         ctx = self._ctx
         now = ctx.clock.now()
         repos = ctx.repositories
-        runs = repos if isinstance(repos, WorkloadRunRepository) else None
+        # The lease guard forwards the store's methods: ``offered`` sees them on any Python.
+        runs = offered(repos, WorkloadRunRepository)
         first: SendClaim | None = None
         if runs is not None:
             # One store call when, as nearly always, no claim has expired.
