@@ -188,6 +188,34 @@ def test_the_imap_reader_gives_the_same_reply_however_the_bytes_arrive(cuts: lis
     assert parts.items[2].data("BODY[HEADER]") == b""
 
 
+def _wire(elements: list[bytes | bytearray]) -> bytes:
+    """Generated FETCH responses as a server sends them."""
+    wire = bytearray()
+    for element in elements:
+        if isinstance(element, bytearray):
+            wire += element
+        else:
+            wire += b"* " + element + b"\r\n" if b" FETCH (" in element else element + b"\r\n"
+    return bytes(wire)
+
+
+@settings(max_examples=300)
+@given(fetch_responses(), st.lists(st.integers(1, 400), max_size=6))
+def test_the_reader_parses_generated_responses_as_the_general_parser_does(
+    elements: list[bytes | bytearray], cuts: list[int]
+) -> None:
+    wire = _wire(elements)
+    positions = sorted({0, *(c for c in cuts if c < len(wire)), len(wire)})
+    reply = asyncio.run(_fetch_in([wire[a:b] for a, b in itertools.pairwise(positions)]))
+    assert reply.lines[:-1] == elements
+    try:
+        expected = _imap_parse._parse_fetch_groups(elements)
+    except _imap_parse.ImapParseError:
+        assert reply.items is None, "left to the caller, which reports the broken response"
+    else:
+        assert reply.items == expected
+
+
 def test_a_fetch_response_the_reader_cannot_parse_is_left_to_the_caller() -> None:
     broken = b"* 1 FETCH (UID 7 BODY[] {5}\r\nabcde FLAGS)\r\n* 2 FETCH (UID 8)\r\n"
     reply = asyncio.run(_fetch_in([broken]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -157,10 +157,36 @@ def test_uid_sets_cover_exactly_the_uids(uids: list[int]) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", [None, b"", b"5-Foo-2026 08:00:00 +0000", b"31-Feb-2026 08:00:00 +0000"]
+    "value",
+    [
+        None,
+        b"",
+        b"5-Foo-2026 08:00:00 +0000",
+        b"31-Feb-2026 08:00:00 +0000",
+        b"31-Dec-9999 23:59:59 -0100",  # past the last instant a datetime holds
+    ],
 )
 def test_unreadable_internaldates_are_none(value: bytes | None) -> None:
     assert parse_internaldate(value) is None
+
+
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 12, 31)),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+    st.booleans(),
+)
+def test_internaldates_name_the_instant_at_their_offset(
+    local: datetime, minutes: int, space_padded: bool
+) -> None:
+    zone = timezone(timedelta(minutes=minutes))
+    moment = local.replace(microsecond=0, tzinfo=zone)
+    sign = "-" if minutes < 0 else "+"
+    day = f"{moment.day:2d}" if space_padded else f"{moment.day:02d}"
+    text = f"{day}-{moment:%b-%Y %H:%M:%S} {sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    parsed = parse_internaldate(text.encode())
+    assert parsed == moment
+    assert parsed is not None
+    assert parsed.utcoffset() == timedelta(0)
 
 
 class _Transport(asyncio.Transport):

@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import attrs
@@ -342,14 +342,25 @@ def _parse_fetch_groups(elements: Sequence[bytes | bytearray]) -> list[FetchItem
 
 
 _MONTHS = {
-    m: i
-    for i, m in enumerate(
-        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
-    )
+    month: number
+    for number, month in enumerate(b"JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), 1)
 }
 _INTERNALDATE = re.compile(
-    rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\s*$"
+    rb"^\s*(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-]\d{4})\s*$"
 )
+# The offsets a folder's dates carry are few: each is worked out once.
+_OFFSETS: dict[bytes, timedelta] = {}
+
+
+def _offset(zone: bytes) -> timedelta:
+    known = _OFFSETS.get(zone)
+    if known is None:
+        known = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
+        if zone[0] == 45:  # "-"
+            known = -known
+        if len(_OFFSETS) < 256:
+            _OFFSETS[zone] = known
+    return known
 
 
 def parse_internaldate(value: bytes | None) -> datetime | None:
@@ -359,24 +370,18 @@ def parse_internaldate(value: bytes | None) -> datetime | None:
     found = _INTERNALDATE.match(value)
     if found is None:
         return None
-    day, month, year, hour, minute, second, sign, tz_h, tz_m = found.groups()
-    month_number = _MONTHS.get(month.decode().upper())
+    day, month, year, hour, minute, second, zone = found.groups()
+    month_number = _MONTHS.get(month.upper())
     if month_number is None:
         return None
-    offset = timedelta(hours=int(tz_h), minutes=int(tz_m))
     try:
         local = datetime(
-            int(year),
-            month_number,
-            int(day),
-            int(hour),
-            int(minute),
-            int(second),
-            tzinfo=timezone(-offset if sign == b"-" else offset),
+            int(year), month_number, int(day), int(hour), int(minute), int(second), tzinfo=UTC
         )
-    except ValueError:
+        # The wall-clock time at the given offset, in UTC.
+        return local - _offset(zone) if zone[1:] != b"0000" else local
+    except (ValueError, OverflowError):
         return None
-    return local.astimezone(UTC)
 
 
 # --- SELECT, SEARCH, LIST --------------------------------------------------------------------

@@ -22,6 +22,7 @@ from aioimaplib.aioimaplib import Command, FetchCommand  # type: ignore[import-u
 from serversync.adapters.transports._imap_parse import (
     FetchItem,
     ImapParseError,
+    Value,
     parse_fetch,
     quote,
     simple_fetch,
@@ -33,6 +34,15 @@ _CRLF: Final = b"\r\n"
 # The start of an untagged FETCH response as aioimaplib stores it (without "* ").
 _FETCH_START: Final = re.compile(rb"[0-9]+ FETCH \(")
 _FETCH_DATA: Final = re.compile(rb"[0-9]+ FETCH")
+# A FETCH response of name/value pairs of numbers, NIL and plain quoted strings, the last
+# value perhaps a literal ({n} ends the line): groups sequence, leading pairs, literal name,
+# literal size, last pair.
+_SIMPLE_FETCH: Final = re.compile(
+    rb"\* ([0-9]+) FETCH \(((?:[A-Za-z0-9.\[\]]+ (?:[0-9]+|\"[^\"\\\r\n]*\") )*)"
+    rb"(?:([A-Za-z0-9.\[\]]+) \{([0-9]+)\}\r\n"
+    rb"|([A-Za-z0-9.\[\]]+ (?:[0-9]+|\"[^\"\\\r\n]*\"))\)\r\n)"
+)
+_SIMPLE_PAIR: Final = re.compile(rb"([A-Za-z0-9.\[\]]+) ([0-9]+|\"[^\"\\\r\n]*\")")
 # aioimaplib's test for a tagged status response.
 _TAGGED: Final = re.compile(rb"[A-Z0-9]+ ((OK)|(NO)|(BAD))")
 
@@ -78,6 +88,20 @@ def _literal_size(line: bytes) -> int | None:
     start = line.rfind(b"{")
     digits = line[start + 1 : -1]
     return int(digits) if start >= 0 and digits.isdigit() else None
+
+
+_NAMES: dict[bytes, str] = {}
+
+
+def _attribute_name(name: bytes) -> str:
+    """A FETCH attribute's name as :class:`FetchItem` keys it (upper case); the few names
+    a session sees are decoded once."""
+    known = _NAMES.get(name)
+    if known is None:
+        known = name.decode().upper()
+        if len(_NAMES) < 256:
+            _NAMES[name] = known
+    return known
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -141,6 +165,13 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                     else:
                         command.append_to_resp(literal)
                     continue
+                if self.current_command is None and buffer.startswith(b"* ", position):
+                    taken = self._simple_fetch(buffer, position)
+                    if taken < 0:
+                        break
+                    if taken:
+                        position = taken
+                        continue
                 end = buffer.find(_CRLF, position)
                 if end < 0:
                     break
@@ -151,6 +182,58 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             del buffer[:position]
         if self.pending_sync_command is not None:
             self.pending_sync_command.flush()
+
+    def _simple_fetch(self, buffer: bytearray, position: int) -> int:
+        """Take the FETCH response at ``position`` whole, when it has the shape nearly every
+        response to the adapter's FETCH commands has (name/value pairs of numbers and plain
+        quoted strings, the last value perhaps a literal): where it ends; ``-1`` when it
+        has that shape but its literal has not all arrived; ``0`` when the line-by-line
+        path must read it. One match per response instead of a callback per line and
+        literal: the header phase of a large folder is otherwise bound by this reader's CPU.
+        """
+        command = self.pending_async_commands.get("FETCH")
+        if self.pending_sync_command is not None or not _plain_fetch(command):
+            return 0
+        found = _SIMPLE_FETCH.match(buffer, position)
+        if found is None:
+            return 0
+        line_end = found.end()
+        size_text = found.group(4)
+        literal: bytes | None = None
+        if size_text is not None:
+            size = int(size_text)
+            close = line_end + size
+            if len(buffer) < close + 3:
+                return -1
+            if buffer[close : close + 3] != b")\r\n":
+                return 0
+            literal = bytes(buffer[line_end:close])
+            end = close + 3
+        else:
+            end = line_end
+        attributes: dict[str, Value] = {}
+        last = found.end(2) if size_text is not None else found.end(5)
+        for name, value in _SIMPLE_PAIR.findall(buffer, found.start(2), last):
+            attributes[_attribute_name(name)] = value[1:-1] if value[0] == 34 else value.decode()
+        if size_text is not None:
+            attributes[_attribute_name(found.group(3))] = literal
+        if "NIL" in attributes:
+            return 0  # NIL is a value, never a name: the general parser reports it
+        lines = command._resp_lines
+        stream = self._streams.get(id(command))
+        if stream is None:
+            stream = self._streams[id(command)] = _Stream()
+        begin = len(lines)
+        # The response as the line-by-line path stores it, for a reply parsed again whole.
+        lines.append(bytes(buffer[position + 2 : line_end - 2]))
+        if literal is not None:
+            lines += (bytearray(literal), b")")
+        if stream.failed or begin != stream.parsed:
+            stream.failed = True
+        else:
+            stream.items.append(FetchItem(sequence=int(found.group(1)), attributes=attributes))
+            stream.parsed = len(lines)
+        return end
 
     def _line(self, line: bytes) -> None:
         """One response line, handed on as aioimaplib's reader would."""
