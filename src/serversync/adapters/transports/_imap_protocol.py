@@ -13,6 +13,7 @@ import asyncio
 import base64
 import re
 import ssl
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import aioimaplib  # type: ignore[import-untyped]
@@ -113,11 +114,26 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 @attrs.define
 class _Stream:
     """The FETCH responses of one command parsed so far: ``items`` from the first
-    ``parsed`` response lines; ``failed`` when they must be parsed again at the end."""
+    ``parsed`` response lines; ``failed`` when they must be parsed again at the end.
+    ``on_item`` sees each item as it is parsed (see :meth:`ImapClient.uid_fetch`)."""
 
     items: list[FetchItem] = attrs.Factory(list)
     parsed: int = 0
     failed: bool = False
+    on_item: Callable[[FetchItem], None] | None = None
+
+    def add(self, items: list[FetchItem], parsed: int) -> None:
+        """``items`` parsed, up to response line ``parsed``."""
+        self.items += items
+        self.parsed = parsed
+        if self.on_item is not None:
+            try:
+                for item in items:
+                    self.on_item(item)
+            except Exception:
+                # Not the reader's to report: the caller gets the lines and meets it again.
+                self.on_item = None
+                self.failed = True
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
@@ -231,8 +247,7 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         if stream.failed or begin != stream.parsed:
             stream.failed = True
         else:
-            stream.items.append(FetchItem(sequence=int(found.group(1)), attributes=attributes))
-            stream.parsed = len(lines)
+            stream.add([FetchItem(sequence=int(found.group(1)), attributes=attributes)], len(lines))
         return end
 
     def _line(self, line: bytes) -> None:
@@ -282,14 +297,14 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
             item, used = simple_fetch(lines, begin)
             if begin + used != len(lines):
                 raise LookupError
-            stream.items.append(item)
+            items = [item]
         except LookupError:
             try:
-                stream.items += parse_fetch(lines[begin:])
+                items = parse_fetch(lines[begin:])
             except ImapParseError:
                 stream.failed = True
                 return
-        stream.parsed = len(lines)
+        stream.add(items, len(lines))
 
     def _fetch_line(self, line: bytes) -> Any:
         """The FETCH command ``line`` belongs to, after appending it, or ``None`` for any other
@@ -459,11 +474,20 @@ class ImapClient:
         """UID SEARCH without a CHARSET (the criteria are ASCII)."""
         return _reply(await self._protocol.search(*criteria, by_uid=True, charset=None))
 
-    async def uid_fetch(self, uids: str, items: str) -> Reply:
+    async def uid_fetch(
+        self, uids: str, items: str, *, on_item: Callable[[FetchItem], None] | None = None
+    ) -> Reply:
         """UID FETCH ``uids`` ``items``; the reply carries the parsed FETCH responses when
-        they could be parsed as they arrived."""
+        they could be parsed as they arrived.
+
+        ``on_item`` is called with each of them as it is parsed, while the rest are still
+        on their way: work done there overlaps with the server's. When the reply comes
+        without ``items`` (parsed at the end instead), it may have seen some of them, so
+        the caller's handling of the items must be idempotent.
+        """
         protocol = self._protocol
         command = FetchCommand(protocol.new_tag(), uids, items, prefix="UID", loop=protocol.loop)
+        protocol._streams[id(command)] = _Stream(on_item=on_item)
         try:
             reply = _reply(await protocol.execute(command))
         finally:

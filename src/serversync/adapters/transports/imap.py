@@ -16,12 +16,13 @@ LOGOUT. Library and socket errors become :mod:`serversync.errors` types.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import functools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Final, final
 
 import aioimaplib  # type: ignore[import-untyped]
@@ -103,8 +104,9 @@ _KEYWORDS: Final = {
     RemoteMark.TRACKED: TRACKED_KEYWORD,
     RemoteMark.UNDELIVERABLE: UNDELIVERABLE_KEYWORD,
 }
-# UIDs in one command: keeps command lines and responses of a bounded size.
-_MAX_UIDS_PER_COMMAND: Final = 250
+# UIDs in one command: keeps command lines and responses of a bounded size. Each command
+# costs a round trip and the server's start-up for it, so not fewer than a usual batch.
+_MAX_UIDS_PER_COMMAND: Final = 500
 # What a header block is taken to weigh when batches are sized: delivered mail carries 1 to
 # 8 KiB of headers (Received chains, DKIM and ARC signatures); a message's size
 # (RFC822.SIZE) is an upper bound. Estimating by the message size instead would cut a batch
@@ -153,7 +155,7 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
         self,
         *,
         timeouts: Timeouts | None = None,
-        header_batch_bytes: int = 1024 * 1024,
+        header_batch_bytes: int = 2 * 1024 * 1024,
         sasl_plain: bool = True,
     ) -> None:
         if header_batch_bytes < 1:
@@ -567,19 +569,11 @@ class _ImapSession(IncomingMailSession):
                 newer = await self._uids_above(folder, uidvalidity, last_uid)
         chosen = newer[:limit]
         more = len(newer) > limit
-        details = await self._details(folder, chosen)
+        details = await self._details(folder, uidvalidity, chosen)
         # A message expunged between SEARCH and FETCH is simply gone.
-        listed = [uid for uid in chosen if uid in details]
-        refs = tuple(
-            RemoteMessageRef(
-                folder=folder,
-                remote_id=str(uid),
-                received_at=details[uid][0],
-                size=details[uid][1],
-            )
-            for uid in listed
-        )
-        checkpoints = tuple(ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid) for uid in listed)
+        listed = [details[uid] for uid in chosen if uid in details]
+        refs = tuple(ref for ref, _ in listed)
+        checkpoints = tuple(checkpoint for _, checkpoint in listed)
         # HIGHESTMODSEQ describes the whole folder, so only a cursor past every message
         # listed at SELECT time may carry it.
         end = ImapCheckpoint(
@@ -609,8 +603,10 @@ class _ImapSession(IncomingMailSession):
             or known[2] > checkpoint.last_uid
         ):
             return None
-        above = [uid for uid in known[3] if uid > checkpoint.last_uid]
-        return above if len(above) > limit else None
+        # The UIDs are ascending: a batch at a time through a large folder stays linear.
+        uids = known[3]
+        start = bisect.bisect_right(uids, checkpoint.last_uid)
+        return uids[start:] if len(uids) - start > limit else None
 
     async def _refresh(self, folder: str) -> MailboxStatus:
         """The folder's status, with mail that arrived since the last look made visible.
@@ -661,14 +657,32 @@ class _ImapSession(IncomingMailSession):
         return found
 
     async def _details(
-        self, folder: str, uids: Sequence[int]
-    ) -> dict[int, tuple[datetime | None, int | None]]:
-        """Arrival time and size of each message, its header block kept for
-        :meth:`fetch_headers`; commands sized by the header budget (sizes are not known
-        yet, so each header block counts as the estimate)."""
-        details: dict[int, tuple[datetime | None, int | None]] = {}
-        self._listed_headers = {}
+        self, folder: str, uidvalidity: int, uids: Sequence[int]
+    ) -> dict[int, tuple[RemoteMessageRef, ImapCheckpoint]]:
+        """Each message's reference (with arrival time and size) and the cursor after it,
+        its header block kept for :meth:`fetch_headers`; commands sized by the header
+        budget (sizes are not known yet, so each header block counts as the estimate)."""
+        details: dict[int, tuple[RemoteMessageRef, ImapCheckpoint]] = {}
+        headers: dict[tuple[str, int], bytes] = {}
+        self._listed_headers = headers
         wanted = set(uids)
+
+        def take(item: FetchItem) -> None:
+            # Called as each response is parsed, while the rest of the download arrives.
+            uid = item.uid
+            if uid is None or uid not in wanted:
+                return
+            ref = RemoteMessageRef(
+                folder=folder,
+                remote_id=str(uid),
+                received_at=parse_internaldate(item.data("INTERNALDATE")),
+                size=item.number("RFC822.SIZE"),
+            )
+            details[uid] = (ref, ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
+            header = item.data("BODY[HEADER]")
+            if header is not None:
+                headers[(folder, uid)] = header
+
         per_command = max(
             1, min(self._header_batch_bytes // _HEADER_ESTIMATE, _MAX_UIDS_PER_COMMAND)
         )
@@ -679,19 +693,16 @@ class _ImapSession(IncomingMailSession):
                     self._client.uid_fetch,
                     uid_set(chunk),
                     "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])",
+                    on_item=take,
                 ),
                 limit=self._timeouts.fetch,
             )
             if not reply.ok:
                 raise self._refused("UID FETCH", reply, kind="session")
-            for item in self._fetched(reply):
-                uid = item.uid
-                if uid is not None and uid in wanted:
-                    received = parse_internaldate(item.data("INTERNALDATE"))
-                    details[uid] = (received, item.number("RFC822.SIZE"))
-                    header = item.data("BODY[HEADER]")
-                    if header is not None:
-                        self._listed_headers[(folder, uid)] = header
+            if reply.items is None:
+                # Parsed at the end rather than as it arrived: take them all (again).
+                for item in self._fetched(reply):
+                    take(item)
         return details
 
     # -- fetching -----------------------------------------------------------------------------
