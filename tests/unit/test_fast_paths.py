@@ -11,6 +11,7 @@ import asyncio
 import io
 import itertools
 import poplib
+from collections.abc import Callable
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 from typing import Any
@@ -158,13 +159,16 @@ _RESPONSE = (
 )
 
 
-async def _fetch_in(pieces: list[bytes]) -> Reply:
+async def _fetch_in(
+    pieces: list[bytes], on_item: Callable[[_imap_parse.FetchItem], None] | None = None
+) -> Reply:
     """A UID FETCH whose response arrives in ``pieces``, then the tagged OK."""
     protocol = _Protocol(asyncio.get_running_loop())
     transport = _Transport()
     protocol.connection_made(transport)
     protocol.state = "SELECTED"
-    reply = asyncio.ensure_future(ImapClient(protocol).uid_fetch("1:*", "(UID)"))
+    client = ImapClient(protocol)
+    reply = asyncio.ensure_future(client.uid_fetch("1:*", "(UID)", on_item=on_item))
     await asyncio.sleep(0)
     tag = bytes(transport.sent).split(b" ", 1)[0]
     for piece in pieces:
@@ -214,6 +218,31 @@ def test_the_reader_parses_generated_responses_as_the_general_parser_does(
         assert reply.items is None, "left to the caller, which reports the broken response"
     else:
         assert reply.items == expected
+
+
+def test_each_item_is_handed_over_as_it_is_parsed() -> None:
+    seen: list[_imap_parse.FetchItem] = []
+    half = _RESPONSE.index(b"* 3 FETCH")
+
+    reply = asyncio.run(_fetch_in([_RESPONSE[:half], _RESPONSE[half:]], on_item=seen.append))
+    assert reply.items is not None
+    assert seen == reply.items
+    assert [item.uid for item in seen] == [7, 8, 9, 10]
+
+
+def test_a_failing_item_handler_leaves_the_items_to_the_caller() -> None:
+    seen: list[int | None] = []
+
+    def handler(item: _imap_parse.FetchItem) -> None:
+        seen.append(item.uid)
+        if item.uid == 8:
+            raise ValueError("not this one")
+
+    reply = asyncio.run(_fetch_in([_RESPONSE], on_item=handler))
+    assert seen == [7, 8], "not called again after it failed"
+    assert reply.ok
+    assert reply.items is None, "the caller parses the lines and meets the error itself"
+    assert [item.uid for item in _imap_parse.parse_fetch(reply.lines[:-1])] == [7, 8, 9, 10]
 
 
 def test_a_fetch_response_the_reader_cannot_parse_is_left_to_the_caller() -> None:
