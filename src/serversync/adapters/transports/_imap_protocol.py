@@ -122,6 +122,17 @@ class _Stream:
     failed: bool = False
     on_item: Callable[[FetchItem], None] | None = None
 
+    def add_one(self, item: FetchItem, parsed: int) -> None:
+        """One item parsed, up to response line ``parsed``."""
+        self.items.append(item)
+        self.parsed = parsed
+        if self.on_item is not None:
+            try:
+                self.on_item(item)
+            except Exception:
+                self.on_item = None
+                self.failed = True
+
     def add(self, items: list[FetchItem], parsed: int) -> None:
         """``items`` parsed, up to response line ``parsed``."""
         self.items += items
@@ -182,10 +193,11 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
                         command.append_to_resp(literal)
                     continue
                 if self.current_command is None and buffer.startswith(b"* ", position):
-                    taken = self._simple_fetch(buffer, position)
-                    if taken < 0:
+                    taken, waiting = self._simple_fetches(buffer, position)
+                    if waiting:
+                        position = taken
                         break
-                    if taken:
+                    if taken != position:
                         position = taken
                         continue
                 end = buffer.find(_CRLF, position)
@@ -199,56 +211,65 @@ class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]
         if self.pending_sync_command is not None:
             self.pending_sync_command.flush()
 
-    def _simple_fetch(self, buffer: bytearray, position: int) -> int:
-        """Take the FETCH response at ``position`` whole, when it has the shape nearly every
-        response to the adapter's FETCH commands has (name/value pairs of numbers and plain
-        quoted strings, the last value perhaps a literal): where it ends; ``-1`` when it
-        has that shape but its literal has not all arrived; ``0`` when the line-by-line
-        path must read it. One match per response instead of a callback per line and
-        literal: the header phase of a large folder is otherwise bound by this reader's CPU.
+    def _simple_fetches(self, buffer: bytearray, position: int) -> tuple[int, bool]:
+        """Take the FETCH responses from ``position`` on, each whole, while they have the
+        shape nearly every response to the adapter's FETCH commands has (name/value pairs
+        of numbers and plain quoted strings, the last value perhaps a literal): (where the
+        responses taken end, whether the next one has that shape but its literal has not
+        all arrived). The line-by-line path reads whatever comes after.
+
+        One match per response instead of a callback per line and literal: the header
+        phase of a large folder is otherwise bound by this reader's CPU.
         """
         command = self.pending_async_commands.get("FETCH")
         if self.pending_sync_command is not None or not _plain_fetch(command):
-            return 0
-        found = _SIMPLE_FETCH.match(buffer, position)
-        if found is None:
-            return 0
-        line_end = found.end()
-        size_text = found.group(4)
-        literal: bytes | None = None
-        if size_text is not None:
-            size = int(size_text)
-            close = line_end + size
-            if len(buffer) < close + 3:
-                return -1
-            if buffer[close : close + 3] != b")\r\n":
-                return 0
-            literal = bytes(buffer[line_end:close])
-            end = close + 3
-        else:
-            end = line_end
-        attributes: dict[str, Value] = {}
-        last = found.end(2) if size_text is not None else found.end(5)
-        for name, value in _SIMPLE_PAIR.findall(buffer, found.start(2), last):
-            attributes[_attribute_name(name)] = value[1:-1] if value[0] == 34 else value.decode()
-        if size_text is not None:
-            attributes[_attribute_name(found.group(3))] = literal
-        if "NIL" in attributes:
-            return 0  # NIL is a value, never a name: the general parser reports it
-        lines = command._resp_lines
+            return position, False
+        lines: list[bytes | bytearray] = command._resp_lines
         stream = self._streams.get(id(command))
         if stream is None:
             stream = self._streams[id(command)] = _Stream()
-        begin = len(lines)
-        # The response as the line-by-line path stores it, for a reply parsed again whole.
-        lines.append(bytes(buffer[position + 2 : line_end - 2]))
-        if literal is not None:
-            lines += (bytearray(literal), b")")
-        if stream.failed or begin != stream.parsed:
-            stream.failed = True
-        else:
-            stream.add([FetchItem(sequence=int(found.group(1)), attributes=attributes)], len(lines))
-        return end
+        match, pairs, available = _SIMPLE_FETCH.match, _SIMPLE_PAIR.findall, len(buffer)
+        while True:
+            found = match(buffer, position)
+            if found is None:
+                return position, False
+            line_end = found.end()
+            size_text = found.group(4)
+            literal: bytes | None = None
+            if size_text is not None:
+                close = line_end + int(size_text)
+                if available < close + 3:
+                    return position, True
+                if buffer[close : close + 3] != b")\r\n":
+                    return position, False
+                literal = bytes(buffer[line_end:close])
+                end = close + 3
+                last = found.end(2)
+            else:
+                end = line_end
+                last = found.end(5)
+            attributes: dict[str, Value] = {}
+            for name, value in pairs(buffer, found.start(2), last):
+                attributes[_attribute_name(name)] = (
+                    value[1:-1] if value[0] == 34 else value.decode()  # 34: '"'
+                )
+            if literal is not None:
+                attributes[_attribute_name(found.group(3))] = literal
+            if "NIL" in attributes:
+                return position, False  # NIL is a value, never a name: the general parser says so
+            begin = len(lines)
+            # The response as the line-by-line path stores it, for a reply parsed again whole.
+            lines.append(bytes(buffer[position + 2 : line_end - 2]))
+            if literal is not None:
+                lines += (bytearray(literal), b")")
+            if stream.failed or begin != stream.parsed:
+                stream.failed = True
+            else:
+                item = FetchItem(sequence=int(found.group(1)), attributes=attributes)
+                stream.add_one(item, len(lines))
+            position = end
+            if not buffer.startswith(b"* ", position):
+                return position, False
 
     def _line(self, line: bytes) -> None:
         """One response line, handed on as aioimaplib's reader would."""
