@@ -491,10 +491,10 @@ class _ImapSession(IncomingMailSession):
             return
         ahead = self._ahead
         if ahead is not None and not ahead.task.done():
-            # A header download still running is let finish (its own deadline bounds it)
-            # so LOGOUT is not sent into the middle of it; a cancelled close stops it.
+            # A header download still running may finish within the close deadline, so
+            # LOGOUT is not sent into the middle of it; one that does not is dropped.
             try:
-                await asyncio.wait([ahead.task])
+                await asyncio.wait([ahead.task], timeout=self._timeouts.close.total_seconds())
             finally:
                 if not ahead.task.done():
                     ahead.task.cancel()
