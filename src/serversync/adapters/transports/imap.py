@@ -767,15 +767,20 @@ class _ImapSession(IncomingMailSession):
             uid = item.uid
             if uid is None or uid not in wanted:
                 return
+            attributes = item.attributes
+            date, size, header = (
+                attributes.get("INTERNALDATE"),
+                attributes.get("RFC822.SIZE"),
+                attributes.get("BODY[HEADER]"),
+            )
             ref = RemoteMessageRef(
                 folder=folder,
                 remote_id=str(uid),
-                received_at=parse_internaldate(item.data("INTERNALDATE")),
-                size=item.number("RFC822.SIZE"),
+                received_at=parse_internaldate(date) if type(date) is bytes else None,
+                size=int(size) if type(size) is str and size.isdigit() else None,
             )
             details[uid] = (ref, ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
-            header = item.data("BODY[HEADER]")
-            if header is not None:
+            if type(header) is bytes:
                 headers[(folder, uid)] = header
 
         per_command = max(
