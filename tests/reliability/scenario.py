@@ -199,10 +199,14 @@ class Scenario:
         await self.storage.aclose()
 
     async def sending(self) -> set[ActivityId]:
-        """The emails in Sending now (after a kill: the claims the dead process held)."""
+        """The emails in Sending now with their Message-ID stored (after a kill: the claims
+        the dead process held that may have reached the server). A claim without one
+        expired before any attempt: it is given back and sent, never left in doubt."""
         await self._dead_work_done()
         stored = await self.storage.activities()
-        return {a.id for a in stored if a.status is EmailStatus.SENDING}
+        return {
+            a.id for a in stored if a.status is EmailStatus.SENDING and a.message_id is not None
+        }
 
     async def _dead_work_done(self) -> None:
         """On PostgreSQL, wait until the server has finished what a killed process sent it.

@@ -240,6 +240,29 @@ async def test_crash_after_the_server_accepted_marks_the_email_uncertain_not_res
     assert len(world.server.outbox) == 1, "an uncertain email must not be sent again"
 
 
+async def test_a_claim_that_expired_before_any_attempt_is_given_back_and_sent_once() -> None:
+    world = InMemoryWorld()  # the default policy: mark uncertain
+    alice = world.add_user(ALICE)
+    email = a_pending_email(sender_mailbox=alice, to=[JANE], subject="Quote")
+    world.storage.put_activity(email)
+    # Another engine claimed it and stopped before storing its Message-ID.
+    now = world.clock.now()
+    (claim,) = await world.storage.claim_pending_send(
+        alice.id, owner="engine-that-died", now=now, until=now + timedelta(minutes=30), limit=1
+    )
+    assert claim.activity.message_id is None
+
+    world.clock.advance(timedelta(minutes=31))
+    report = await send(world)
+
+    after = stored(world, email)
+    assert [r.status for r in report.sends()] == [EmailStatus.PENDING_SEND, EmailStatus.SENT]
+    assert after.status is EmailStatus.SENT
+    assert not after.delivery_uncertain
+    assert after.delivery_attempts == 1, "the expired claim counts no attempt"
+    assert len(world.server.outbox) == 1
+
+
 async def test_resend_policy_sends_an_expired_claim_again() -> None:
     world = InMemoryWorld(
         settings=SyncSettings(retry=RetryPolicy(expired_claim_policy=ExpiredClaimPolicy.RESEND))

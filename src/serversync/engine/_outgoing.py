@@ -350,6 +350,20 @@ class OutgoingPipeline:
 
     async def _settle_expired(self, claim: SendClaim) -> None:
         ctx = self._ctx
+        if claim.activity.message_id is None:
+            # Its Message-ID is stored before any attempt to send it: without one, the claim
+            # expired before the email went anywhere. Back to Pending Send, no doubt to settle.
+            released = ErrorRecord(
+                error_type="ClaimExpired",
+                message=(
+                    f"the send claim of {claim.owner} expired before the email was handed to "
+                    "a server; it is sent again"
+                ),
+                transient=True,
+                scope=ErrorScope.ITEM.value,
+            )
+            await self._record(claim, SendReleased(not_before=ctx.clock.now(), error=released))
+            return
         error = ErrorRecord(
             error_type="ClaimExpired",
             message=(
