@@ -25,6 +25,7 @@ from serversync import (
     IncomingMailSession,
     MappingCredentials,
     PushHint,
+    PushHintSource,
     PushSettings,
     Schedule,
     SyncEngine,
@@ -35,6 +36,8 @@ from serversync import (
 )
 from serversync.adapters.transports.graph import (
     GRAPH_SERVER_TYPES,
+    GraphIncomingTransport,
+    GraphPushIncomingTransport,
     GraphTransport,
     GraphWebhookHandler,
 )
@@ -389,8 +392,10 @@ async def _watch_once(
     profile = await world.storage.get_profile(mailbox.profile_id)  # type: ignore[arg-type]
     assert profile is not None
     hints = [] if hints is None else hints
+    incoming = world.graph.incoming
+    assert isinstance(incoming, GraphPushIncomingTransport)
     async with asyncio.timeout(seconds):
-        await world.graph.incoming.watch(
+        await incoming.watch(
             mailbox,
             profile,
             world.credentials[mailbox.id],
@@ -430,12 +435,15 @@ async def test_a_refused_token_is_an_authentication_error() -> None:
 
 
 async def test_without_a_webhook_graph_mailboxes_are_polled_only() -> None:
-    async with _world() as world:
-        mailbox = world.add_mailbox()
-        world.graph = GraphTransport(timeouts=_TIMEOUTS)
-        with pytest.raises(ConfigurationError, match="GraphWebhookHandler"):
-            await _watch_once(world, mailbox)
-        assert world.fake.requests == []
+    # The engine watches only transports that are push hint sources: without a webhook the
+    # incoming half is none, so no mailbox costs a watch attempt or a push lease.
+    polled = GraphTransport(timeouts=_TIMEOUTS).incoming
+    assert type(polled) is GraphIncomingTransport
+    assert not isinstance(polled, PushHintSource)
+    handler = GraphWebhookHandler(notification_url="https://crm.contoso.example/graph")
+    pushed = GraphTransport(timeouts=_TIMEOUTS, webhook=handler).incoming
+    assert isinstance(pushed, GraphPushIncomingTransport)
+    assert isinstance(pushed, PushHintSource)
 
 
 async def test_a_cancelled_watch_whose_delete_hangs_ends_within_the_close_timeout() -> None:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from serversync import MappingCredentials, ReferencedCredentials
 from serversync.adapters.transports import ImapTransport
-from serversync.adapters.transports.graph import GraphIncomingTransport
+from serversync.adapters.transports.graph import (
+    GraphIncomingTransport,
+    GraphPushIncomingTransport,
+)
 from serversync.ports import (
     ActRecordRepository,
     CredentialProvider,
     ExchangeItemsTransport,
     ExchangeSyncIdMappingRepository,
+    IncomingMailTransport,
     PushHintSource,
     RecordCreator,
     RecordDirectory,
@@ -69,7 +73,13 @@ def imap_push(adapter: ImapTransport) -> PushHintSource:
     return adapter
 
 
-def graph_push(adapter: GraphIncomingTransport) -> PushHintSource:
+def graph_push(adapter: GraphPushIncomingTransport) -> PushHintSource:
+    return adapter
+
+
+def graph_incoming(
+    adapter: GraphIncomingTransport | GraphPushIncomingTransport,
+) -> IncomingMailTransport:
     return adapter
 
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 import random
 import ssl
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Final, final
 
@@ -137,6 +137,7 @@ __all__ = [
     "GraphActTransport",
     "GraphIncomingTransport",
     "GraphOutgoingTransport",
+    "GraphPushIncomingTransport",
     "GraphStats",
     "GraphTokenSource",
     "GraphTransport",
@@ -261,7 +262,7 @@ class _Base:
 
 
 @final
-@documented_by(IncomingMailTransport, PushHintSource)
+@documented_by(IncomingMailTransport)
 class GraphIncomingTransport(_Base):
     """Reads mail through Graph; one instance serves every Graph mailbox.
 
@@ -275,9 +276,9 @@ class GraphIncomingTransport(_Base):
     ``timeouts.command``), so that mailboxes reset together do not list all at once;
     ``random_source`` also draws the jitter of the backoff after a 503 without
     ``Retry-After``.
-    one. ``webhook`` (the host's mounted :class:`GraphWebhookHandler`) turns on push
-    hints; ``subscription_lifetime`` is the life asked for each subscription (at most
-    :data:`MAX_MESSAGE_SUBSCRIPTION`), renewed after two thirds of it.
+
+    It gives no push hints: Graph mailboxes read through it are polled.
+    :class:`GraphPushIncomingTransport` adds change notifications.
     """
 
     def __init__(
@@ -296,8 +297,6 @@ class GraphIncomingTransport(_Base):
         restart_jitter: timedelta = timedelta(seconds=10),
         random_source: Callable[[], float] = random.random,
         stats: GraphStats | None = None,
-        webhook: GraphWebhookHandler | None = None,
-        subscription_lifetime: timedelta = timedelta(minutes=4200),
         _gates: MailboxGates | None = None,
     ) -> None:
         super().__init__(
@@ -316,10 +315,6 @@ class GraphIncomingTransport(_Base):
         self._restart_jitter = restart_jitter
         self._undeliverable_category = undeliverable_category
         self._undeliverable_folder = undeliverable_folder
-        self._webhook = webhook
-        self._subscriptions = SubscriptionOptions(
-            lifetime=subscription_lifetime, timeouts=self._timeouts
-        )
 
     @asynccontextmanager
     async def open(
@@ -339,6 +334,42 @@ class GraphIncomingTransport(_Base):
             await session.probe()
             yield session
 
+
+@documented_by(IncomingMailTransport, PushHintSource)
+@final
+class GraphPushIncomingTransport:
+    """A :class:`GraphIncomingTransport` with push hints from change notifications: reads
+    mail through ``incoming`` and is a :class:`~serversync.ports.PushHintSource` as well.
+
+    ``webhook`` is the host's mounted :class:`GraphWebhookHandler`;
+    ``subscription_lifetime`` is the life asked for each subscription (at most
+    :data:`MAX_MESSAGE_SUBSCRIPTION`), renewed after two thirds of it.
+    """
+
+    def __init__(
+        self,
+        incoming: GraphIncomingTransport,
+        *,
+        webhook: GraphWebhookHandler,
+        subscription_lifetime: timedelta = timedelta(minutes=4200),
+    ) -> None:
+        self._incoming = incoming
+        self._webhook = webhook
+        self._subscriptions = SubscriptionOptions(
+            lifetime=subscription_lifetime, timeouts=incoming._timeouts
+        )
+
+    @property
+    def stats(self) -> GraphStats:
+        """The reading transport's :class:`GraphStats`."""
+        return self._incoming.stats
+
+    def open(
+        self, mailbox: Mailbox, profile: EmailServerProfile, credentials: Credentials | None
+    ) -> AbstractAsyncContextManager[IncomingMailSession]:
+        """The reading transport's session (:meth:`GraphIncomingTransport.open`)."""
+        return self._incoming.open(mailbox, profile, credentials)
+
     async def watch(
         self,
         mailbox: Mailbox,
@@ -349,15 +380,9 @@ class GraphIncomingTransport(_Base):
         refresh_every: timedelta,
     ) -> None:
         """Keep a change-notification subscription to the Inbox (see
-        :class:`GraphWebhookHandler`); without a webhook, or when Graph refuses the
-        subscription, a :class:`~serversync.errors.ConfigurationError`: polled only."""
-        if self._webhook is None:
-            raise ConfigurationError(
-                "no GraphWebhookHandler is configured (GraphTransport(webhook=...)); "
-                "Graph mailboxes are polled only",
-                mailbox_id=mailbox.id,
-            )
-        async with self._client(mailbox, profile.incoming, credentials) as client:
+        :class:`GraphWebhookHandler`); when Graph refuses the subscription, a
+        :class:`~serversync.errors.ConfigurationError`: polled only."""
+        async with self._incoming._client(mailbox, profile.incoming, credentials) as client:
             await watch_inbox(
                 client,
                 self._webhook,
@@ -368,7 +393,6 @@ class GraphIncomingTransport(_Base):
             )
 
 
-@final
 @documented_by(OutgoingMailTransport)
 class GraphOutgoingTransport(_Base):
     """Sends mail through Graph; one instance serves every Graph mailbox.
@@ -527,7 +551,7 @@ class GraphTransport:
         """What both halves did (:class:`GraphStats`)."""
         # One gate per mailbox for both halves: Graph counts the mailbox's requests together.
         gates = MailboxGates(concurrency, request_budget)
-        self.incoming = GraphIncomingTransport(
+        reader = GraphIncomingTransport(
             timeouts=timeouts,
             tokens=tokens,
             http_transport=http_transport,
@@ -540,11 +564,18 @@ class GraphTransport:
             random_source=random_source,
             stats=self.stats,
             _gates=gates,
-            webhook=webhook,
-            subscription_lifetime=subscription_lifetime,
+        )
+        # Without a webhook the incoming half offers no push at all, so the engine polls
+        # its mailboxes without trying (and failing) to watch each of them first.
+        self.incoming: GraphIncomingTransport | GraphPushIncomingTransport = (
+            GraphPushIncomingTransport(
+                reader, webhook=webhook, subscription_lifetime=subscription_lifetime
+            )
+            if webhook is not None
+            else reader
         )
         """Reads mail (an :class:`~serversync.ports.IncomingMailTransport`; with ``webhook``,
-        push hints too)."""
+        a :class:`GraphPushIncomingTransport`, push hints too)."""
         self.outgoing = GraphOutgoingTransport(
             timeouts=timeouts,
             tokens=tokens,
