@@ -28,6 +28,7 @@ __all__ = [
     "LeaseKeeper",
     "acquire_connection_slot",
     "check_lease",
+    "forget_connection_slot",
     "lease_key",
     "release_connection_slot",
     "release_slot_and_lease",
@@ -265,6 +266,12 @@ async def release_connection_slot(ctx: EngineContext, key: str, owner: str) -> N
     await ctx.storage(
         ctx.repositories.release_lease(key, owner=owner), "releasing the connection slot"
     )
+
+
+def forget_connection_slot(key: str) -> None:
+    """Note that this process no longer holds the slot :func:`acquire_connection_slot` took,
+    for a caller that gives it back in a call of its own."""
+    _held_here.discard(key)
 
 
 async def release_slot_and_lease(

@@ -28,6 +28,7 @@ from serversync.ports.storage import (
     RecordDirectory,
     Repositories,
     TrackingFolderRepository,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
     WorkloadStateRepository,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "Track",
     "TrackingFolderRepository",
     "Verdict",
+    "WorkloadRunEndRepository",
     "WorkloadRunRepository",
     "WorkloadStateRepository",
 ]

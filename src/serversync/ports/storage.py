@@ -58,6 +58,7 @@ __all__ = [
     "RecordDirectory",
     "Repositories",
     "TrackingFolderRepository",
+    "WorkloadRunEndRepository",
     "WorkloadRunRepository",
     "WorkloadStateRepository",
 ]
@@ -194,6 +195,28 @@ class WorkloadRunRepository(Protocol):
         finds none, ``claim_pending_send(...)``: (the expired claims, the new claims). The
         engine settles expired claims before it claims again, so with expired claims found
         nothing is claimed."""
+        ...
+
+
+@runtime_checkable
+class WorkloadRunEndRepository(Protocol):
+    """Optional: the end of a workload run in one call: its new state saved and its leases
+    (the connection slot and the mailbox lease) given back.
+
+    Without it the engine saves the state and releases the leases in two calls. The engine
+    uses it when the repositories offer it.
+    """
+
+    async def finish_workload_run(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        state: WorkloadState,
+        leases: Sequence[tuple[str, str]],
+    ) -> None:
+        """``save_workload_state(mailbox_id, workload, state)`` and then
+        ``release_lease(key, owner=owner)`` of every (key, owner) in ``leases``, in one
+        transaction (both or neither)."""
         ...
 
 

@@ -81,6 +81,7 @@ from serversync.ports import (
     IncomingMailTransport,
     OutgoingMailTransport,
     Repositories,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 from serversync.testing.builders import a_mailbox, a_pending_email, a_profile, an_email
@@ -383,6 +384,8 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     if runs:
         await _check_workload_runs(await factory())
         await _check_claim_unless_expired(await factory())
+    if isinstance(first.repositories, WorkloadRunEndRepository):
+        await _check_workload_run_end(await factory())
     await _check_disabling_workloads(await factory())
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
@@ -885,6 +888,47 @@ async def _check_workload_runs(harness: RepositoryHarness) -> None:
     )
     assert sorted(acquired for acquired, _ in won) == [False] * 7 + [True], won
     assert [state for acquired, state in won if acquired] == [later], won
+
+
+async def _check_workload_run_end(harness: RepositoryHarness) -> None:
+    """The end of a run in one call (:class:`WorkloadRunEndRepository`) saves the state and
+    gives back the leases of their owners, as the separate calls would."""
+    repos = harness.repositories
+    if not isinstance(repos, WorkloadRunEndRepository):
+        return  # optional: the engine makes the separate calls instead
+    box = MailboxId("mailbox:end@contract.test")
+    until = _T0 + timedelta(minutes=10)
+    key, slot = f"{box}/incoming", "profile:p/connection:0"
+    assert await repos.try_acquire_lease(key, owner="a", now=_T0, until=until)
+    assert await repos.try_acquire_lease(slot, owner="a|slot", now=_T0, until=until)
+    assert await repos.try_acquire_lease("other", owner="c", now=_T0, until=until)
+    first = WorkloadState(next_run_at=_T0, consecutive_failures=2)
+    await repos.save_workload_state(box, Workload.INCOMING, first)
+    done = WorkloadState(
+        next_run_at=_T0 + timedelta(minutes=5),
+        last_sync_started_on=_T0,
+        last_successful_sync_completed_on=_T0 + timedelta(seconds=1),
+        items_processed_for_last_sync=3,
+    )
+    await repos.finish_workload_run(
+        box, Workload.INCOMING, done, [(slot, "a|slot"), (key, "a"), ("other", "b")]
+    )
+    assert await repos.get_workload_state(box, Workload.INCOMING) == done, (
+        "the run's state replaces the saved one"
+    )
+    assert await repos.get_workload_state(box, Workload.OUTGOING) is None, (
+        "only the named workload's state is saved"
+    )
+    assert await repos.get_lease_holder(key, now=_T0) is None, "the mailbox lease is given back"
+    assert await repos.get_lease_holder(slot, now=_T0) is None, "the slot is given back"
+    assert await repos.get_lease_holder("other", now=_T0) == "c", (
+        "only the owner may release a lease"
+    )
+    fresh = MailboxId("mailbox:fresh@contract.test")
+    await repos.finish_workload_run(fresh, Workload.OUTGOING, done, [])
+    assert await repos.get_workload_state(fresh, Workload.OUTGOING) == done, (
+        "a workload never saved gets its first state"
+    )
 
 
 async def _check_claim_unless_expired(harness: RepositoryHarness) -> None:

@@ -66,6 +66,7 @@ from serversync.ports import (
     RecordCreator,
     RecordDirectory,
     Repositories,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 
@@ -89,6 +90,7 @@ class _Lease:
 @documented_by(
     Repositories,
     WorkloadRunRepository,
+    WorkloadRunEndRepository,
     ActRecordRepository,
     ExchangeSyncIdMappingRepository,
     BatchIncomingRepository,
@@ -571,6 +573,17 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
         for key, owner in leases:
             await self.release_lease(key, owner=owner)
+
+    async def finish_workload_run(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        state: WorkloadState,
+        leases: Sequence[tuple[str, str]],
+    ) -> None:
+        # The separate calls, which await nothing: as atomic, and with their fault points.
+        await self.save_workload_state(mailbox_id, workload, state)
+        await self.release_leases(leases)
 
     async def claim_pending_send_unless_expired(
         self,

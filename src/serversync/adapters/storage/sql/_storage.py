@@ -78,6 +78,7 @@ from serversync.ports import (
     BatchIncomingRepository,
     CorrelationKeyLookup,
     Repositories,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 
@@ -195,7 +196,13 @@ _EXPIRED_CLAIMS = (
 
 
 @final
-@documented_by(Repositories, WorkloadRunRepository, BatchIncomingRepository, CorrelationKeyLookup)
+@documented_by(
+    Repositories,
+    WorkloadRunRepository,
+    WorkloadRunEndRepository,
+    BatchIncomingRepository,
+    CorrelationKeyLookup,
+)
 class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
@@ -808,6 +815,24 @@ class SqlStorage(SqlExchangeMappings):
         parameters = [{"l_key": key, "l_owner": owner} for key, owner in leases]
         if parameters:
             await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
+
+    async def finish_workload_run(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        state: WorkloadState,
+        leases: Sequence[tuple[str, str]],
+    ) -> None:
+        key = {"mailbox_id": mailbox_id, "workload": workload.value}
+        values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
+        released = [{"l_key": lease, "l_owner": owner} for lease, owner in leases]
+
+        async def write(c: AsyncConnection) -> None:
+            await upsert(c, workload_states, key, values)
+            if released:
+                await c.execute(_RELEASE_LEASE, released)
+
+        await self._db.write(write, retry=True)
 
     async def claim_pending_send_unless_expired(
         self,
