@@ -40,6 +40,7 @@ __all__ = [
 _STARTS_WORK = frozenset(
     {
         "load_checkpoint",
+        "load_incoming_run",
         "due_quarantine",
         "find_by_message_ids",
         "list_expired_claims",

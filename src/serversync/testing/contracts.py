@@ -49,6 +49,7 @@ from serversync.model import (
     EwsCheckpoint,
     GraphCheckpoint,
     ImapCheckpoint,
+    IncomingRunStart,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -79,6 +80,7 @@ from serversync.ports import (
     CorrelationKeyLookup,
     IncomingMailSession,
     IncomingMailTransport,
+    IncomingRunRepository,
     OutgoingMailTransport,
     Repositories,
     WorkloadRunEndRepository,
@@ -384,14 +386,18 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     if runs:
         await _check_workload_runs(await factory())
         await _check_claim_unless_expired(await factory())
-    if isinstance(first.repositories, WorkloadRunEndRepository):
-        await _check_workload_run_end(await factory())
     await _check_disabling_workloads(await factory())
     await _check_pending_send_count(await factory())
     await _check_mailbox_test(await factory())
     await _check_quarantine(await factory())
     await _check_quarantine_count(await factory())
     await _check_mailbox_administration(await factory())
+    # The optional one-call forms of a run's start and end, where implemented (after the
+    # separate calls' own checks, which name a broken promise more precisely).
+    if isinstance(first.repositories, WorkloadRunEndRepository):
+        await _check_workload_run_end(await factory())
+    if isinstance(first.repositories, IncomingRunRepository):
+        await _check_incoming_run_start(await factory())
 
 
 async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
@@ -928,6 +934,52 @@ async def _check_workload_run_end(harness: RepositoryHarness) -> None:
     await repos.finish_workload_run(fresh, Workload.OUTGOING, done, [])
     assert await repos.get_workload_state(fresh, Workload.OUTGOING) == done, (
         "a workload never saved gets its first state"
+    )
+
+
+async def _check_incoming_run_start(harness: RepositoryHarness) -> None:
+    """What an incoming run reads first, in one call (:class:`IncomingRunRepository`): what
+    the separate calls answer."""
+    repos = harness.repositories
+    if not isinstance(repos, IncomingRunRepository):
+        return  # optional: the engine makes the separate calls instead
+    box = MailboxId("mailbox:start@contract.test")
+    other = MailboxId("mailbox:elsewhere@contract.test")
+    empty = await repos.load_incoming_run(box, now=_T0, quarantine_limit=10)
+    assert empty == IncomingRunStart(), "a mailbox never run has no rules, entries or cursors"
+
+    inbox = ImapCheckpoint(uidvalidity=7, last_uid=42, highest_modseq=9)
+    archive = ImapCheckpoint(uidvalidity=8, last_uid=3)
+    await repos.save_checkpoint(box, INBOX, inbox)
+    await repos.save_checkpoint(box, "Archive", archive)
+    await repos.save_checkpoint(other, INBOX, ImapCheckpoint(uidvalidity=1, last_uid=1))
+    entries = [
+        _poison(box, INBOX, "1", next_attempt_at=_T0 - timedelta(minutes=1)),
+        _poison(box, INBOX, "2", next_attempt_at=_T0 - timedelta(minutes=2)),
+        _poison(box, "Archive", "3", next_attempt_at=_T0 - timedelta(minutes=3)),
+        _poison(box, INBOX, "4", next_attempt_at=_T0 + timedelta(minutes=1)),
+        _poison(box, INBOX, "5", next_attempt_at=None, given_up_at=_T0),
+        _poison(other, INBOX, "6", next_attempt_at=_T0 - timedelta(minutes=5)),
+    ]
+    for entry in entries:
+        await repos.quarantine(entry)
+
+    start = await repos.load_incoming_run(box, now=_T0, quarantine_limit=2)
+    assert start.checkpoints == {INBOX: inbox, "Archive": archive}, (
+        "every cursor of the mailbox, by folder, and no other mailbox's"
+    )
+    assert list(start.due_quarantine) == list(await repos.due_quarantine(box, now=_T0, limit=2)), (
+        "the entries due_quarantine answers"
+    )
+    assert [e.remote_id for e in start.due_quarantine] == ["3", "2"], (
+        "the due entries, earliest first, at most the limit"
+    )
+    assert list(start.tracking_folders) == list(await repos.list_tracking_folders(box)), (
+        "the mailbox's folder rules"
+    )
+    everything = await repos.load_incoming_run(box, now=_T0, quarantine_limit=10)
+    assert [e.remote_id for e in everything.due_quarantine] == ["3", "2", "1"], (
+        "neither entries not yet due nor given-up ones"
     )
 
 

@@ -55,6 +55,7 @@ from serversync.model import (
     EmailServerProfile,
     EmailStatus,
     ErrorRecord,
+    IncomingRunStart,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -77,6 +78,7 @@ from serversync.model.messages import normalize_address
 from serversync.ports import (
     BatchIncomingRepository,
     CorrelationKeyLookup,
+    IncomingRunRepository,
     Repositories,
     WorkloadRunEndRepository,
     WorkloadRunRepository,
@@ -147,6 +149,9 @@ _NEW_LEASE = insert(leases).values(
 _RELEASE_LEASE = delete(leases).where(
     leases.c.key == bindparam("l_key"), leases.c.owner == bindparam("l_owner")
 )
+_MAILBOX_CHECKPOINTS = select(checkpoints.c.folder, checkpoints.c.data).where(
+    checkpoints.c.mailbox_id == bindparam("mailbox_id")
+)
 _TRACKING_FOLDERS = (
     select(tracking_folders.c.data)
     .where(tracking_folders.c.mailbox_id == bindparam("mailbox_id"))
@@ -200,6 +205,7 @@ _EXPIRED_CLAIMS = (
     Repositories,
     WorkloadRunRepository,
     WorkloadRunEndRepository,
+    IncomingRunRepository,
     BatchIncomingRepository,
     CorrelationKeyLookup,
 )
@@ -815,6 +821,25 @@ class SqlStorage(SqlExchangeMappings):
         parameters = [{"l_key": key, "l_owner": owner} for key, owner in leases]
         if parameters:
             await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
+
+    async def load_incoming_run(
+        self, mailbox_id: MailboxId, *, now: datetime, quarantine_limit: int
+    ) -> IncomingRunStart:
+        parameters = {"mailbox_id": mailbox_id, "now": micros(now), "limit": quarantine_limit}
+
+        async def read(c: AsyncConnection) -> tuple[list[Any], list[Any], list[Any]]:
+            return (
+                await _scalars(c, _TRACKING_FOLDERS, parameters),
+                await _scalars(c, _DUE_QUARANTINE, parameters),
+                await _rows(c, _MAILBOX_CHECKPOINTS, parameters),
+            )
+
+        rules, due, cursors = await self._db.read(read)
+        return IncomingRunStart(
+            tracking_folders=tuple(load(text, MailboxTrackingFolder) for text in rules),
+            due_quarantine=tuple(load(text, QuarantinedMessage) for text in due),
+            checkpoints={row.folder: load_any(row.data, Checkpoint) for row in cursors},
+        )
 
     async def finish_workload_run(
         self,

@@ -1,6 +1,9 @@
-"""The end of a workload run: with a store offering ``finish_workload_run`` the new state is
-saved as the leases are given back, in one call; a store without it gets the separate calls,
-with the same state saved and the same leases freed."""
+"""A workload run's bookkeeping in fewer store calls, and without them.
+
+At the end: with a store offering ``finish_workload_run`` the new state is saved as the
+leases are given back, in one call. At the start of an incoming run: with a store offering
+``load_incoming_run`` the folder rules, due quarantine and cursors are one read. A store
+without them gets the separate calls, with the same outcome."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 from serversync import IncomingFilteringMethod, Mailbox, RunStatus, Workload
 from serversync.model import ProfileId
-from serversync.ports import WorkloadRunEndRepository
+from serversync.ports import IncomingRunRepository, WorkloadRunEndRepository
 from serversync.testing import InMemoryStorage, InMemoryWorld
 from serversync.testing import an_email as email
 
@@ -81,3 +84,34 @@ async def test_a_store_without_the_combined_end_gets_the_separate_calls() -> Non
     await _run(store, world, alice)
     assert store.calls["finish_workload_run"] == 0, store.calls
     assert store.calls["release_leases"] == 2, store.calls
+
+
+_START_READS = ("list_tracking_folders", "due_quarantine", "load_checkpoint")
+
+
+async def _two_runs(store: _Calls, world: InMemoryWorld, alice: Mailbox) -> list[list[str | None]]:
+    """The subjects stored by a run, then by a second one after new mail arrived."""
+    subjects: list[list[str | None]] = []
+    async with world.engine(repositories=store) as engine:
+        for subject in ("second", "third"):
+            report = await engine.sync_mailbox(alice.id, workloads=[Workload.INCOMING], force=True)
+            subjects.append([i.subject for r in report for i in r.items])
+            world.deliver(ALICE, email(to=[ALICE], subject=subject))
+    return subjects
+
+
+async def test_an_incoming_run_reads_its_rules_quarantine_and_cursors_in_one_call() -> None:
+    world, alice = _world()
+    store = _Calls(world.storage)
+    assert isinstance(store, IncomingRunRepository)
+    assert await _two_runs(store, world, alice) == [["hello"], ["second"]]
+    assert store.calls["load_incoming_run"] == 2, store.calls
+    assert not any(store.calls[name] for name in _START_READS), store.calls
+
+
+async def test_a_store_without_the_combined_start_gets_the_separate_reads() -> None:
+    world, alice = _world()
+    store = _Calls(world.storage, hide=frozenset({"load_incoming_run"}))
+    assert not isinstance(store, IncomingRunRepository)
+    assert await _two_runs(store, world, alice) == [["hello"], ["second"]]
+    assert [store.calls[name] for name in _START_READS] == [2, 2, 2], store.calls
