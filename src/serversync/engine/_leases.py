@@ -23,6 +23,7 @@ from serversync.model import EmailServerProfile, MailboxId, Workload
 from serversync.ports import Repositories, WorkloadRunRepository
 
 from ._context import EngineContext, logger
+from ._system_clock import SystemClock
 
 __all__ = [
     "LeaseKeeper",
@@ -182,14 +183,22 @@ class LeaseKeeper:
 
     async def _wait_until(self, when: datetime) -> None:
         """Wait until the engine's clock reaches ``when``, looking every
-        ``lease_check_interval`` of real time.
+        ``lease_check_interval`` of real time (with the system clock, at least every tenth
+        of the renewal period).
 
         Not ``clock.sleep``: a test clock's sleep returns at once, so a background loop
         sleeping through it would spin and push the test's time forward. Looking at the clock
         in real time leaves a test clock under the test's control.
         """
-        check = self._ctx.settings.schedule.lease_check_interval.total_seconds()
+        schedule = self._ctx.settings.schedule
+        check = schedule.lease_check_interval.total_seconds()
         clock = self._ctx.clock
+        if isinstance(clock, SystemClock):
+            # Real time is the clock's: a look every tenth of the renewal period still sees
+            # a jump of the system clock in time, where a look every second cost each
+            # workload waiting for a connection slot a wake-up a second.
+            every = schedule.lease_duration * schedule.lease_renewal_fraction
+            check = max(check, every.total_seconds() / 10)
         while True:
             await asyncio.sleep(min(max((when - clock.now()).total_seconds(), 0.0), check))
             if clock.now() >= when:
