@@ -148,8 +148,8 @@ class Schedule:
 
     A running workload renews its lease once ``lease_renewal_fraction`` of
     ``lease_duration`` has passed since the last renewal, looking at the clock every
-    ``lease_check_interval``. ``run_forever`` sleeps until the next workload is due, at most
-    ``idle_sleep``.
+    ``lease_check_interval`` (with the system clock, at least every tenth of that period).
+    ``run_forever`` sleeps until the next workload is due, at most ``idle_sleep``.
     """
 
     incoming_interval: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)

@@ -61,6 +61,7 @@ from serversync.ports import (
     Repositories,
     SendAsPolicy,
     SyncObserver,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 from serversync.relevance import default_rules
@@ -74,12 +75,14 @@ from ._incoming import IncomingPipeline
 from ._leases import (
     LeaseKeeper,
     acquire_connection_slot,
+    forget_connection_slot,
     lease_key,
     release_connection_slot,
     release_slot_and_lease,
 )
 from ._mailbox_test import test_and_enable
 from ._observer import BaseSyncObserver
+from ._optional import offered
 from ._outgoing import OutgoingPipeline
 from ._push import PushWatchers
 from ._quarantine import discard_quarantined, list_quarantine, retry_quarantined
@@ -180,6 +183,7 @@ class SyncEngine:
         self._next_due: datetime | None = None
         # The store's combined bookkeeping calls, when it has them (see WorkloadRunRepository).
         self._runs = repositories if isinstance(repositories, WorkloadRunRepository) else None
+        self._run_ends = offered(repositories, WorkloadRunEndRepository)
         self._push = PushWatchers(self._ctx, stopping=lambda: self._stopping)
 
     @property
@@ -692,11 +696,14 @@ class SyncEngine:
                         finished_at=ctx.clock.now(),
                         skip_reason=SkipReason.PROFILE_CONNECTIONS_IN_USE,
                     )
+                # The new state of a run that succeeded, when the store saves it with the
+                # leases given back (one call instead of two).
+                unsaved: WorkloadState | None = None
                 try:
                     async with LeaseKeeper(
                         ctx, slot, acquired_at=now, until=slot_until, owner=holder
                     ):
-                        report, new_state = await self._execute(
+                        report, new_state, unsaved = await self._execute(
                             mailbox, profile, workload, state, started, lease
                         )
                 finally:
@@ -708,8 +715,8 @@ class SyncEngine:
                         try:
                             await lease.stop()
                         finally:
-                            await release_slot_and_lease(
-                                ctx, runs, slot, holder, key=key, owner=ctx.engine_id
+                            await self._release(
+                                runs, mailbox, workload, unsaved, slot, holder, key=key
                             )
                             released = True
         finally:
@@ -750,9 +757,11 @@ class SyncEngine:
         state: WorkloadState | None,
         started: datetime,
         lease: LeaseKeeper,
-    ) -> tuple[MailboxRunReport, WorkloadState | None]:
+    ) -> tuple[MailboxRunReport, WorkloadState | None, WorkloadState | None]:
         """Run the workload's pipeline, then apply the error policy or schedule the next run.
-        Returns the report and the state saved (``None`` when the lease was lost)."""
+        Returns the report, the new state (``None`` when the lease was lost) and, when the
+        caller saves it as it gives the leases back (a run that succeeded, with a store
+        that does both in one call), that state again; otherwise it is saved here."""
         ctx = self._ctx
         # The pipelines see repositories that stop them once the lease is lost.
         work = attrs.evolve(ctx, repositories=lease.guard(ctx.repositories))
@@ -789,13 +798,13 @@ class SyncEngine:
             # mail, checkpoints, send outcomes), but the schedule and error count are its.
             lost = LeaseLostError(lease.lost_reason or "the lease was lost", mailbox_id=mailbox.id)
             error = ErrorRecord.from_exception(lost)
-            return attrs.evolve(report, status=RunStatus.FAILED, error=error), None
+            return attrs.evolve(report, status=RunStatus.FAILED, error=error), None, None
         if isinstance(failure, EngineStoppingError):
             # Not a failure: what was done is recorded, and the workload is due at once when
             # an engine runs again.
             stopped = attrs.evolve(previous, next_run_at=finished)
             await self._save_state(mailbox, workload, stopped)
-            return attrs.evolve(report, status=RunStatus.STOPPED), stopped
+            return attrs.evolve(report, status=RunStatus.STOPPED), stopped, None
         if failure is None:
             new_state = WorkloadState(
                 next_run_at=next_run_after_success(
@@ -817,8 +826,10 @@ class SyncEngine:
                     report.items_failed + sum(1 for a in report.act if a.error is not None)
                 ),
             )
+            if self._runs is not None and self._run_ends is not None:
+                return report, new_state, new_state
             await self._save_state(mailbox, workload, new_state)
-            return report, new_state
+            return report, new_state, None
         error = ErrorRecord.from_exception(failure)
         logger.warning(
             "mailbox %s %s failed: %s: %s",
@@ -840,7 +851,33 @@ class SyncEngine:
             error, consecutive_failures=new_state.consecutive_failures, policy=policy
         ):
             await self._disable(mailbox, workload, error, new_state, at=finished)
-        return attrs.evolve(report, status=RunStatus.FAILED, error=error), new_state
+        return attrs.evolve(report, status=RunStatus.FAILED, error=error), new_state, None
+
+    async def _release(
+        self,
+        runs: WorkloadRunRepository,
+        mailbox: Mailbox,
+        workload: Workload,
+        unsaved: WorkloadState | None,
+        slot: str,
+        holder: str,
+        *,
+        key: str,
+    ) -> None:
+        """Give back the connection slot and the lease, saving the run's new state with them
+        when it is not saved yet."""
+        ctx = self._ctx
+        ends = self._run_ends
+        if unsaved is None or ends is None:
+            await release_slot_and_lease(ctx, runs, slot, holder, key=key, owner=ctx.engine_id)
+            return
+        forget_connection_slot(slot)
+        await ctx.storage(
+            ends.finish_workload_run(
+                mailbox.id, workload, unsaved, [(slot, holder), (key, ctx.engine_id)]
+            ),
+            "saving the workload state and releasing the lease",
+        )
 
     async def _save_state(self, mailbox: Mailbox, workload: Workload, state: WorkloadState) -> None:
         ctx = self._ctx

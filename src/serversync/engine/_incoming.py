@@ -38,6 +38,7 @@ from serversync.model import (
     EntityName,
     ErrorRecord,
     IncomingDeliveryMethod,
+    IncomingRunStart,
     ItemOutcome,
     Mailbox,
     MailboxTrackingFolder,
@@ -56,6 +57,7 @@ from serversync.model import (
 from serversync.model.messages import normalize_address
 from serversync.ports import (
     IncomingMailSession,
+    IncomingRunRepository,
     RecordCreator,
 )
 from serversync.ports.relevance import Reject, RelevanceFacts, Track
@@ -69,6 +71,7 @@ from ._bulk import add_all, fetch_all
 from ._context import EngineContext, deadline, logger
 from ._leases import check_lease
 from ._ledger import Ledger
+from ._optional import offered
 from ._quarantine import Quarantine
 from ._read_ahead import ReadAhead, addresses_of
 from ._sessions import session_of
@@ -166,6 +169,10 @@ class IncomingPipeline:
         self._retried: set[tuple[str, str]] = set()
         # The lookups of the header batch in hand, asked once for the batch.
         self._ahead: ReadAhead | None = None
+        # What the store read at the start of the run, when it reads it in one call; the
+        # folders whose cursor was taken from it (a folder read again loads its cursor).
+        self._start: IncomingRunStart | None = None
+        self._started_folders: set[str] = set()
         self.outcomes: list[ItemOutcome] = []
 
     async def run(self) -> list[ItemOutcome]:
@@ -178,6 +185,16 @@ class IncomingPipeline:
         transport = ctx.transports.incoming_for(profile)
         opener = transport.open(self._mailbox, profile, credentials)
         async with session_of(opener, ctx.settings.timeouts, "the incoming server") as session:
+            runs = offered(ctx.repositories, IncomingRunRepository)
+            if runs is not None:
+                self._start = await ctx.storage(
+                    runs.load_incoming_run(
+                        self._mailbox.id,
+                        now=ctx.clock.now(),
+                        quarantine_limit=ctx.settings.limits.incoming_batch_size,
+                    ),
+                    "loading folder rules, quarantined messages and checkpoints",
+                )
             plans = await self._folders(session)
             await self._retry_quarantined(session, plans)
             for plan in plans:
@@ -197,9 +214,12 @@ class IncomingPipeline:
         ctx = self._ctx
         org = ctx.settings.organization
         result = [FolderPlan(folder=INBOX)]
-        rules = await ctx.storage(
-            ctx.repositories.list_tracking_folders(self._mailbox.id), "loading folder rules"
-        )
+        if self._start is not None:
+            rules: Sequence[MailboxTrackingFolder] = self._start.tracking_folders
+        else:
+            rules = await ctx.storage(
+                ctx.repositories.list_tracking_folders(self._mailbox.id), "loading folder rules"
+            )
         if not rules and not org.auto_track_sent_folder_items:
             return result
         remote = await deadline(
@@ -222,9 +242,14 @@ class IncomingPipeline:
         ctx = self._ctx
         limits = ctx.settings.limits
         mailbox_id = self._mailbox.id
-        checkpoint = await ctx.storage(
-            ctx.repositories.load_checkpoint(mailbox_id, folder), "loading the checkpoint"
-        )
+        checkpoint: Checkpoint | None
+        if self._start is not None and folder not in self._started_folders:
+            checkpoint = self._start.checkpoints.get(folder)
+        else:
+            checkpoint = await ctx.storage(
+                ctx.repositories.load_checkpoint(mailbox_id, folder), "loading the checkpoint"
+            )
+        self._started_folders.add(folder)
         for _ in range(limits.max_batches_per_run):
             batch = await deadline(
                 ctx.settings.timeouts.command,
@@ -431,7 +456,10 @@ class IncomingPipeline:
         self, session: IncomingMailSession, plans: Sequence[FolderPlan]
     ) -> None:
         """Try the mailbox's due quarantined messages again, by their remote references."""
-        due = await self._quarantine.due()
+        if self._start is not None:
+            due: Sequence[QuarantinedMessage] = self._start.due_quarantine
+        else:
+            due = await self._quarantine.due()
         by_folder = {plan.folder: plan for plan in plans}
         for entry in due:
             plan = by_folder.get(entry.folder) or FolderPlan(folder=entry.folder)

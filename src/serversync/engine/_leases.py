@@ -23,11 +23,13 @@ from serversync.model import EmailServerProfile, MailboxId, Workload
 from serversync.ports import Repositories, WorkloadRunRepository
 
 from ._context import EngineContext, logger
+from ._system_clock import SystemClock
 
 __all__ = [
     "LeaseKeeper",
     "acquire_connection_slot",
     "check_lease",
+    "forget_connection_slot",
     "lease_key",
     "release_connection_slot",
     "release_slot_and_lease",
@@ -39,6 +41,7 @@ __all__ = [
 _STARTS_WORK = frozenset(
     {
         "load_checkpoint",
+        "load_incoming_run",
         "due_quarantine",
         "find_by_message_ids",
         "list_expired_claims",
@@ -180,14 +183,22 @@ class LeaseKeeper:
 
     async def _wait_until(self, when: datetime) -> None:
         """Wait until the engine's clock reaches ``when``, looking every
-        ``lease_check_interval`` of real time.
+        ``lease_check_interval`` of real time (with the system clock, at least every tenth
+        of the renewal period).
 
         Not ``clock.sleep``: a test clock's sleep returns at once, so a background loop
         sleeping through it would spin and push the test's time forward. Looking at the clock
         in real time leaves a test clock under the test's control.
         """
-        check = self._ctx.settings.schedule.lease_check_interval.total_seconds()
+        schedule = self._ctx.settings.schedule
+        check = schedule.lease_check_interval.total_seconds()
         clock = self._ctx.clock
+        if isinstance(clock, SystemClock):
+            # Real time is the clock's: a look every tenth of the renewal period still sees
+            # a jump of the system clock in time, where a look every second cost each
+            # workload waiting for a connection slot a wake-up a second.
+            every = schedule.lease_duration * schedule.lease_renewal_fraction
+            check = max(check, every.total_seconds() / 10)
         while True:
             await asyncio.sleep(min(max((when - clock.now()).total_seconds(), 0.0), check))
             if clock.now() >= when:
@@ -265,6 +276,12 @@ async def release_connection_slot(ctx: EngineContext, key: str, owner: str) -> N
     await ctx.storage(
         ctx.repositories.release_lease(key, owner=owner), "releasing the connection slot"
     )
+
+
+def forget_connection_slot(key: str) -> None:
+    """Note that this process no longer holds the slot :func:`acquire_connection_slot` took,
+    for a caller that gives it back in a call of its own."""
+    _held_here.discard(key)
 
 
 async def release_slot_and_lease(

@@ -119,6 +119,7 @@ from serversync.model.outcomes import (
 )
 from serversync.model.profiles import EmailServerProfile, ServerEndpoint, TlsMode
 from serversync.model.quarantine import QuarantineCount, QuarantinedMessage
+from serversync.model.runs import IncomingRunStart
 from serversync.model.tracking import CorrelationMatch, MailboxTrackingFolder
 
 __all__ = [
@@ -177,6 +178,7 @@ __all__ = [
     "IncomingBatch",
     "IncomingDeliveryMethod",
     "IncomingFilteringMethod",
+    "IncomingRunStart",
     "ItemOutcome",
     "Mailbox",
     "MailboxHealth",

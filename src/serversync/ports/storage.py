@@ -27,6 +27,7 @@ from serversync.model import (
     EmailApprovalStatus,
     EmailServerProfile,
     ErrorRecord,
+    IncomingRunStart,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -51,6 +52,7 @@ __all__ = [
     "EmailActivityRepository",
     "EmailServerProfileRepository",
     "FolderTrackingRepository",
+    "IncomingRunRepository",
     "LeaseRepository",
     "MailboxAdministration",
     "MailboxRepository",
@@ -58,6 +60,7 @@ __all__ = [
     "RecordDirectory",
     "Repositories",
     "TrackingFolderRepository",
+    "WorkloadRunEndRepository",
     "WorkloadRunRepository",
     "WorkloadStateRepository",
 ]
@@ -194,6 +197,45 @@ class WorkloadRunRepository(Protocol):
         finds none, ``claim_pending_send(...)``: (the expired claims, the new claims). The
         engine settles expired claims before it claims again, so with expired claims found
         nothing is claimed."""
+        ...
+
+
+@runtime_checkable
+class IncomingRunRepository(Protocol):
+    """Optional: what an incoming run reads before it lists mail, in one call.
+
+    Without it the engine asks ``list_tracking_folders``, ``due_quarantine`` and, for each
+    folder it reads, ``load_checkpoint``. The engine uses it when the repositories offer it.
+    """
+
+    async def load_incoming_run(
+        self, mailbox_id: MailboxId, *, now: datetime, quarantine_limit: int
+    ) -> IncomingRunStart:
+        """``list_tracking_folders(mailbox_id)``, ``due_quarantine(mailbox_id, now=now,
+        limit=quarantine_limit)`` and every saved cursor of the mailbox by folder (what
+        ``load_checkpoint`` answers for each), in one transaction."""
+        ...
+
+
+@runtime_checkable
+class WorkloadRunEndRepository(Protocol):
+    """Optional: the end of a workload run in one call: its new state saved and its leases
+    (the connection slot and the mailbox lease) given back.
+
+    Without it the engine saves the state and releases the leases in two calls. The engine
+    uses it when the repositories offer it.
+    """
+
+    async def finish_workload_run(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        state: WorkloadState,
+        leases: Sequence[tuple[str, str]],
+    ) -> None:
+        """``save_workload_state(mailbox_id, workload, state)`` and then
+        ``release_lease(key, owner=owner)`` of every (key, owner) in ``leases``, in one
+        transaction (both or neither)."""
         ...
 
 

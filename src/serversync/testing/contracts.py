@@ -49,6 +49,7 @@ from serversync.model import (
     EwsCheckpoint,
     GraphCheckpoint,
     ImapCheckpoint,
+    IncomingRunStart,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -79,8 +80,10 @@ from serversync.ports import (
     CorrelationKeyLookup,
     IncomingMailSession,
     IncomingMailTransport,
+    IncomingRunRepository,
     OutgoingMailTransport,
     Repositories,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 from serversync.testing.builders import a_mailbox, a_pending_email, a_profile, an_email
@@ -389,6 +392,12 @@ async def check_repositories(factory: Callable[[], Awaitable[RepositoryHarness]]
     await _check_quarantine(await factory())
     await _check_quarantine_count(await factory())
     await _check_mailbox_administration(await factory())
+    # The optional one-call forms of a run's start and end, where implemented (after the
+    # separate calls' own checks, which name a broken promise more precisely).
+    if isinstance(first.repositories, WorkloadRunEndRepository):
+        await _check_workload_run_end(await factory())
+    if isinstance(first.repositories, IncomingRunRepository):
+        await _check_incoming_run_start(await factory())
 
 
 async def _check_profiles_and_mailboxes(harness: RepositoryHarness) -> None:
@@ -885,6 +894,93 @@ async def _check_workload_runs(harness: RepositoryHarness) -> None:
     )
     assert sorted(acquired for acquired, _ in won) == [False] * 7 + [True], won
     assert [state for acquired, state in won if acquired] == [later], won
+
+
+async def _check_workload_run_end(harness: RepositoryHarness) -> None:
+    """The end of a run in one call (:class:`WorkloadRunEndRepository`) saves the state and
+    gives back the leases of their owners, as the separate calls would."""
+    repos = harness.repositories
+    if not isinstance(repos, WorkloadRunEndRepository):
+        return  # optional: the engine makes the separate calls instead
+    box = MailboxId("mailbox:end@contract.test")
+    until = _T0 + timedelta(minutes=10)
+    key, slot = f"{box}/incoming", "profile:p/connection:0"
+    assert await repos.try_acquire_lease(key, owner="a", now=_T0, until=until)
+    assert await repos.try_acquire_lease(slot, owner="a|slot", now=_T0, until=until)
+    assert await repos.try_acquire_lease("other", owner="c", now=_T0, until=until)
+    first = WorkloadState(next_run_at=_T0, consecutive_failures=2)
+    await repos.save_workload_state(box, Workload.INCOMING, first)
+    done = WorkloadState(
+        next_run_at=_T0 + timedelta(minutes=5),
+        last_sync_started_on=_T0,
+        last_successful_sync_completed_on=_T0 + timedelta(seconds=1),
+        items_processed_for_last_sync=3,
+    )
+    await repos.finish_workload_run(
+        box, Workload.INCOMING, done, [(slot, "a|slot"), (key, "a"), ("other", "b")]
+    )
+    assert await repos.get_workload_state(box, Workload.INCOMING) == done, (
+        "the run's state replaces the saved one"
+    )
+    assert await repos.get_workload_state(box, Workload.OUTGOING) is None, (
+        "only the named workload's state is saved"
+    )
+    assert await repos.get_lease_holder(key, now=_T0) is None, "the mailbox lease is given back"
+    assert await repos.get_lease_holder(slot, now=_T0) is None, "the slot is given back"
+    assert await repos.get_lease_holder("other", now=_T0) == "c", (
+        "only the owner may release a lease"
+    )
+    fresh = MailboxId("mailbox:fresh@contract.test")
+    await repos.finish_workload_run(fresh, Workload.OUTGOING, done, [])
+    assert await repos.get_workload_state(fresh, Workload.OUTGOING) == done, (
+        "a workload never saved gets its first state"
+    )
+
+
+async def _check_incoming_run_start(harness: RepositoryHarness) -> None:
+    """What an incoming run reads first, in one call (:class:`IncomingRunRepository`): what
+    the separate calls answer."""
+    repos = harness.repositories
+    if not isinstance(repos, IncomingRunRepository):
+        return  # optional: the engine makes the separate calls instead
+    box = MailboxId("mailbox:start@contract.test")
+    other = MailboxId("mailbox:elsewhere@contract.test")
+    empty = await repos.load_incoming_run(box, now=_T0, quarantine_limit=10)
+    assert empty == IncomingRunStart(), "a mailbox never run has no rules, entries or cursors"
+
+    inbox = ImapCheckpoint(uidvalidity=7, last_uid=42, highest_modseq=9)
+    archive = ImapCheckpoint(uidvalidity=8, last_uid=3)
+    await repos.save_checkpoint(box, INBOX, inbox)
+    await repos.save_checkpoint(box, "Archive", archive)
+    await repos.save_checkpoint(other, INBOX, ImapCheckpoint(uidvalidity=1, last_uid=1))
+    entries = [
+        _poison(box, INBOX, "1", next_attempt_at=_T0 - timedelta(minutes=1)),
+        _poison(box, INBOX, "2", next_attempt_at=_T0 - timedelta(minutes=2)),
+        _poison(box, "Archive", "3", next_attempt_at=_T0 - timedelta(minutes=3)),
+        _poison(box, INBOX, "4", next_attempt_at=_T0 + timedelta(minutes=1)),
+        _poison(box, INBOX, "5", next_attempt_at=None, given_up_at=_T0),
+        _poison(other, INBOX, "6", next_attempt_at=_T0 - timedelta(minutes=5)),
+    ]
+    for entry in entries:
+        await repos.quarantine(entry)
+
+    start = await repos.load_incoming_run(box, now=_T0, quarantine_limit=2)
+    assert start.checkpoints == {INBOX: inbox, "Archive": archive}, (
+        "every cursor of the mailbox, by folder, and no other mailbox's"
+    )
+    assert list(start.due_quarantine) == list(await repos.due_quarantine(box, now=_T0, limit=2)), (
+        "the entries due_quarantine answers"
+    )
+    assert [e.remote_id for e in start.due_quarantine] == ["3", "2"], (
+        "the due entries, earliest first, at most the limit"
+    )
+    assert list(start.tracking_folders) == list(await repos.list_tracking_folders(box)), (
+        "the mailbox's folder rules"
+    )
+    everything = await repos.load_incoming_run(box, now=_T0, quarantine_limit=10)
+    assert [e.remote_id for e in everything.due_quarantine] == ["3", "2", "1"], (
+        "neither entries not yet due nor given-up ones"
+    )
 
 
 async def _check_claim_unless_expired(harness: RepositoryHarness) -> None:

@@ -37,6 +37,7 @@ from serversync.model import (
     EmailServerProfile,
     EmailStatus,
     ErrorRecord,
+    IncomingRunStart,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -63,9 +64,11 @@ from serversync.ports import (
     Clock,
     CorrelationKeyLookup,
     ExchangeSyncIdMappingRepository,
+    IncomingRunRepository,
     RecordCreator,
     RecordDirectory,
     Repositories,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 
@@ -89,6 +92,8 @@ class _Lease:
 @documented_by(
     Repositories,
     WorkloadRunRepository,
+    WorkloadRunEndRepository,
+    IncomingRunRepository,
     ActRecordRepository,
     ExchangeSyncIdMappingRepository,
     BatchIncomingRepository,
@@ -571,6 +576,29 @@ class InMemoryStorage(InMemoryActRecords, InMemoryExchangeMappings):
     async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
         for key, owner in leases:
             await self.release_lease(key, owner=owner)
+
+    async def load_incoming_run(
+        self, mailbox_id: MailboxId, *, now: datetime, quarantine_limit: int
+    ) -> IncomingRunStart:
+        # The separate calls, which await nothing: as atomic, and with their fault points.
+        rules = await self.list_tracking_folders(mailbox_id)
+        due = await self.due_quarantine(mailbox_id, now=now, limit=quarantine_limit)
+        self._before("load_checkpoint")
+        cursors = {f: c for (m, f), c in self._checkpoints.items() if m == mailbox_id}
+        return IncomingRunStart(
+            tracking_folders=tuple(rules), due_quarantine=tuple(due), checkpoints=cursors
+        )
+
+    async def finish_workload_run(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        state: WorkloadState,
+        leases: Sequence[tuple[str, str]],
+    ) -> None:
+        # The separate calls, which await nothing: as atomic, and with their fault points.
+        await self.save_workload_state(mailbox_id, workload, state)
+        await self.release_leases(leases)
 
     async def claim_pending_send_unless_expired(
         self,

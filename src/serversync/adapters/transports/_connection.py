@@ -3,6 +3,7 @@ checks, TLS contexts, and socket-error translation."""
 
 from __future__ import annotations
 
+import os
 import ssl
 
 from serversync.errors import (
@@ -87,6 +88,13 @@ def tls_context(
     """
     if endpoint.tls is TlsMode.NONE:
         return None
+    # Building a context (and reading its CA file) cost about 1 ms of CPU a connection, most
+    # of an idle poll's TLS setup: contexts are shared between connections, one for each CA
+    # file as it is on disk (a replaced file gets a new context).
+    key = (endpoint.ca_file, endpoint.verify_certificate, _file_version(endpoint.ca_file))
+    context = _contexts.get(key)
+    if context is not None:
+        return context
     try:
         context = ssl.create_default_context(cafile=endpoint.ca_file)
     except (OSError, ssl.SSLError) as exc:
@@ -96,7 +104,26 @@ def tls_context(
     if not endpoint.verify_certificate:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if len(_contexts) >= _MAX_CONTEXTS:
+        _contexts.clear()
+    _contexts[key] = context
     return context
+
+
+_ContextKey = tuple[str | None, bool, tuple[int, int, int] | None]
+_contexts: dict[_ContextKey, ssl.SSLContext] = {}
+_MAX_CONTEXTS = 64
+
+
+def _file_version(path: str | None) -> tuple[int, int, int] | None:
+    """What tells one version of a CA file from another: its inode, size and change time."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None  # reading it fails too, with the error the caller reports
+    return (found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def network_error(exc: OSError, what: str, *, mailbox_id: str | None = None) -> SyncError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import final
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from serversync.adapters._ports_docs import documented_by
@@ -21,6 +21,9 @@ from ._storage import ORDER_COUNTER, SqlStorage, _rows, _scalars
 from ._transactions import Transactions
 
 __all__ = ["SqlDirectory"]
+
+# Every incoming poll reads its mailbox owner's record: the statement is built once.
+_RECORD = select(records.c.data).where(records.c.ref == bindparam("ref"))
 
 
 @final
@@ -90,6 +93,6 @@ class SqlDirectory:
         return {address: tuple(found_records) for address, found_records in found.items()}
 
     async def get_record(self, ref: RecordRef) -> CrmRecord | None:
-        query = select(records.c.data).where(records.c.ref == str(ref))
-        text = await self._db.read(lambda c: c.scalar(query))
+        parameters = {"ref": str(ref)}
+        text = await self._db.read(lambda c: c.scalar(_RECORD, parameters))
         return None if text is None else load(text, CrmRecord)

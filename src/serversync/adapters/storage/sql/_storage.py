@@ -55,6 +55,7 @@ from serversync.model import (
     EmailServerProfile,
     EmailStatus,
     ErrorRecord,
+    IncomingRunStart,
     Mailbox,
     MailboxId,
     MailboxTrackingFolder,
@@ -77,7 +78,9 @@ from serversync.model.messages import normalize_address
 from serversync.ports import (
     BatchIncomingRepository,
     CorrelationKeyLookup,
+    IncomingRunRepository,
     Repositories,
+    WorkloadRunEndRepository,
     WorkloadRunRepository,
 )
 
@@ -146,10 +149,66 @@ _NEW_LEASE = insert(leases).values(
 _RELEASE_LEASE = delete(leases).where(
     leases.c.key == bindparam("l_key"), leases.c.owner == bindparam("l_owner")
 )
+_MAILBOX_CHECKPOINTS = select(checkpoints.c.folder, checkpoints.c.data).where(
+    checkpoints.c.mailbox_id == bindparam("mailbox_id")
+)
+_TRACKING_FOLDERS = (
+    select(tracking_folders.c.data)
+    .where(tracking_folders.c.mailbox_id == bindparam("mailbox_id"))
+    .order_by(tracking_folders.c.seq)
+)
+_DUE_QUARANTINE = (
+    select(quarantine.c.data)
+    .where(
+        quarantine.c.mailbox_id == bindparam("mailbox_id"),
+        quarantine.c.next_attempt_at <= bindparam("now"),
+    )
+    .order_by(quarantine.c.next_attempt_at, quarantine.c.folder, quarantine.c.remote_id)
+    .limit(bindparam("limit"))
+)
+# The mailbox's Pending Send emails due at ``now``, oldest first.
+_DUE_TO_SEND = (
+    select(activities.c.seq, activities.c.data)
+    .where(
+        activities.c.sender_mailbox_id == bindparam("mailbox_id"),
+        activities.c.status == int(EmailStatus.PENDING_SEND),
+        or_(
+            activities.c.postpone_sending_until.is_(None),
+            activities.c.postpone_sending_until <= bindparam("now"),
+        ),
+    )
+    .order_by(activities.c.seq)
+    .limit(bindparam("limit"))
+    # Rows another engine is claiming right now are skipped, not waited for.
+    .with_for_update(skip_locked=True)
+)
+# The mailbox's emails in Sending whose claim expired before ``now``.
+_EXPIRED_CLAIMS = (
+    select(
+        activities.c.data,
+        activities.c.claim_token,
+        activities.c.claim_owner,
+        activities.c.claim_expires_at,
+    )
+    .where(
+        activities.c.sender_mailbox_id == bindparam("mailbox_id"),
+        activities.c.status == int(EmailStatus.SENDING),
+        activities.c.claim_token.is_not(None),
+        activities.c.claim_expires_at < bindparam("now"),
+    )
+    .order_by(activities.c.seq)
+)
 
 
 @final
-@documented_by(Repositories, WorkloadRunRepository, BatchIncomingRepository, CorrelationKeyLookup)
+@documented_by(
+    Repositories,
+    WorkloadRunRepository,
+    WorkloadRunEndRepository,
+    IncomingRunRepository,
+    BatchIncomingRepository,
+    CorrelationKeyLookup,
+)
 class SqlStorage(SqlExchangeMappings):
     """The repository ports on SQLite or PostgreSQL, plus the host-side setup the CLI uses.
 
@@ -356,9 +415,11 @@ class SqlStorage(SqlExchangeMappings):
         text = await self._db.read(lambda c: _scalar_one_or_none(c, query, parameters))
         return None if text is None else load(text, kind)
 
-    async def _all(self, query: Any, kind: type[_T]) -> list[_T]:
+    async def _all(
+        self, query: Any, kind: type[_T], parameters: dict[str, Any] | None = None
+    ) -> list[_T]:
         """The first column of every row of ``query``, loaded as ``kind``."""
-        texts = await self._db.read(lambda c: _scalars(c, query))
+        texts = await self._db.read(lambda c: _scalars(c, query, parameters))
         return [load(text, kind) for text in texts]
 
     # -- workload state and checkpoints ---------------------------------------------------------
@@ -565,7 +626,7 @@ class SqlStorage(SqlExchangeMappings):
         until: datetime,
         limit: int,
     ) -> Sequence[SendClaim]:
-        due = _due_to_send(mailbox_id, now=now, limit=limit)
+        due = {"mailbox_id": mailbox_id, "now": micros(now), "limit": limit}
         return await self._db.write(lambda c: _claim(c, due, owner=owner, until=until))
 
     async def prepare_send(
@@ -608,8 +669,8 @@ class SqlStorage(SqlExchangeMappings):
     async def list_expired_claims(
         self, mailbox_id: MailboxId, *, now: datetime
     ) -> Sequence[SendClaim]:
-        query = _expired_claims(mailbox_id, now=now)
-        rows = await self._db.read(lambda c: _rows(c, query))
+        parameters = {"mailbox_id": mailbox_id, "now": micros(now)}
+        rows = await self._db.read(lambda c: _rows(c, _EXPIRED_CLAIMS, parameters))
         return [_claim_of(row) for row in rows]
 
     async def count_pending_send(self, mailbox_id: MailboxId) -> int:
@@ -632,12 +693,7 @@ class SqlStorage(SqlExchangeMappings):
     # -- tracking folders -----------------------------------------------------------------------
 
     async def list_tracking_folders(self, mailbox_id: MailboxId) -> Sequence[MailboxTrackingFolder]:
-        return await self._all(
-            select(tracking_folders.c.data)
-            .where(tracking_folders.c.mailbox_id == mailbox_id)
-            .order_by(tracking_folders.c.seq),
-            MailboxTrackingFolder,
-        )
+        return await self._all(_TRACKING_FOLDERS, MailboxTrackingFolder, {"mailbox_id": mailbox_id})
 
     async def link_to_tracking_folder(
         self, activity_id: ActivityId, rule: MailboxTrackingFolder
@@ -766,6 +822,43 @@ class SqlStorage(SqlExchangeMappings):
         if parameters:
             await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
 
+    async def load_incoming_run(
+        self, mailbox_id: MailboxId, *, now: datetime, quarantine_limit: int
+    ) -> IncomingRunStart:
+        parameters = {"mailbox_id": mailbox_id, "now": micros(now), "limit": quarantine_limit}
+
+        async def read(c: AsyncConnection) -> tuple[list[Any], list[Any], list[Any]]:
+            return (
+                await _scalars(c, _TRACKING_FOLDERS, parameters),
+                await _scalars(c, _DUE_QUARANTINE, parameters),
+                await _rows(c, _MAILBOX_CHECKPOINTS, parameters),
+            )
+
+        rules, due, cursors = await self._db.read(read)
+        return IncomingRunStart(
+            tracking_folders=tuple(load(text, MailboxTrackingFolder) for text in rules),
+            due_quarantine=tuple(load(text, QuarantinedMessage) for text in due),
+            checkpoints={row.folder: load_any(row.data, Checkpoint) for row in cursors},
+        )
+
+    async def finish_workload_run(
+        self,
+        mailbox_id: MailboxId,
+        workload: Workload,
+        state: WorkloadState,
+        leases: Sequence[tuple[str, str]],
+    ) -> None:
+        key = {"mailbox_id": mailbox_id, "workload": workload.value}
+        values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
+        released = [{"l_key": lease, "l_owner": owner} for lease, owner in leases]
+
+        async def write(c: AsyncConnection) -> None:
+            await upsert(c, workload_states, key, values)
+            if released:
+                await c.execute(_RELEASE_LEASE, released)
+
+        await self._db.write(write, retry=True)
+
     async def claim_pending_send_unless_expired(
         self,
         mailbox_id: MailboxId,
@@ -775,11 +868,10 @@ class SqlStorage(SqlExchangeMappings):
         until: datetime,
         limit: int,
     ) -> tuple[Sequence[SendClaim], Sequence[SendClaim]]:
-        expired_query = _expired_claims(mailbox_id, now=now)
-        due = _due_to_send(mailbox_id, now=now, limit=limit)
+        due = {"mailbox_id": mailbox_id, "now": micros(now), "limit": limit}
 
         async def write(c: AsyncConnection) -> tuple[list[SendClaim], list[SendClaim]]:
-            expired = [_claim_of(row) for row in await _rows(c, expired_query)]
+            expired = [_claim_of(row) for row in await _rows(c, _EXPIRED_CLAIMS, due)]
             if expired:
                 return expired, []
             return [], await _claim(c, due, owner=owner, until=until)
@@ -834,16 +926,8 @@ class SqlStorage(SqlExchangeMappings):
     async def due_quarantine(
         self, mailbox_id: MailboxId, *, now: datetime, limit: int
     ) -> Sequence[QuarantinedMessage]:
-        query = (
-            select(quarantine.c.data)
-            .where(
-                quarantine.c.mailbox_id == mailbox_id,
-                quarantine.c.next_attempt_at <= micros(now),
-            )
-            .order_by(quarantine.c.next_attempt_at, quarantine.c.folder, quarantine.c.remote_id)
-            .limit(limit)
-        )
-        return await self._all(query, QuarantinedMessage)
+        parameters = {"mailbox_id": mailbox_id, "now": micros(now), "limit": limit}
+        return await self._all(_DUE_QUARANTINE, QuarantinedMessage, parameters)
 
     async def release_quarantine(self, mailbox_id: MailboxId, folder: str, remote_id: str) -> bool:
         statement = delete(quarantine).where(
@@ -877,33 +961,19 @@ async def _scalar_one_or_none(
     return (await c.execute(query, parameters)).scalar_one_or_none()
 
 
-async def _scalars(c: AsyncConnection, query: Any) -> list[Any]:
-    return list((await c.execute(query)).scalars())
+async def _scalars(
+    c: AsyncConnection, query: Any, parameters: dict[str, Any] | None = None
+) -> list[Any]:
+    return list((await c.execute(query, parameters)).scalars())
 
 
-def _due_to_send(mailbox_id: MailboxId, *, now: datetime, limit: int) -> Any:
-    """The mailbox's Pending Send emails due at ``now``, oldest first."""
-    return (
-        select(activities.c.seq, activities.c.data)
-        .where(
-            activities.c.sender_mailbox_id == mailbox_id,
-            activities.c.status == int(EmailStatus.PENDING_SEND),
-            or_(
-                activities.c.postpone_sending_until.is_(None),
-                activities.c.postpone_sending_until <= micros(now),
-            ),
-        )
-        .order_by(activities.c.seq)
-        .limit(limit)
-        # Rows another engine is claiming right now are skipped, not waited for.
-        .with_for_update(skip_locked=True)
-    )
-
-
-async def _claim(c: AsyncConnection, due: Any, *, owner: str, until: datetime) -> list[SendClaim]:
-    """Claim the emails ``due`` selects for ``owner`` until ``until``."""
+async def _claim(
+    c: AsyncConnection, due: dict[str, Any], *, owner: str, until: datetime
+) -> list[SendClaim]:
+    """Claim for ``owner`` until ``until`` the emails ``_DUE_TO_SEND`` selects with the
+    parameters ``due``."""
     claims: list[SendClaim] = []
-    for row in (await c.execute(due)).all():
+    for row in (await c.execute(_DUE_TO_SEND, due)).all():
         claimed = attrs.evolve(load(row.data, EmailActivity), status=EmailStatus.SENDING)
         token = ClaimToken(uuid.uuid4().hex)
         await c.execute(
@@ -921,27 +991,10 @@ async def _claim(c: AsyncConnection, due: Any, *, owner: str, until: datetime) -
     return claims
 
 
-def _expired_claims(mailbox_id: MailboxId, *, now: datetime) -> Any:
-    """The mailbox's emails in Sending whose claim expired before ``now``."""
-    return (
-        select(
-            activities.c.data,
-            activities.c.claim_token,
-            activities.c.claim_owner,
-            activities.c.claim_expires_at,
-        )
-        .where(
-            activities.c.sender_mailbox_id == mailbox_id,
-            activities.c.status == int(EmailStatus.SENDING),
-            activities.c.claim_token.is_not(None),
-            activities.c.claim_expires_at < micros(now),
-        )
-        .order_by(activities.c.seq)
-    )
-
-
-async def _rows(c: AsyncConnection, query: Any) -> list[Any]:
-    return list((await c.execute(query)).all())
+async def _rows(
+    c: AsyncConnection, query: Any, parameters: dict[str, Any] | None = None
+) -> list[Any]:
+    return list((await c.execute(query, parameters)).all())
 
 
 async def _changed(c: AsyncConnection, statement: Any) -> bool:

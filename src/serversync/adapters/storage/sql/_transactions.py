@@ -21,16 +21,23 @@ released after its renewal was cancelled is not taken again by that renewal.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+import queue
+import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
+import attrs
 from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = ["Operation", "Transactions"]
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Operation = Callable[[AsyncConnection], Awaitable[_T]]
@@ -117,39 +124,128 @@ class Transactions:
 
 
 class _SqliteThread:
-    """A thread with its own synchronous engine on the same SQLite file."""
+    """A thread with its own synchronous engine on the same SQLite file.
+
+    The thread keeps one connection open and takes calls from a queue, answering each on
+    the caller's event loop: a pool checkout and check-in a call, and an executor's pair of
+    chained futures, cost as much CPU as a one-row read itself.
+    """
 
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url, pool_size=1, max_overflow=0)
         event.listen(self._engine, "connect", _configure)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="serversync-sqlite")
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._connection: Connection | None = None
 
     async def run(self, operation: Operation[_T], *, write: bool) -> _T:
+        future = self._submit(functools.partial(self._transaction, operation, write))
+        return await future
+
+    def _submit(self, call: Callable[[], _T]) -> asyncio.Future[_T]:
+        if self._closed:
+            raise RuntimeError("the SQLite store is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._serve, name="serversync-sqlite", daemon=True
+            )
+            self._thread.start()
         loop = asyncio.get_running_loop()
-        call = functools.partial(self._transaction, operation, write)
-        return await loop.run_in_executor(self._executor, call)
+        future: asyncio.Future[_T] = loop.create_future()
+        self._calls.put(_Call(call, loop, future))
+        return future
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            # A caller cancelled before its call started: the call is not made (as with an
+            # executor's queued work). One cancelled later runs to its end.
+            if call.future.cancelled():
+                continue
+            try:
+                result = call.function()
+            except BaseException as exc:  # handed to the caller, as an executor would
+                call.answer(None, exc)
+            else:
+                call.answer(result, None)
 
     def _transaction(self, operation: Operation[_T], write: bool) -> _T:
-        with self._engine.connect() as connection:
-            # Straight to the driver: through SQLAlchemy, the BEGIN cost as much CPU as the
-            # statement itself. The operation's first statement begins SQLAlchemy's own
-            # transaction, so the commit below reaches the driver.
-            connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-                "BEGIN IMMEDIATE" if write else "BEGIN"
-            )
-            try:
-                result = _drive(operation(cast(AsyncConnection, _Direct(connection))))
-            except BaseException:
-                connection.rollback()
-                raise
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._engine.connect()
+        # Straight to the driver: through SQLAlchemy, the BEGIN cost as much CPU as the
+        # statement itself. The operation's first statement begins SQLAlchemy's own
+        # transaction, so the commit below reaches the driver.
+        driver = cast(sqlite3.Connection, connection.connection.driver_connection)
+        try:
+            driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            result = _drive(operation(cast(AsyncConnection, _Direct(connection))))
             connection.commit()
-            return result
+            if driver.in_transaction:
+                driver.commit()  # the operation ran no statement through SQLAlchemy
+        except BaseException:
+            self._roll_back(connection)
+            raise
+        return result
+
+    def _roll_back(self, connection: Connection) -> None:
+        """Undo the failed call's transaction; a connection that cannot is replaced."""
+        try:
+            if connection.invalidated:
+                raise RuntimeError("the connection was invalidated")
+            connection.rollback()
+            driver = connection.connection.driver_connection
+            if driver is not None and driver.in_transaction:
+                driver.rollback()
+        except Exception:
+            self._connection = None
+            try:
+                connection.close()
+            except Exception:
+                logger.debug("closing a failed SQLite connection failed", exc_info=True)
+
+    def _dispose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+        self._engine.dispose()
 
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
+        if self._closed:
+            return
+        if self._thread is None:
+            self._closed = True
+            self._engine.dispose()
+            return
         # Connections belong to the thread that made them: dispose of them there.
-        await loop.run_in_executor(self._executor, self._engine.dispose)
-        self._executor.shutdown(wait=False)
+        try:
+            await self._submit(self._dispose)
+        finally:
+            self._closed = True
+            self._calls.put(None)
+
+
+@attrs.frozen
+class _Call:
+    """One call for the database thread, and where its answer goes."""
+
+    function: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+    def answer(self, result: Any, error: BaseException | None) -> None:
+        # A closed loop raises RuntimeError: its caller is gone, nobody waits for the answer.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _configure(dbapi_connection: Any, _record: Any) -> None:
