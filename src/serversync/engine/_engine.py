@@ -182,7 +182,7 @@ class SyncEngine:
         self._profile_alerted: dict[ProfileId, datetime] = {}
         self._next_due: datetime | None = None
         # The store's combined bookkeeping calls, when it has them (see WorkloadRunRepository).
-        self._runs = repositories if isinstance(repositories, WorkloadRunRepository) else None
+        self._runs = offered(repositories, WorkloadRunRepository)
         self._run_ends = offered(repositories, WorkloadRunEndRepository)
         self._push = PushWatchers(self._ctx, stopping=lambda: self._stopping)
 
