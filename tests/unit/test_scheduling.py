@@ -298,35 +298,11 @@ async def test_run_forever_is_not_woken_by_workloads_that_cannot_run() -> None:
     assert runs.statuses() == [RunStatus.SUCCEEDED] * 40
 
 
-async def test_run_forever_runs_at_once_what_fell_due_during_a_long_run() -> None:
-    schedule = Schedule(incoming_interval=timedelta(seconds=10), idle_sleep=timedelta(minutes=1))
-    world = InMemoryWorld(settings=SyncSettings(schedule=schedule))
-    world.add_user(ALICE)
-    world.add_user("zoe@contoso.example")
-    alice = MailboxId(f"mailbox:{ALICE}")
-    runs = _StopAfter(world, 2, mailbox=alice, slow=MailboxId("mailbox:zoe@contoso.example"))
-
-    async with world.engine(observer=runs) as engine, asyncio.timeout(5):
-        await engine.run_forever(stop=runs.stop)
-    # Alice was due again 10 s after her run, while Zoe's took 15 s: the next run starts as
-    # soon as the long one ends, not when the next not-yet-passed time comes.
-    assert runs.gaps() == [timedelta(seconds=15)]
-    assert runs.statuses() == [RunStatus.SUCCEEDED] * 2
-
-
 class _StopAfter(Recorder):
     """Notes when each incoming run ended; sets ``stop`` after ``count`` of them."""
 
-    def __init__(
-        self,
-        world: InMemoryWorld,
-        count: int,
-        mailbox: MailboxId | None = None,
-        *,
-        slow: MailboxId | None = None,
-    ) -> None:
+    def __init__(self, world: InMemoryWorld, count: int, mailbox: MailboxId | None = None) -> None:
         super().__init__()
-        self._slow = slow
         self.stop = asyncio.Event()
         self._world = world
         self._count = count
@@ -336,8 +312,6 @@ class _StopAfter(Recorder):
     def mailbox_run_finished(self, report: MailboxRunReport) -> None:
         if report.workload is not Workload.INCOMING:
             return
-        if report.mailbox_id == self._slow:
-            self._world.clock.advance(timedelta(seconds=15))  # its run took that long
         if self._mailbox is not None and report.mailbox_id != self._mailbox:
             return
         self.ended.append((self._world.clock.now(), report.status))

@@ -234,15 +234,13 @@ class SyncEngine:
         await self._push.update(mailboxes, run.profiles)
         finished = ctx.clock.now()
         self._raise_profile_alerts(mailboxes, run, now=finished)
-        # What run_forever waits for. A time that passed during this run belongs to a
-        # workload that finished early in a long run: it runs again at once. Older ones
-        # belong to workloads skipped for another reason (disabled, leased elsewhere):
-        # waking for them would spin. A time passed now is older than the next run's start.
+        # What run_forever waits for. Times already passed belong to workloads skipped for
+        # another reason (disabled, leased elsewhere): waking for them would spin.
         self._next_due = min(
             (
                 s.next_run_at
                 for s in run.states.values()
-                if s.next_run_at is not None and s.next_run_at > started
+                if s.next_run_at is not None and s.next_run_at > finished
             ),
             default=None,
         )
@@ -476,13 +474,12 @@ class SyncEngine:
                     task.cancel()
 
     def _pause(self) -> float:
-        """Seconds until the earliest next run seen in the last run (none when it has
-        passed), at most the idle sleep."""
+        """Seconds until the earliest next run seen in the last run, at most the idle sleep."""
         schedule = self._ctx.settings.schedule
         idle = schedule.idle_sleep
         now = self._ctx.clock.now()
-        if self._next_due is not None and self._next_due < now + idle:
-            return max(0.0, (self._next_due - now).total_seconds())
+        if self._next_due is not None and now < self._next_due < now + idle:
+            return (self._next_due - now).total_seconds()
         return idle.total_seconds()
 
     def _raise_profile_alerts(
