@@ -1,8 +1,7 @@
 """A scripted IMAP server on 127.0.0.1 that misbehaves on purpose (stalls, drops, BYE).
 
-Each command is answered from a table: command name (``"UID FETCH"`` before ``"UID"``) →
-lines with ``{tag}`` filled in, the string ``"stall"`` (never answer) or ``"drop"`` (close the
-connection), or :class:`InTurn` answers, one per command of that name. Commands not in the
+Each command is answered from a table: command name → lines with ``{tag}`` filled in, the
+string ``"stall"`` (never answer) or ``"drop"`` (close the connection). Commands not in the
 table get a tagged OK. It speaks just enough IMAP for aioimaplib's greeting and CAPABILITY.
 """
 
@@ -13,9 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import attrs
-
-__all__ = ["CAPABILITY", "SELECTED", "InTurn", "fake_imap"]
+__all__ = ["CAPABILITY", "SELECTED", "fake_imap"]
 
 CAPABILITY = ["* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n", "{tag} OK done\r\n"]
 SELECTED = [
@@ -26,23 +23,9 @@ SELECTED = [
 ]
 
 
-Answer = list[str] | str
-
-
-@attrs.frozen
-class InTurn:
-    """Answers given in turn, one per command of that name; the last one repeats."""
-
-    answers: tuple[Answer, ...]
-
-    def __attrs_post_init__(self) -> None:
-        if not self.answers:
-            raise ValueError("InTurn needs at least one answer")
-
-
 @asynccontextmanager
 async def fake_imap(
-    answers: Mapping[str, Answer | InTurn],
+    answers: Mapping[str, list[str] | str],
     *,
     greeting: str = "* OK fake IMAP ready\r\n",
     record: list[str] | None = None,
@@ -51,7 +34,6 @@ async def fake_imap(
     its tag, is appended to ``record`` when given."""
     table = {"CAPABILITY": CAPABILITY, **answers}
     handlers: set[asyncio.Task[None]] = set()
-    turns: dict[str, int] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -63,13 +45,8 @@ async def fake_imap(
                 tag, _, rest = line.decode().strip().partition(" ")
                 if record is not None:
                     record.append(rest)
-                words = rest.upper().split(" ", 2)
-                name = " ".join(words[:2]) if " ".join(words[:2]) in table else words[0]
-                found = table.get(name, ["{tag} OK done\r\n"])
-                if isinstance(found, InTurn):
-                    turn = turns[name] = turns.get(name, -1) + 1
-                    found = found.answers[min(turn, len(found.answers) - 1)]
-                answer = found
+                name = rest.split(" ", 1)[0].upper()
+                answer = table.get(name, ["{tag} OK done\r\n"])
                 if answer == "stall":
                     continue
                 if answer == "drop":

@@ -34,7 +34,7 @@ from serversync.model import (
 from serversync.settings import Timeouts
 from serversync.testing import a_mailbox, a_profile, an_email
 from tests.integration.dovecot import Dovecot, DovecotUser, TokenEndpoint
-from tests.integration.imap_fake import SELECTED, InTurn, fake_imap
+from tests.integration.imap_fake import SELECTED, fake_imap
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,7 @@ async def test_big_batches_are_split_into_bounded_commands(dovecot: Dovecot) -> 
         assert not rest.more
 
 
-async def test_the_next_batch_is_read_ahead_and_other_commands_wait_for_it(
+async def test_batches_between_other_commands_list_each_message_once_in_order(
     dovecot: Dovecot,
 ) -> None:
     user = dovecot.add_user()
@@ -231,7 +231,6 @@ async def test_the_next_batch_is_read_ahead_and_other_commands_wait_for_it(
     async with transport.open(a_mailbox(user.address), profile(endpoint), password(user)) as s:
         first = await s.list_new(INBOX, None, limit=100)
         assert first.more
-        # A body fetched while the next batch's headers are downloading is its own.
         whole = await s.fetch_message(first.refs[5])
         assert b"Subject: ahead 5\r\n" in whole.data
         await s.mark(first.refs[:2], RemoteMark.TRACKED)
@@ -244,55 +243,10 @@ async def test_the_next_batch_is_read_ahead_and_other_commands_wait_for_it(
             batch = await s.list_new(INBOX, cursor, limit=100)
             cursor = batch.end
     assert subjects == [f"ahead {n}".encode() for n in range(250)], "each once, in order"
-    # The first listing, the body, and the read-ahead of the second and third batches.
+    # One header download a batch (the listing's), and the body.
     assert transport.stats.commands["UID FETCH"] == 4
     flagged = {uid: flags for uid, flags in dovecot.flags(user).items() if flags}
     assert flagged == {1: {"$ServerSyncTracked"}, 2: {"$ServerSyncTracked"}}, "never \\Seen"
-
-
-_LISTED = [
-    '* 1 FETCH (UID 1 INTERNALDATE "05-Jan-2026 08:00:00 +0000" RFC822.SIZE 30'
-    " BODY[HEADER] {{14}}\r\nSubject: a\r\n\r\n)\r\n",
-    '* 2 FETCH (UID 2 INTERNALDATE "05-Jan-2026 08:00:01 +0000" RFC822.SIZE 30'
-    " BODY[HEADER] {{14}}\r\nSubject: b\r\n\r\n)\r\n",
-    "{tag} OK Fetch completed.\r\n",
-]
-_THREE = {
-    "SELECT": [
-        "* 3 EXISTS\r\n",
-        "* OK [UIDVALIDITY 7] ok\r\n",
-        "* OK [PERMANENTFLAGS (\\Seen \\*)] ok\r\n",
-        "{tag} OK [READ-WRITE] ok\r\n",
-    ],
-    "UID SEARCH": ["* SEARCH 1 2 3\r\n", "{tag} OK Search completed.\r\n"],
-}
-
-
-async def test_a_read_ahead_that_loses_the_connection_reports_it_on_the_next_call() -> None:
-    transport = ImapTransport(timeouts=FAST)
-    async with (
-        fake_imap({**_THREE, "UID FETCH": InTurn((_LISTED, "drop"))}) as port,
-        transport.open(BOX, fake_profile(port), CREDENTIALS) as session,
-    ):
-        batch = await session.list_new(INBOX, None, limit=2)
-        assert [r.remote_id for r in batch.refs] == ["1", "2"]
-        assert batch.more
-        # The next command (a STORE the server would take) meets the read-ahead's error.
-        with pytest.raises(ConnectionFailedError, match="UID FETCH"):
-            await session.mark(batch.refs, RemoteMark.TRACKED)
-    assert transport.stats.commands["LOGOUT"] == 0, "a dropped session is not logged out"
-
-
-async def test_closing_during_a_stalled_read_ahead_takes_the_close_deadline() -> None:
-    transport = ImapTransport(timeouts=FAST)
-    async with fake_imap({**_THREE, "UID FETCH": InTurn((_LISTED, "stall"))}) as port:
-        async with transport.open(BOX, fake_profile(port), CREDENTIALS) as session:
-            batch = await session.list_new(INBOX, None, limit=2)
-            assert batch.more
-            started = time.monotonic()
-        closing = time.monotonic() - started
-    assert FAST.close.total_seconds() <= closing < FAST.fetch.total_seconds()
-    assert transport.stats.commands["LOGOUT"] == 0, "dropped, not logged out mid-download"
 
 
 async def test_the_header_budget_splits_downloads(dovecot: Dovecot) -> None:

@@ -23,7 +23,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any, Final, final
+from typing import Final, final
 
 import aioimaplib  # type: ignore[import-untyped]
 import attrs
@@ -287,22 +287,6 @@ _Listing = tuple[RemoteMessageRef, ImapCheckpoint]
 """A listed message's reference and the cursor after it."""
 
 
-@attrs.frozen
-class _ReadAhead:
-    """A header download started for the batch after the one last listed."""
-
-    folder: str
-    uidvalidity: int
-    task: asyncio.Task[tuple[dict[int, _Listing], dict[tuple[str, int], bytes]]]
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    # A read-ahead nobody takes (the session closed) must not log an unretrieved error;
-    # one that is taken reports its error through the session's broken state.
-    if not task.cancelled():
-        task.exception()
-
-
 @final
 class _ImapSession(IncomingMailSession):
     def __init__(
@@ -333,8 +317,6 @@ class _ImapSession(IncomingMailSession):
         # the engine asks for them next. One FETCH a batch instead of two saves a round
         # trip and a pass over the messages on the server.
         self._listed_headers: dict[tuple[str, int], bytes] = {}
-        # The next batch's headers, downloading while the engine judges this one.
-        self._ahead: _ReadAhead | None = None
         self._broken = False
         self._closed = False
         self._counted_bytes = 0
@@ -345,7 +327,6 @@ class _ImapSession(IncomingMailSession):
         self, name: str, call: Callable[[], Awaitable[Reply]], *, limit: timedelta
     ) -> Reply:
         """Run one command under ``limit``; any failure but a NO/BAD leaves the session unusable."""
-        await self._settle_read_ahead()
         if self._closed or self._broken:
             raise ConnectionFailedError(
                 "the IMAP session is closed or was dropped after an earlier failure",
@@ -489,16 +470,6 @@ class _ImapSession(IncomingMailSession):
         """LOGOUT and close; a broken session is only dropped. Idempotent."""
         if self._closed:
             return
-        ahead = self._ahead
-        if ahead is not None and not ahead.task.done():
-            # A header download still running may finish within the close deadline, so
-            # LOGOUT is not sent into the middle of it; one that does not is dropped.
-            try:
-                await asyncio.wait([ahead.task], timeout=self._timeouts.close.total_seconds())
-            finally:
-                if not ahead.task.done():
-                    ahead.task.cancel()
-                    self._broken = True
         self._closed = True
         client = self._client
         if self._broken:
@@ -602,9 +573,7 @@ class _ImapSession(IncomingMailSession):
                 newer = await self._uids_above(folder, uidvalidity, last_uid)
         chosen = newer[:limit]
         more = len(newer) > limit
-        details = await self._listed(folder, uidvalidity, chosen)
-        if more:
-            self._read_ahead(folder, uidvalidity, newer[limit : 2 * limit])
+        details, self._listed_headers = await self._download(folder, uidvalidity, chosen)
         # A message expunged between SEARCH and FETCH is simply gone.
         listed = [details[uid] for uid in chosen if uid in details]
         refs = tuple(ref for ref, _ in listed)
@@ -690,67 +659,6 @@ class _ImapSession(IncomingMailSession):
         found += sorted({uid for uid in parse_search(reply.lines) if uid > above})
         self._searched = (folder, uidvalidity, last_uid, found)
         return found
-
-    async def _listed(
-        self, folder: str, uidvalidity: int, uids: Sequence[int]
-    ) -> dict[int, _Listing]:
-        """The references and cursors of ``uids``, their header blocks kept for
-        :meth:`fetch_headers`: from the read-ahead where it has them, downloaded otherwise."""
-        found: dict[int, _Listing] = {}
-        headers: dict[tuple[str, int], bytes] = {}
-        ahead = await self._take_read_ahead(folder, uidvalidity)
-        if ahead is not None:
-            wanted = set(uids)
-            found = {uid: listing for uid, listing in ahead[0].items() if uid in wanted}
-            headers = {key: data for key, data in ahead[1].items() if key[1] in wanted}
-        missing = [uid for uid in uids if uid not in found]
-        if missing:
-            more, more_headers = await self._download(folder, uidvalidity, missing)
-            found.update(more)
-            headers.update(more_headers)
-        self._listed_headers = headers
-        return found
-
-    def _read_ahead(self, folder: str, uidvalidity: int, uids: Sequence[int]) -> None:
-        """Start downloading the next batch's headers: the server produces them while the
-        engine judges this batch, instead of after it asks."""
-        if not uids or self._ahead is not None:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._download(folder, uidvalidity, list(uids))
-        )
-        task.add_done_callback(_retrieve)
-        self._ahead = _ReadAhead(folder=folder, uidvalidity=uidvalidity, task=task)
-
-    async def _settle_read_ahead(self) -> None:
-        """Let a running header download finish before another command goes out (a
-        session runs one command at a time); its result stays for the next listing. Had it
-        failed so that the session is dropped, its error is the one to report."""
-        ahead = self._ahead
-        if ahead is None or asyncio.current_task() is ahead.task:
-            return
-        if not ahead.task.done():
-            await asyncio.wait([ahead.task])
-        if ahead.task.cancelled():
-            self._ahead = None
-            self._broken = True
-            return
-        error = ahead.task.exception()
-        if error is not None:
-            self._ahead = None
-            if self._broken:
-                raise error
-
-    async def _take_read_ahead(
-        self, folder: str, uidvalidity: int
-    ) -> tuple[dict[int, _Listing], dict[tuple[str, int], bytes]] | None:
-        """The read-ahead's download when it is of this folder as it is now; ``None`` if
-        there is none, or it failed (its error left the session broken, if it did)."""
-        await self._settle_read_ahead()
-        ahead, self._ahead = self._ahead, None
-        if ahead is None or (ahead.folder, ahead.uidvalidity) != (folder, uidvalidity):
-            return None
-        return ahead.task.result()
 
     async def _download(
         self, folder: str, uidvalidity: int, uids: Sequence[int]
