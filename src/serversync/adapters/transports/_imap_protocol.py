@@ -35,7 +35,7 @@ _CRLF: Final = b"\r\n"
 # The start of an untagged FETCH response as aioimaplib stores it (without "* ").
 _FETCH_START: Final = re.compile(rb"[0-9]+ FETCH \(")
 _FETCH_DATA: Final = re.compile(rb"[0-9]+ FETCH")
-# A FETCH response of name/value pairs of numbers, NIL and plain quoted strings, the last
+# A FETCH response of name/value pairs of numbers and plain quoted strings, the last
 # value perhaps a literal ({n} ends the line): groups sequence, leading pairs, literal name,
 # literal size, last pair.
 _SIMPLE_FETCH: Final = re.compile(
@@ -130,21 +130,15 @@ class _Stream:
             try:
                 self.on_item(item)
             except Exception:
+                # Not the reader's to report: the caller gets the lines and meets it again.
                 self.on_item = None
                 self.failed = True
 
     def add(self, items: list[FetchItem], parsed: int) -> None:
         """``items`` parsed, up to response line ``parsed``."""
-        self.items += items
+        for item in items:
+            self.add_one(item, parsed)
         self.parsed = parsed
-        if self.on_item is not None:
-            try:
-                for item in items:
-                    self.on_item(item)
-            except Exception:
-                # Not the reader's to report: the caller gets the lines and meets it again.
-                self.on_item = None
-                self.failed = True
 
 
 class _Protocol(aioimaplib.IMAP4ClientProtocol):  # type: ignore[misc]

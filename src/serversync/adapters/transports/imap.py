@@ -573,6 +573,7 @@ class _ImapSession(IncomingMailSession):
                 newer = await self._uids_above(folder, uidvalidity, last_uid)
         chosen = newer[:limit]
         more = len(newer) > limit
+        self._listed_headers = {}  # nothing of an earlier listing is handed out after this one
         details, self._listed_headers = await self._download(folder, uidvalidity, chosen)
         # A message expunged between SEARCH and FETCH is simply gone.
         listed = [details[uid] for uid in chosen if uid in details]
