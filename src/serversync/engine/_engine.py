@@ -74,8 +74,8 @@ from ._health import collect_health
 from ._incoming import IncomingPipeline
 from ._leases import (
     LeaseKeeper,
+    RunEnd,
     acquire_connection_slot,
-    forget_connection_slot,
     lease_key,
     release_connection_slot,
     release_slot_and_lease,
@@ -712,8 +712,14 @@ class SyncEngine:
                         try:
                             await lease.stop()
                         finally:
-                            await self._release(
-                                runs, mailbox, workload, unsaved, slot, holder, key=key
+                            ends = self._run_ends
+                            end = (
+                                RunEnd(ends, mailbox.id, workload, unsaved)
+                                if ends is not None and unsaved is not None
+                                else None
+                            )
+                            await release_slot_and_lease(
+                                ctx, runs, slot, holder, key=key, owner=ctx.engine_id, end=end
                             )
                             released = True
         finally:
@@ -849,32 +855,6 @@ class SyncEngine:
         ):
             await self._disable(mailbox, workload, error, new_state, at=finished)
         return attrs.evolve(report, status=RunStatus.FAILED, error=error), new_state, None
-
-    async def _release(
-        self,
-        runs: WorkloadRunRepository,
-        mailbox: Mailbox,
-        workload: Workload,
-        unsaved: WorkloadState | None,
-        slot: str,
-        holder: str,
-        *,
-        key: str,
-    ) -> None:
-        """Give back the connection slot and the lease, saving the run's new state with them
-        when it is not saved yet."""
-        ctx = self._ctx
-        ends = self._run_ends
-        if unsaved is None or ends is None:
-            await release_slot_and_lease(ctx, runs, slot, holder, key=key, owner=ctx.engine_id)
-            return
-        forget_connection_slot(slot)
-        await ctx.storage(
-            ends.finish_workload_run(
-                mailbox.id, workload, unsaved, [(slot, holder), (key, ctx.engine_id)]
-            ),
-            "saving the workload state and releasing the lease",
-        )
 
     async def _save_state(self, mailbox: Mailbox, workload: Workload, state: WorkloadState) -> None:
         ctx = self._ctx

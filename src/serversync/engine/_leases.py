@@ -18,18 +18,20 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, cast
 
+import attrs
+
 from serversync.errors import EngineStoppingError, LeaseLostError
-from serversync.model import EmailServerProfile, MailboxId, Workload
-from serversync.ports import Repositories, WorkloadRunRepository
+from serversync.model import EmailServerProfile, MailboxId, Workload, WorkloadState
+from serversync.ports import Repositories, WorkloadRunEndRepository, WorkloadRunRepository
 
 from ._context import EngineContext, logger
 from ._system_clock import SystemClock
 
 __all__ = [
     "LeaseKeeper",
+    "RunEnd",
     "acquire_connection_slot",
     "check_lease",
-    "forget_connection_slot",
     "lease_key",
     "release_connection_slot",
     "release_slot_and_lease",
@@ -278,10 +280,14 @@ async def release_connection_slot(ctx: EngineContext, key: str, owner: str) -> N
     )
 
 
-def forget_connection_slot(key: str) -> None:
-    """Note that this process no longer holds the slot :func:`acquire_connection_slot` took,
-    for a caller that gives it back in a call of its own."""
-    _held_here.discard(key)
+@attrs.frozen
+class RunEnd:
+    """A run's new state, saved by ``store`` as the run's slot and lease are given back."""
+
+    store: WorkloadRunEndRepository
+    mailbox_id: MailboxId
+    workload: Workload
+    state: WorkloadState
 
 
 async def release_slot_and_lease(
@@ -292,11 +298,18 @@ async def release_slot_and_lease(
     *,
     key: str,
     owner: str,
+    end: RunEnd | None = None,
 ) -> None:
     """Give back a slot :func:`acquire_connection_slot` took and the workload's lease, in one
-    store call."""
+    store call; with ``end``, the run's new state is saved in the same call."""
     _held_here.discard(slot)
+    leases = [(slot, holder), (key, owner)]
+    if end is None:
+        await ctx.storage(
+            runs.release_leases(leases), "releasing the connection slot and the lease"
+        )
+        return
     await ctx.storage(
-        runs.release_leases([(slot, holder), (key, owner)]),
-        "releasing the connection slot and the lease",
+        end.store.finish_workload_run(end.mailbox_id, end.workload, end.state, leases),
+        "saving the workload state and releasing the lease",
     )
