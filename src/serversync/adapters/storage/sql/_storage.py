@@ -434,9 +434,7 @@ class SqlStorage(SqlExchangeMappings):
     async def save_workload_state(
         self, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
     ) -> None:
-        key = {"mailbox_id": mailbox_id, "workload": workload.value}
-        values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
-        await self._db.write(lambda c: upsert(c, workload_states, key, values), retry=True)
+        await self._db.write(lambda c: _save_state(c, mailbox_id, workload, state), retry=True)
 
     async def clear_checkpoints(self, mailbox_id: MailboxId) -> None:
         await self._db.write(
@@ -818,9 +816,8 @@ class SqlStorage(SqlExchangeMappings):
         return acquired, None if text is None else load(text, WorkloadState)
 
     async def release_leases(self, leases: Sequence[tuple[str, str]]) -> None:
-        parameters = [{"l_key": key, "l_owner": owner} for key, owner in leases]
-        if parameters:
-            await self._db.write(lambda c: c.execute(_RELEASE_LEASE, parameters))
+        if leases:
+            await self._db.write(lambda c: _release_leases(c, leases))
 
     async def load_incoming_run(
         self, mailbox_id: MailboxId, *, now: datetime, quarantine_limit: int
@@ -848,14 +845,9 @@ class SqlStorage(SqlExchangeMappings):
         state: WorkloadState,
         leases: Sequence[tuple[str, str]],
     ) -> None:
-        key = {"mailbox_id": mailbox_id, "workload": workload.value}
-        values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
-        released = [{"l_key": lease, "l_owner": owner} for lease, owner in leases]
-
         async def write(c: AsyncConnection) -> None:
-            await upsert(c, workload_states, key, values)
-            if released:
-                await c.execute(_RELEASE_LEASE, released)
+            await _save_state(c, mailbox_id, workload, state)
+            await _release_leases(c, leases)
 
         await self._db.write(write, retry=True)
 
@@ -959,6 +951,20 @@ async def _scalar_one_or_none(
     c: AsyncConnection, query: Any, parameters: dict[str, Any] | None = None
 ) -> Any:
     return (await c.execute(query, parameters)).scalar_one_or_none()
+
+
+async def _save_state(
+    c: AsyncConnection, mailbox_id: MailboxId, workload: Workload, state: WorkloadState
+) -> None:
+    key = {"mailbox_id": mailbox_id, "workload": workload.value}
+    values = {"next_run_at": micros(state.next_run_at), "data": dump(state)}
+    await upsert(c, workload_states, key, values)
+
+
+async def _release_leases(c: AsyncConnection, leases: Sequence[tuple[str, str]]) -> None:
+    """``release_lease`` of every (key, owner) in ``leases``."""
+    if leases:
+        await c.execute(_RELEASE_LEASE, [{"l_key": key, "l_owner": owner} for key, owner in leases])
 
 
 async def _scalars(
