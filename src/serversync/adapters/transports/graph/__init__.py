@@ -335,8 +335,8 @@ class GraphIncomingTransport(_Base):
             yield session
 
 
-@documented_by(IncomingMailTransport, PushHintSource)
 @final
+@documented_by(IncomingMailTransport, PushHintSource)
 class GraphPushIncomingTransport:
     """A :class:`GraphIncomingTransport` with push hints from change notifications: reads
     mail through ``incoming`` and is a :class:`~serversync.ports.PushHintSource` as well.
@@ -393,6 +393,7 @@ class GraphPushIncomingTransport:
             )
 
 
+@final
 @documented_by(OutgoingMailTransport)
 class GraphOutgoingTransport(_Base):
     """Sends mail through Graph; one instance serves every Graph mailbox.
