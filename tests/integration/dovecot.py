@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -473,11 +474,19 @@ class Dovecot:
             except (imaplib.IMAP4.error, OSError):
                 client.shutdown()
 
-    def append(self, user: DovecotUser, *messages: bytes, folder: str = "INBOX") -> None:
-        """Deliver ``messages`` into ``folder`` with IMAP APPEND, in order, as the newest."""
+    def append(
+        self,
+        user: DovecotUser,
+        *messages: bytes,
+        folder: str = "INBOX",
+        arrived: datetime | None = None,
+    ) -> None:
+        """Deliver ``messages`` into ``folder`` with IMAP APPEND, in order, as the newest;
+        ``arrived`` sets their arrival time (INTERNALDATE), else the server uses now."""
+        when = imaplib.Time2Internaldate(arrived) if arrived is not None else None
         with self.imap(user) as client:
             for data in messages:
-                status, detail = client.append(folder, None, None, data)
+                status, detail = client.append(folder, None, when, data)
                 assert status == "OK", detail
 
     def flags(self, user: DovecotUser, folder: str = "INBOX") -> dict[int, set[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
@@ -75,6 +76,7 @@ class DovecotWorld:
         tls: TlsMode = TlsMode.STARTTLS,
         ca_file: Path | None = None,
         password: str | None = None,
+        process_from: datetime | None = None,
     ) -> tuple[Mailbox, DovecotUser]:
         user = self.dovecot.add_user()
         record = a_user(user.address, filtering=filtering)
@@ -87,6 +89,7 @@ class DovecotWorld:
         )
         self.storage.add_profile(profile)
         mailbox = a_mailbox(user.address, owner=record.ref, profile_id=profile.id)
+        mailbox = attrs.evolve(mailbox, process_email_received_after=process_from)
         self.storage.add_mailbox(mailbox)
         self.credentials[mailbox.id] = Credentials(
             username=user.address, secret=Secret(password or user.password)
@@ -190,6 +193,40 @@ async def test_mail_is_tracked_exactly_once_across_an_interrupted_run(
     assert not any("\\Seen" in f for f in flags.values()), "nothing may be marked read"
     again = await world.sync(mailbox)
     assert again.items == (), "the cursor is past every message"
+
+
+async def test_an_email_is_received_on_its_arrival_at_the_server_not_its_date_header(
+    world: DovecotWorld, dovecot: Dovecot
+) -> None:
+    mailbox, user = world.add_mailbox(filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES)
+    arrived = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    ((_, data),) = messages(mailbox, 1, "arrival")  # its Date header is 2026-01-05 08:00
+    dovecot.append(user, data, arrived=arrived)
+
+    report = await world.sync(mailbox)
+
+    assert kinds(report.items) == [OutcomeKind.TRACKED]
+    (email,) = world.storage.activities()
+    assert email.received_on == arrived
+
+
+async def test_process_email_from_skips_mail_that_arrived_before_it(
+    world: DovecotWorld, dovecot: Dovecot
+) -> None:
+    cutoff = datetime(2026, 6, 1, tzinfo=UTC)
+    mailbox, user = world.add_mailbox(
+        filtering=IncomingFilteringMethod.ALL_EMAIL_MESSAGES, process_from=cutoff
+    )
+    (_, older), (newer_id, newer) = messages(mailbox, 2, "process-from")
+    dovecot.append(user, older, arrived=cutoff - timedelta(days=30))
+    dovecot.append(user, newer, arrived=cutoff + timedelta(days=30))
+
+    report = await world.sync(mailbox)
+
+    assert kinds(report.items) == [OutcomeKind.SKIPPED, OutcomeKind.TRACKED]
+    assert world.incoming() == [newer_id]
+    (email,) = world.storage.activities()
+    assert email.received_on == cutoff + timedelta(days=30)
 
 
 async def test_a_new_uidvalidity_lists_the_inbox_again_without_duplicates(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import socket
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from serversync.adapters.transports import ImapTransport
@@ -25,12 +26,14 @@ from serversync.model import (
     EmailServerProfile,
     ImapCheckpoint,
     Pop3Checkpoint,
+    RawMessage,
     RemoteMark,
     Secret,
     ServerEndpoint,
     ServerType,
     TlsMode,
 )
+from serversync.ports import BatchMessageSession
 from serversync.settings import Timeouts
 from serversync.testing import a_mailbox, a_profile, an_email
 from tests.integration.dovecot import Dovecot, DovecotUser, TokenEndpoint
@@ -207,7 +210,7 @@ async def test_big_batches_are_split_into_bounded_commands(dovecot: Dovecot) -> 
         batch = await s.list_new(INBOX, None, limit=280)
         assert len(batch.refs) == 280
         assert batch.more
-        assert all(r.size and r.received_at for r in batch.refs)
+        assert all(r.size for r in batch.refs)
         fetches = transport.stats.commands["UID FETCH"]
         # 200 KiB at the 4 KiB a header block is estimated at: 50 UIDs a command
         assert fetches == 6, "metadata and headers of 280 UIDs in commands of 50"
@@ -332,3 +335,33 @@ async def test_a_stalled_command_times_out_and_the_session_is_dropped() -> None:
         with pytest.raises(ConnectionFailedError, match="earlier failure"):
             await session.list_folders()
     assert transport.stats.commands["LOGOUT"] == 0, "a stalled session is not logged out"
+
+
+async def test_arrival_times_come_with_whole_messages_unless_process_email_from_needs_them(
+    dovecot: Dovecot,
+) -> None:
+    user = dovecot.add_user()
+    arrived = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    dovecot.append(user, mail(1, "arrival"), mail(2, "arrival"), arrived=arrived)
+    transport = ImapTransport()
+    endpoint = dovecot.endpoint("imap", TlsMode.IMPLICIT)
+    mailbox = a_mailbox(user.address)
+
+    async with transport.open(mailbox, profile(endpoint), password(user)) as s:
+        batch = await s.list_new(INBOX, None, limit=10)
+        assert [r.received_at for r in batch.refs] == [None, None], "not asked in the listing"
+        assert all(r.size for r in batch.refs)
+        one = await s.fetch_message(batch.refs[0])
+        assert one.ref.received_at == arrived
+        assert one.ref.remote_id == batch.refs[0].remote_id
+        assert isinstance(s, BatchMessageSession)
+        both = await s.fetch_messages(batch.refs)
+        assert [m.ref.received_at for m in both if isinstance(m, RawMessage)] == [arrived] * 2
+
+    cutoff = arrived - timedelta(days=1)
+    for mailbox_date, profile_date in ((cutoff, None), (None, cutoff)):
+        with_cutoff = attrs.evolve(mailbox, process_email_received_after=mailbox_date)
+        with_profile = attrs.evolve(profile(endpoint), process_emails_received_after=profile_date)
+        async with transport.open(with_cutoff, with_profile, password(user)) as s:
+            batch = await s.list_new(INBOX, None, limit=10)
+            assert [r.received_at for r in batch.refs] == [arrived] * 2, "the cutoff needs them"

@@ -9,7 +9,7 @@ quarantined before the cursor moves past it, and tried again first thing in late
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,7 @@ from serversync.model import (
     RemoteMessageRef,
     Workload,
 )
+from serversync.model.mailboxes import process_email_from
 from serversync.model.messages import normalize_address
 from serversync.ports import (
     IncomingMailSession,
@@ -93,11 +94,16 @@ def _replaced(raw: RawHeaders, entry: QuarantinedMessage) -> str | None:
     return None
 
 
-def _process_from(mailbox: Mailbox, profile: EmailServerProfile | None) -> datetime | None:
-    """Dynamics uses the later of the profile's and the mailbox's Process Email From."""
-    profile_date = profile.process_emails_received_after if profile is not None else None
-    dates = [d for d in (profile_date, mailbox.process_email_received_after) if d is not None]
-    return max(dates) if dates else None
+def _received_on(
+    listed: RemoteMessageRef,
+    fetched: RemoteMessageRef,
+    headers: ParsedHeaders,
+    now: Callable[[], datetime],
+) -> datetime:
+    """When the server received a message: the arrival time the whole message came with
+    (an IMAP listing leaves it out unless Process Email From needs it), else the listed
+    one, else the Date header, else now."""
+    return fetched.received_at or listed.received_at or headers.date or now()
 
 
 def _common(headers: ParsedHeaders, message_id: MessageId) -> dict[str, Any]:
@@ -163,7 +169,7 @@ class IncomingPipeline:
         self._mailbox = mailbox
         self._profile = profile
         self._owner_record = owner_record
-        self._cutoff = _process_from(mailbox, profile)
+        self._cutoff = process_email_from(mailbox, profile)
         self._quarantine = Quarantine(ctx, mailbox)
         # (folder, remote id) of the quarantined messages tried again in this cycle.
         self._retried: set[tuple[str, str]] = set()
@@ -630,7 +636,7 @@ class IncomingPipeline:
         judged = await pipeline.judge(headers, message_id, ref)
         kind = judged.outcome.kind
         if kind is OutcomeKind.TRACKED:
-            received_on = ref.received_at or headers.date or ctx.clock.now()
+            received_on = _received_on(ref, data.ref, headers, ctx.clock.now)
             outcome = await pipeline._store(session, ref, judged, parsed, received_on)
         else:
             outcome = judged.outcome
@@ -730,7 +736,7 @@ class IncomingPipeline:
             parsed = parse_message(message.data)
         except MalformedMessageError as exc:
             return self._failed(ref, f"unreadable message: {exc.reason}", exc, **fields)
-        received_on = ref.received_at or headers.date or self._ctx.clock.now()
+        received_on = _received_on(ref, message.ref, headers, self._ctx.clock.now)
         try:
             return await self._email_for(item.judged, parsed, received_on)
         except SyncError as exc:

@@ -19,6 +19,7 @@ from serversync.model.options import (
     Workload,
 )
 from serversync.model.outcomes import ErrorRecord
+from serversync.model.profiles import EmailServerProfile
 
 __all__ = ["Mailbox", "WorkloadState"]
 
@@ -131,3 +132,11 @@ class WorkloadState:
     last_successful_sync_completed_on: datetime | None = None
     items_processed_for_last_sync: int = 0
     items_failed_for_last_sync: int = 0
+
+
+def process_email_from(mailbox: Mailbox, profile: EmailServerProfile | None) -> datetime | None:
+    """The date before which the mailbox's incoming mail is skipped: Dynamics uses the later
+    of the profile's and the mailbox's Process Email From, ``None`` when neither is set."""
+    profile_date = profile.process_emails_received_after if profile is not None else None
+    dates = [d for d in (profile_date, mailbox.process_email_received_after) if d is not None]
+    return max(dates) if dates else None

@@ -70,6 +70,8 @@ class RemoteMessageRef:
     folder: str
     remote_id: str
     received_at: datetime | None = None
+    """When the server received the message. A listing may leave it out (IMAP does unless
+    Process Email From needs it); the whole message's ref then carries it."""
     size: int | None = None
 
 

@@ -59,7 +59,8 @@ class IncomingMailSession(Protocol):
         ...
 
     async def fetch_message(self, ref: RemoteMessageRef) -> RawMessage:
-        """One whole message, without setting \\Seen."""
+        """One whole message, without setting \\Seen. Its ``ref`` is ``ref``, with the
+        arrival time filled in when the listing left it out and the server tells it."""
         ...
 
     async def mark(self, refs: Sequence[RemoteMessageRef], mark: RemoteMark) -> None:

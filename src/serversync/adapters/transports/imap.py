@@ -75,6 +75,7 @@ from serversync.model import (
     ServerEndpoint,
     TlsMode,
 )
+from serversync.model.mailboxes import process_email_from
 from serversync.ports import IncomingMailSession, IncomingMailTransport, PushHint, PushHintSource
 from serversync.settings import Timeouts
 
@@ -181,6 +182,7 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
                     endpoint,
                     login,
                     undeliverable_folder=_undeliverable_folder(mailbox, profile),
+                    list_arrival=process_email_from(mailbox, profile) is not None,
                 )
         except TimeoutError as exc:
             if isinstance(exc, SyncError):
@@ -218,6 +220,7 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
         credentials: Credentials,
         *,
         undeliverable_folder: str | None = None,
+        list_arrival: bool = True,
     ) -> _ImapSession:
         implicit = endpoint.tls is TlsMode.IMPLICIT
         port = endpoint.port or (993 if implicit else 143)
@@ -239,6 +242,7 @@ class ImapTransport(IncomingMailTransport, PushHintSource):
             stats=self.stats,
             header_batch_bytes=self._header_batch_bytes,
             undeliverable_folder=undeliverable_folder,
+            list_arrival=list_arrival,
         )
         try:
             await session.start(endpoint, credentials, context, sasl_plain=self._sasl_plain)
@@ -263,6 +267,19 @@ def _uid(ref: RemoteMessageRef) -> int:
         raise MessageRejectedError(
             f"{ref.remote_id!r} is not an IMAP UID (a reference from another transport?)"
         ) from exc
+
+
+# A whole message comes with its arrival time, which the listing may have left out.
+_MESSAGE_ITEMS: Final = "(UID INTERNALDATE BODY.PEEK[])"
+
+
+def _arrived(ref: RemoteMessageRef, item: FetchItem) -> RemoteMessageRef:
+    """``ref`` with the arrival time ``item`` tells, when the listing did not give one."""
+    if ref.received_at is not None:
+        return ref
+    date = item.attributes.get("INTERNALDATE")
+    received_at = parse_internaldate(date) if type(date) is bytes else None
+    return ref if received_at is None else attrs.evolve(ref, received_at=received_at)
 
 
 def _mailbox_argument(folder: str) -> str:
@@ -298,8 +315,17 @@ class _ImapSession(IncomingMailSession):
         stats: ImapStats,
         header_batch_bytes: int,
         undeliverable_folder: str | None = None,
+        list_arrival: bool = True,
     ) -> None:
         self._client = client
+        # INTERNALDATE in the listing only when Process Email From skips mail by it: asked
+        # of every listed message it cost Dovecot about a tenth of the header phase, while
+        # only the messages stored need it, and their body fetch brings it.
+        self._listing_items = (
+            "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])"
+            if list_arrival
+            else "(UID RFC822.SIZE BODY.PEEK[HEADER])"
+        )
         # "" stands for Undeliverable under the Inbox, named with the server's delimiter.
         self._undeliverable_folder = undeliverable_folder
         self._undeliverable_name: str | None = None
@@ -313,10 +339,10 @@ class _ImapSession(IncomingMailSession):
         # The UIDs a UID SEARCH of the selected folder found above a cursor: (folder,
         # UIDVALIDITY, the cursor's last UID, the UIDs), reused by the next listing.
         self._searched: tuple[str, int, int, list[int]] | None = None
-        # The header blocks the last listing fetched with the metadata, by (folder, UID):
+        # The header blocks the last listing fetched with the metadata, by (folder, UID text):
         # the engine asks for them next. One FETCH a batch instead of two saves a round
         # trip and a pass over the messages on the server.
-        self._listed_headers: dict[tuple[str, int], bytes] = {}
+        self._listed_headers: dict[tuple[str, str], RawHeaders] = {}
         self._broken = False
         self._closed = False
         self._counted_bytes = 0
@@ -574,9 +600,7 @@ class _ImapSession(IncomingMailSession):
         chosen = newer[:limit]
         more = len(newer) > limit
         self._listed_headers = {}  # nothing of an earlier listing is handed out after this one
-        details, self._listed_headers = await self._download(folder, uidvalidity, chosen)
-        # A message expunged between SEARCH and FETCH is simply gone.
-        listed = [details[uid] for uid in chosen if uid in details]
+        listed, self._listed_headers = await self._download(folder, uidvalidity, chosen)
         refs = tuple(ref for ref, _ in listed)
         checkpoints = tuple(checkpoint for _, checkpoint in listed)
         # HIGHESTMODSEQ describes the whole folder, so only a cursor past every message
@@ -663,16 +687,23 @@ class _ImapSession(IncomingMailSession):
 
     async def _download(
         self, folder: str, uidvalidity: int, uids: Sequence[int]
-    ) -> tuple[dict[int, _Listing], dict[tuple[str, int], bytes]]:
-        """Each message's reference (with arrival time and size), the cursor after it and
-        its header block; commands sized by the header budget (sizes are not known yet, so
-        each header block counts as the estimate)."""
+    ) -> tuple[list[_Listing], dict[tuple[str, str], RawHeaders]]:
+        """Each message's reference (with its size, and its arrival time when the listing
+        asks for it) and the cursor after it, in the order of ``uids``, and its header
+        block by (folder, remote id); commands sized by the header budget (sizes are not
+        known yet, so each header block counts as the estimate)."""
         details: dict[int, _Listing] = {}
-        headers: dict[tuple[str, int], bytes] = {}
+        # The listings in the order they came: the order of ``uids`` while the server
+        # answers in ascending UID order, as servers do.
+        arrived: list[_Listing] = []
+        ascending = True
+        last = 0
+        headers: dict[tuple[str, str], RawHeaders] = {}
         wanted = set(uids)
 
         def take(item: FetchItem) -> None:
             # Called as each response is parsed, while the rest of the download arrives.
+            nonlocal ascending, last
             uid = item.uid
             if uid is None or uid not in wanted:
                 return
@@ -688,9 +719,14 @@ class _ImapSession(IncomingMailSession):
                 received_at=parse_internaldate(date) if type(date) is bytes else None,
                 size=int(size) if type(size) is str and size.isdigit() else None,
             )
-            details[uid] = (ref, ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
+            listing = details[uid] = (ref, ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
+            if uid > last:
+                arrived.append(listing)
+                last = uid
+            else:
+                ascending = False  # out of order, or the same message again
             if type(header) is bytes:
-                headers[(folder, uid)] = header
+                headers[(folder, ref.remote_id)] = RawHeaders(ref=ref, data=header)
 
         per_command = max(
             1, min(self._header_batch_bytes // _HEADER_ESTIMATE, _MAX_UIDS_PER_COMMAND)
@@ -701,7 +737,7 @@ class _ImapSession(IncomingMailSession):
                 functools.partial(
                     self._client.uid_fetch,
                     uid_set(chunk),
-                    "(UID INTERNALDATE RFC822.SIZE BODY.PEEK[HEADER])",
+                    self._listing_items,
                     on_item=take,
                 ),
                 limit=self._timeouts.fetch,
@@ -712,7 +748,10 @@ class _ImapSession(IncomingMailSession):
                 # Parsed at the end rather than as it arrived: take them all (again).
                 for item in self._fetched(reply):
                     take(item)
-        return details, headers
+        if ascending and list(uids) == sorted(uids):
+            return arrived, headers
+        # A message expunged between SEARCH and FETCH is simply gone.
+        return [details[uid] for uid in uids if uid in details], headers
 
     # -- fetching -----------------------------------------------------------------------------
 
@@ -732,16 +771,17 @@ class _ImapSession(IncomingMailSession):
             yield batch
 
     async def fetch_headers(self, refs: Sequence[RemoteMessageRef]) -> Sequence[RawHeaders]:
-        found: dict[tuple[str, int], bytes] = {}
         listed = self._listed_headers
+        out: list[RawHeaders | None] = []
         missing: list[RemoteMessageRef] = []
         for ref in refs:
-            key = (ref.folder, _uid(ref))
-            header = listed.pop(key, None)
-            if header is not None:
-                found[key] = header
-            else:
+            raw = listed.pop((ref.folder, ref.remote_id), None)
+            if raw is None:
                 missing.append(ref)
+            elif raw.ref is not ref:
+                raw = RawHeaders(ref=ref, data=raw.data)
+            out.append(raw)
+        found: dict[tuple[str, int], bytes] = {}
         for folder, folder_refs in _by_folder(missing).items():
             await self._select(folder, refresh=False)
             for batch in self._header_batches(folder_refs):
@@ -760,17 +800,22 @@ class _ImapSession(IncomingMailSession):
                     data = item.data("BODY[HEADER]")
                     if uid is not None and uid in wanted and data is not None:
                         found[(folder, uid)] = data
-        self._stats.headers_fetched += len(found)
+        self._stats.headers_fetched += len(refs) - len(missing) + len(found)
         # A message expunged since it was listed comes back empty: the engine records it as
         # unreadable and moves on instead of failing the whole batch.
-        return [RawHeaders(ref=ref, data=found.get((ref.folder, _uid(ref)), b"")) for ref in refs]
+        return [
+            raw
+            if raw is not None
+            else RawHeaders(ref=ref, data=found.get((ref.folder, _uid(ref)), b""))
+            for ref, raw in zip(refs, out, strict=True)
+        ]
 
     async def fetch_message(self, ref: RemoteMessageRef) -> RawMessage:
         uid = _uid(ref)
         await self._select(ref.folder, refresh=False)
         reply = await self._run(
             "UID FETCH",
-            functools.partial(self._client.uid_fetch, str(uid), "(UID BODY.PEEK[])"),
+            functools.partial(self._client.uid_fetch, str(uid), _MESSAGE_ITEMS),
             limit=self._timeouts.fetch,
         )
         if not reply.ok:
@@ -779,7 +824,7 @@ class _ImapSession(IncomingMailSession):
             data = item.data("BODY[]")
             if item.uid == uid and data is not None:
                 self._stats.messages_fetched += 1
-                return RawMessage(ref=ref, data=data)
+                return RawMessage(ref=_arrived(ref, item), data=data)
         raise MessageRejectedError(
             f"message {uid} is no longer in folder {ref.folder!r}", mailbox_id=self._mailbox_id
         )
@@ -793,23 +838,22 @@ class _ImapSession(IncomingMailSession):
         await self._select(refs[0].folder, refresh=False)
         reply = await self._run(
             "UID FETCH",
-            functools.partial(
-                self._client.uid_fetch, ",".join(map(str, uids)), "(UID BODY.PEEK[])"
-            ),
+            functools.partial(self._client.uid_fetch, ",".join(map(str, uids)), _MESSAGE_ITEMS),
             limit=self._timeouts.fetch,
         )
         if not reply.ok:
             # Refused for one of them, perhaps: one at a time tells which.
             return await self._one_at_a_time(refs)
-        found: dict[int, bytes] = {}
+        found: dict[int, tuple[FetchItem, bytes]] = {}
         for item in self._fetched(reply):
             data = item.data("BODY[]")
             if item.uid is not None and data is not None:
-                found[item.uid] = data
+                found[item.uid] = (item, data)
         out: list[RawMessage | SyncError] = []
         for ref, uid in zip(refs, uids, strict=True):
             if uid in found:
-                out.append(RawMessage(ref=ref, data=found[uid]))
+                item, data = found[uid]
+                out.append(RawMessage(ref=_arrived(ref, item), data=data))
             else:
                 out.append(
                     MessageRejectedError(
