@@ -4,6 +4,7 @@ an "All email messages" queue tracks every message once, end to end."""
 from __future__ import annotations
 
 from collections import Counter
+from email.message import EmailMessage, Message
 from pathlib import Path
 
 import attrs
@@ -12,6 +13,7 @@ import pytest
 from serversync.errors import MalformedMessageError
 from serversync.mime import parse as mime_parse
 from serversync.mime import parse_headers, parse_message
+from serversync.mime._tree import message_tree
 from serversync.model import (
     DecisionReason,
     EmailDirection,
@@ -25,6 +27,7 @@ from serversync.model import (
 )
 from serversync.settings import Limits, SyncSettings
 from serversync.testing import InMemoryWorld
+from tests.unit.test_message_tree import COMPAT32_PARSER, DEFAULT_PARSER, shape
 
 CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus"
 
@@ -165,6 +168,8 @@ async def test_a_queue_accepting_all_email_tracks_the_corpus_once() -> None:
 def _general_path(data: bytes, monkeypatch: pytest.MonkeyPatch) -> ParsedMessage | str:
     with monkeypatch.context() as patched:
         patched.setattr(mime_parse, "_fast_message", lambda headers, data: None)
+        # The stdlib's own parser, not trees cut out by message_tree.
+        patched.setattr(mime_parse, "message_tree", lambda data, factory: None)
         try:
             return parse_message(data)
         except MalformedMessageError as exc:
@@ -183,3 +188,12 @@ def test_the_fast_lane_of_parse_message_gives_what_the_general_path_gives(
     fast = mime_parse._fast_message(headers, data)
     if fast is not None:  # None: it stepped aside for the general path
         assert fast == _general_path(data, monkeypatch)
+
+
+@pytest.mark.parametrize("path", FILES, ids=NAMES)
+def test_message_trees_are_the_feed_parsers_trees(path: Path) -> None:
+    data = path.read_bytes()
+    for factory, parser in ((Message, COMPAT32_PARSER), (EmailMessage, DEFAULT_PARSER)):
+        tree = message_tree(data, factory)
+        if tree is not None:  # None: the feed parser reads it
+            assert shape(tree) == shape(parser.parsebytes(data))

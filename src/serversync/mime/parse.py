@@ -28,6 +28,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 import attrs
 
 from serversync.errors import MalformedMessageError
+from serversync.mime._tree import header_fields, message_tree
 from serversync.model import (
     AttachmentInfo,
     EmailAddress,
@@ -89,10 +90,6 @@ class _Fields:
         return self.by_name.get(name, [])
 
 
-# A field's first line as the feed parser takes it: a name of printable ASCII but ":", then ":".
-_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
-
-
 def _split_fields(data: bytes) -> _Fields | None:
     """The fields of a plain header block: ASCII, CRLF line ends, every line a field or the
     continuation of one. ``None`` for anything else (the feed parser reads those)."""
@@ -104,26 +101,12 @@ def _split_fields(data: bytes) -> _Fields | None:
         text = head.decode("ascii")
     except UnicodeDecodeError:
         return None
-    lines = text.split("\r\n")[:-1]
-    if "\r" in text.replace("\r\n", "") or "\n" in text.replace("\r\n", ""):
+    fields = header_fields(text)
+    if fields is None:
         return None
     by_name: dict[str, list[object]] = {}
-    name = ""
-    parts: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            if not parts:
-                return None
-            parts.append(line)
-            continue
-        if _FIELD.match(line) is None:
-            return None
-        if parts:
-            by_name.setdefault(name.lower(), []).append("\r\n".join(parts))
-        name, _, value = line.partition(":")
-        parts = [value.lstrip(" \t")]
-    if parts:
-        by_name.setdefault(name.lower(), []).append("\r\n".join(parts))
+    for name, value in fields:
+        by_name.setdefault(name.lower(), []).append(value)
     return _Fields(by_name)
 
 
@@ -280,7 +263,7 @@ def parse_message(data: bytes) -> ParsedMessage:
     if fast is not None:
         return fast
     try:
-        msg = _FULL_PARSER.parsebytes(data)
+        msg = message_tree(data, EmailMessage) or _FULL_PARSER.parsebytes(data)
         assert isinstance(msg, EmailMessage)
         text_part = msg.get_body(preferencelist=("plain",))
         html_part = msg.get_body(preferencelist=("html",))
@@ -453,7 +436,7 @@ def _fast_text(part: Message) -> str:
 
 def _fast_message(headers: ParsedHeaders, data: bytes) -> ParsedMessage | None:
     try:
-        msg = _COMPAT_PARSER.parsebytes(data)
+        msg = message_tree(data, Message) or _COMPAT_PARSER.parsebytes(data)
         text_part = _find_body(msg, msg, "plain")
         html_part = _find_body(msg, msg, "html")
         attachments = _fast_attachments(msg)
