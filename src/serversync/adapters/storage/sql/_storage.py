@@ -125,6 +125,9 @@ ORDER_COUNTER = "order"
 # The statements of every poll, built once: building one costs more than running it on
 # SQLite. (Parameters an UPDATE or INSERT sets cannot take a column's name.)
 _PROFILE = select(profiles.c.data).where(profiles.c.id == bindparam("id"))
+# The columns come with the parameters: a statement built with .values(...) for each email
+# was almost half of the time of storing it on SQLite.
+_INSERT_ACTIVITY = insert(activities).returning(activities.c.seq)
 _MAILBOX = select(mailboxes.c.data).where(mailboxes.c.id == bindparam("id"))
 _WORKLOAD_STATE = select(workload_states.c.data).where(
     workload_states.c.mailbox_id == bindparam("mailbox_id"),
@@ -1047,9 +1050,7 @@ async def _save_mailbox(c: AsyncConnection, mailbox: Mailbox) -> None:
 
 
 async def _insert_activity(c: AsyncConnection, activity: EmailActivity) -> int:
-    seq = await c.scalar(
-        insert(activities).values(**activity_columns(activity)).returning(activities.c.seq)
-    )
+    seq = await c.scalar(_INSERT_ACTIVITY, activity_columns(activity))
     assert seq is not None
     await _insert_addresses(c, seq, party_addresses(activity))
     return int(seq)
