@@ -300,10 +300,6 @@ def _chunks(uids: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(uids[start : start + size])
 
 
-_Listing = tuple[RemoteMessageRef, ImapCheckpoint]
-"""A listed message's reference and the cursor after it."""
-
-
 @final
 class _ImapSession(IncomingMailSession):
     def __init__(
@@ -600,9 +596,7 @@ class _ImapSession(IncomingMailSession):
         chosen = newer[:limit]
         more = len(newer) > limit
         self._listed_headers = {}  # nothing of an earlier listing is handed out after this one
-        listed, self._listed_headers = await self._download(folder, uidvalidity, chosen)
-        refs = tuple(ref for ref, _ in listed)
-        checkpoints = tuple(checkpoint for _, checkpoint in listed)
+        refs, checkpoints, self._listed_headers = await self._download(folder, uidvalidity, chosen)
         # HIGHESTMODSEQ describes the whole folder, so only a cursor past every message
         # listed at SELECT time may carry it.
         end = ImapCheckpoint(
@@ -687,15 +681,20 @@ class _ImapSession(IncomingMailSession):
 
     async def _download(
         self, folder: str, uidvalidity: int, uids: Sequence[int]
-    ) -> tuple[list[_Listing], dict[tuple[str, str], RawHeaders]]:
+    ) -> tuple[
+        tuple[RemoteMessageRef, ...],
+        tuple[ImapCheckpoint, ...],
+        dict[tuple[str, str], RawHeaders],
+    ]:
         """Each message's reference (with its size, and its arrival time when the listing
         asks for it) and the cursor after it, in the order of ``uids``, and its header
         block by (folder, remote id); commands sized by the header budget (sizes are not
         known yet, so each header block counts as the estimate)."""
-        details: dict[int, _Listing] = {}
         # The listings in the order they came: the order of ``uids`` while the server
-        # answers in ascending UID order, as servers do.
-        arrived: list[_Listing] = []
+        # answers in ascending UID order, as servers do. Two lists rather than pairs: every
+        # object kept to the end of a download makes the garbage collector's passes longer.
+        refs: list[RemoteMessageRef] = []
+        cursors: list[ImapCheckpoint] = []
         ascending = True
         last = 0
         headers: dict[tuple[str, str], RawHeaders] = {}
@@ -719,9 +718,9 @@ class _ImapSession(IncomingMailSession):
                 received_at=parse_internaldate(date) if type(date) is bytes else None,
                 size=int(size) if type(size) is str and size.isdigit() else None,
             )
-            listing = details[uid] = (ref, ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
+            refs.append(ref)
+            cursors.append(ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
             if uid > last:
-                arrived.append(listing)
                 last = uid
             else:
                 ascending = False  # out of order, or the same message again
@@ -748,10 +747,14 @@ class _ImapSession(IncomingMailSession):
                 # Parsed at the end rather than as it arrived: take them all (again).
                 for item in self._fetched(reply):
                     take(item)
-        if ascending and list(uids) == sorted(uids):
-            return arrived, headers
-        # A message expunged between SEARCH and FETCH is simply gone.
-        return [details[uid] for uid in uids if uid in details], headers
+        if not ascending or list(uids) != sorted(uids):
+            # In the order of ``uids``, each message once (the last it was taken).
+            pairs = zip(refs, cursors, strict=True)
+            details = {int(ref.remote_id): (ref, cursor) for ref, cursor in pairs}
+            # A message expunged between SEARCH and FETCH is simply gone.
+            listed = [details[uid] for uid in uids if uid in details]
+            refs, cursors = [ref for ref, _ in listed], [cursor for _, cursor in listed]
+        return tuple(refs), tuple(cursors), headers
 
     # -- fetching -----------------------------------------------------------------------------
 
