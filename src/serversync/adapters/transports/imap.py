@@ -277,8 +277,7 @@ def _arrived(ref: RemoteMessageRef, item: FetchItem) -> RemoteMessageRef:
     """``ref`` with the arrival time ``item`` tells, when the listing did not give one."""
     if ref.received_at is not None:
         return ref
-    date = item.attributes.get("INTERNALDATE")
-    received_at = parse_internaldate(date) if type(date) is bytes else None
+    received_at = parse_internaldate(item.data("INTERNALDATE"))
     return ref if received_at is None else attrs.evolve(ref, received_at=received_at)
 
 
@@ -706,17 +705,11 @@ class _ImapSession(IncomingMailSession):
             uid = item.uid
             if uid is None or uid not in wanted:
                 return
-            attributes = item.attributes
-            date, size, header = (
-                attributes.get("INTERNALDATE"),
-                attributes.get("RFC822.SIZE"),
-                attributes.get("BODY[HEADER]"),
-            )
             ref = RemoteMessageRef(
                 folder=folder,
                 remote_id=str(uid),
-                received_at=parse_internaldate(date) if type(date) is bytes else None,
-                size=int(size) if type(size) is str and size.isdigit() else None,
+                received_at=parse_internaldate(item.data("INTERNALDATE")),
+                size=item.number("RFC822.SIZE"),
             )
             refs.append(ref)
             cursors.append(ImapCheckpoint(uidvalidity=uidvalidity, last_uid=uid))
@@ -724,7 +717,8 @@ class _ImapSession(IncomingMailSession):
                 last = uid
             else:
                 ascending = False  # out of order, or the same message again
-            if type(header) is bytes:
+            header = item.data("BODY[HEADER]")
+            if header is not None:
                 headers[(folder, ref.remote_id)] = RawHeaders(ref=ref, data=header)
 
         per_command = max(
