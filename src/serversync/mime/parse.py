@@ -97,11 +97,8 @@ def _split_fields(data: bytes) -> _Fields | None:
     head = data[: end + 2] if end >= 0 else data
     if not head.endswith(b"\r\n"):
         return None
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    fields = header_fields(text)
+    # 8-bit bytes become surrogates, which header_fields refuses as it refuses all non-ASCII.
+    fields = header_fields(head.decode("ascii", "surrogateescape"))
     if fields is None:
         return None
     by_name: dict[str, list[object]] = {}
