@@ -400,7 +400,7 @@ async def test_a_call_past_its_deadline_times_out_and_ends_the_session(ews: EwsT
         assert time.monotonic() - started < 1.5, "the deadline, not the server, ends the wait"
         with pytest.raises(ConnectionFailedError, match="interrupted"):
             await session.list_folders()
-    # The stray call ends with its socket timeout (the deadline) and the thread with it.
+    # The stray call ends with its socket timeout (a second past the deadline), the thread with it.
     for thread in ews_threads():
         thread.join(timeout=5)
     assert ews_threads() == []

@@ -2,10 +2,11 @@
 and the one worker thread every call runs in.
 
 exchangelib blocks, so each call runs in the connection's worker thread, one at a time and in
-order, under a deadline from :class:`~serversync.settings.Timeouts`; the same deadline is
-exchangelib's socket timeout for that call. A call that misses its deadline, or is cancelled,
-goes on in its thread until that socket timeout: the connection then refuses further calls,
-and closes its HTTP sessions in the same thread once the stray call has returned.
+order, under a deadline from :class:`~serversync.settings.Timeouts`; exchangelib's socket
+timeout for that call is the same deadline plus a second, so the deadline is what the caller
+sees. A call that misses its deadline, or is cancelled, goes on in its thread until that
+socket timeout: the connection then refuses further calls, and closes its HTTP sessions in
+the same thread once the stray call has returned.
 
 exchangelib keeps protocols (HTTP sessions, TLS settings) in a process-wide cache keyed by
 endpoint and credentials, and configures TLS through class attributes. A connection instead
@@ -100,6 +101,8 @@ READ_CHUNK: Final = 64 * 1024
 _REQUEST_VERSION: Final = EXCHANGE_2013_SP1
 _OPERATION = re.compile(rb"<s:Body><m:(\w+)")
 _FOLDER_FIELDS: Final = ("name", "parent_folder_id", "folder_class")
+# How much longer than a call's deadline its socket may wait (see _run_in_thread).
+_SOCKET_GRACE_SECONDS: Final = 1.0
 
 
 def ews_url(endpoint: ServerEndpoint, *, mailbox_id: str | None = None) -> str:
@@ -412,8 +415,10 @@ class EwsConnection:
 
     def _run_in_thread(self, what: str, call: Callable[[], T], seconds: float, item: bool) -> T:
         if self._protocol is not None:
-            # exchangelib's socket timeout for this call: a stray thread ends with it.
-            self._protocol.TIMEOUT = seconds
+            # exchangelib's socket timeout for this call: a stray thread ends with it. The
+            # grace lets the caller's deadline fire first even on a busy event loop, so a call
+            # still running at the deadline always ends the session, whichever side times out.
+            self._protocol.TIMEOUT = seconds + _SOCKET_GRACE_SECONDS
         try:
             return call()
         except Exception as exc:
@@ -449,8 +454,8 @@ class EwsConnection:
                 return await future
         except TimeoutError as exc:
             if future.done() and not future.cancelled():
-                # The call ended as the deadline passed (its socket timeout is the same
-                # deadline): its own outcome, already translated, is the answer.
+                # The call ended as the deadline passed (the event loop was late to notice):
+                # its own outcome, already translated, is the answer.
                 error = future.exception()
                 if error is None:
                     return future.result()
