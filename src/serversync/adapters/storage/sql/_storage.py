@@ -938,8 +938,7 @@ class SqlStorage(SqlExchangeMappings):
             func.count(quarantine.c.next_attempt_at),
             func.min(quarantine.c.next_attempt_at),
         ).where(quarantine.c.mailbox_id == mailbox_id)
-        async with self._engine.connect() as c:
-            total, waiting, earliest = (await c.execute(query)).one()
+        [(total, waiting, earliest)] = await self._db.read(lambda c: _rows(c, query))
         return QuarantineCount(
             waiting=waiting,
             given_up=total - waiting,
