@@ -8,11 +8,15 @@ import asyncio
 import contextlib
 import gc
 import random
+import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from serversync.adapters.storage.sql._database import PG_COMMAND_TIMEOUT, url_with_driver
 from serversync.sql import SqlStorage
 from tests.conftest import Postgres
 
@@ -82,3 +86,54 @@ async def test_a_lease_released_after_its_renewal_was_cancelled_stays_released(
         await storage.aclose()
 
     assert problems == [], "\n".join(problems)
+
+
+async def test_a_call_abandoned_on_a_lock_it_never_gets_ends_with_the_statement_timeout(
+    postgres: Postgres,
+) -> None:
+    """An abandoned call runs to its end and the store waits for it on close; a statement
+    stuck on a lock held elsewhere ends at asyncpg's command timeout, not when the lock goes."""
+    url = postgres.fresh_database()
+    holder = create_async_engine(url_with_driver(url))
+    storage = await SqlStorage.open(url, connect_args={"command_timeout": 0.5})
+    try:
+        async with holder.begin() as other:
+            await other.execute(text("LOCK TABLE serversync_leases IN ACCESS EXCLUSIVE MODE"))
+            now = datetime.now(UTC)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await storage.try_acquire_lease(
+                        "mailbox-1/incoming", owner="e", now=now, until=now + HOUR
+                    )
+            started = time.monotonic()
+            await asyncio.wait_for(storage.aclose(), timeout=10)
+            closed_after = time.monotonic() - started
+            # The lock is still held here: the abandoned call did not wait for it.
+            locks = await other.scalar(
+                text("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock'")
+            )
+    finally:
+        await storage.aclose()
+        await holder.dispose()
+
+    assert closed_after < 5, f"closing waited {closed_after:.1f} s for the abandoned call"
+    assert locks == 1, "the other connection's table lock"
+
+
+async def test_postgres_statements_have_a_command_timeout_unless_the_host_sets_one(
+    postgres: Postgres,
+) -> None:
+    async def command_timeout(**options: Any) -> float | None:
+        storage = await SqlStorage.open(postgres.fresh_database(), **options)
+        try:
+            async with storage.engine.connect() as connection:
+                raw = await connection.get_raw_connection()
+                driver: Any = raw.driver_connection
+                # asyncpg keeps it in its connection's configuration only.
+                return cast(float | None, driver._config.command_timeout)
+        finally:
+            await storage.aclose()
+
+    assert await command_timeout() == PG_COMMAND_TIMEOUT
+    assert await command_timeout(connect_args={"command_timeout": 7}) == 7
+    assert await command_timeout(connect_args={"command_timeout": None}) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from alembic import command
@@ -13,7 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from serversync.errors import ConfigurationError
 
-__all__ = ["connect", "current_revision", "head_revision", "upgrade", "url_with_driver"]
+__all__ = [
+    "PG_COMMAND_TIMEOUT",
+    "configure_sqlite_connection",
+    "connect",
+    "current_revision",
+    "head_revision",
+    "upgrade",
+    "url_with_driver",
+]
 
 VERSION_TABLE = "serversync_schema_version"
 
@@ -23,6 +33,16 @@ _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 # Serialises schema upgrades of several processes starting at once on one PostgreSQL.
 _UPGRADE_LOCK = 0x5E5E_5C01
+
+# How long a SQLite writer waits for another connection's lock.
+_SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WAL_RETRY_PAUSE = 0.005
+
+# asyncpg waits for a statement's answer for ever unless told otherwise. A call the engine
+# abandoned at its storage deadline runs to its end, and the calls after it wait for it, so a
+# statement stuck on a lock or on a server that stopped answering would hold them all. Five
+# minutes is far past any statement serversync makes, schema upgrades included.
+PG_COMMAND_TIMEOUT = 300.0
 
 
 def url_with_driver(url: str) -> str:
@@ -35,8 +55,17 @@ def url_with_driver(url: str) -> str:
 
 
 def connect(url: str, **engine_options: Any) -> AsyncEngine:
-    """An engine for ``url``; no connection is made yet."""
-    engine = create_async_engine(url_with_driver(url), **engine_options)
+    """An engine for ``url``; no connection is made yet.
+
+    On PostgreSQL a statement gets :data:`PG_COMMAND_TIMEOUT` seconds unless
+    ``connect_args`` names another ``command_timeout`` (``None`` for no limit).
+    """
+    url = url_with_driver(url)
+    if make_url(url).get_backend_name() == "postgresql":
+        connect_args = {"command_timeout": PG_COMMAND_TIMEOUT}
+        connect_args.update(engine_options.get("connect_args", {}))
+        engine_options = {**engine_options, "connect_args": connect_args}
+    engine = create_async_engine(url, **engine_options)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -45,21 +74,44 @@ def connect(url: str, **engine_options: Any) -> AsyncEngine:
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, issue BEGIN (so it can be BEGIN IMMEDIATE below).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        # WAL lets readers go on while one writer writes; busy_timeout makes a writer wait
-        # for the lock (another process, another connection) instead of failing at once.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+        configure_sqlite_connection(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # Every transaction takes the write lock up front: a read-then-write transaction
         # (a claim, an upsert) can then never fail half-way on a lock upgrade.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def configure_sqlite_connection(dbapi_connection: Any) -> None:
+    """Set up a new SQLite connection (either driver) the way every serversync store uses it."""
+    # serversync, not the driver, issues BEGIN (deferred, or IMMEDIATE for writes).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout makes a writer wait for the lock (another process, another
+        # connection) instead of failing at once; WAL lets readers go on while one writes.
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor)
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    # Turning a new file to WAL takes an exclusive lock without SQLite's busy handler: of
+    # several connections opening a new file at once, all but one may get "database is
+    # locked" straight away. The switch happens once in a file's life, so retrying briefly
+    # settles it (on aiosqlite this sleeps in the event loop's thread, only in that race).
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(_WAL_RETRY_PAUSE)
 
 
 def _alembic_config(connection: Connection) -> Config:

@@ -35,6 +35,8 @@ from sqlalchemy import Connection, create_engine, event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from serversync.adapters.storage.sql._database import configure_sqlite_connection
+
 __all__ = ["Operation", "Transactions"]
 
 logger = logging.getLogger(__name__)
@@ -249,15 +251,7 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 def _configure(dbapi_connection: Any, _record: Any) -> None:
-    # serversync, not the driver, issues BEGIN (deferred or IMMEDIATE, see above).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers go on while one writer writes; busy_timeout makes a writer wait for
-    # the lock (another process, another engine) instead of failing at once.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+    configure_sqlite_connection(dbapi_connection)
 
 
 def _drive(coroutine: Awaitable[_T]) -> _T:
