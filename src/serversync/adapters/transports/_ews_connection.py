@@ -415,9 +415,10 @@ class EwsConnection:
 
     def _run_in_thread(self, what: str, call: Callable[[], T], seconds: float, item: bool) -> T:
         if self._protocol is not None:
-            # exchangelib's socket timeout for this call: a stray thread ends with it. The
-            # grace lets the caller's deadline fire first even on a busy event loop, so a call
-            # still running at the deadline always ends the session, whichever side times out.
+            # exchangelib's socket timeout for this call: a stray thread ends with it. This
+            # thread may send its request before the event loop starts the deadline, and a
+            # busy loop notices the deadline late; the grace lets the deadline fire first, so
+            # a call still running at it ends the session.
             self._protocol.TIMEOUT = seconds + _SOCKET_GRACE_SECONDS
         try:
             return call()
