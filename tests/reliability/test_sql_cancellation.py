@@ -110,7 +110,13 @@ async def test_a_call_abandoned_on_a_lock_it_never_gets_ends_with_the_statement_
             closed_after = time.monotonic() - started
             # The lock is still held here: the abandoned call did not wait for it.
             locks = await other.scalar(
-                text("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock'")
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE granted"
+                    " AND mode = 'AccessExclusiveLock'"
+                    " AND relation = 'serversync_leases'::regclass"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
+                )
             )
     finally:
         await storage.aclose()
