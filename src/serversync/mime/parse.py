@@ -260,7 +260,10 @@ def parse_message(data: bytes) -> ParsedMessage:
     if fast is not None:
         return fast
     try:
-        msg = message_tree(data, EmailMessage) or _FULL_PARSER.parsebytes(data)
+        # Not `or`: a message's truth is its number of headers.
+        msg = message_tree(data, EmailMessage)
+        if msg is None:
+            msg = _FULL_PARSER.parsebytes(data)
         assert isinstance(msg, EmailMessage)
         text_part = msg.get_body(preferencelist=("plain",))
         html_part = msg.get_body(preferencelist=("html",))
@@ -433,7 +436,9 @@ def _fast_text(part: Message) -> str:
 
 def _fast_message(headers: ParsedHeaders, data: bytes) -> ParsedMessage | None:
     try:
-        msg = message_tree(data, Message) or _COMPAT_PARSER.parsebytes(data)
+        msg = message_tree(data, Message)
+        if msg is None:
+            msg = _COMPAT_PARSER.parsebytes(data)
         text_part = _find_body(msg, msg, "plain")
         html_part = _find_body(msg, msg, "html")
         attachments = _fast_attachments(msg)
