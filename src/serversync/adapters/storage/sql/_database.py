@@ -72,9 +72,7 @@ def connect(url: str, **engine_options: Any) -> AsyncEngine:
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        configure_sqlite_connection(dbapi_connection)
+    event.listen(engine.sync_engine, "connect", configure_sqlite_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
@@ -83,8 +81,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def configure_sqlite_connection(dbapi_connection: Any) -> None:
-    """Set up a new SQLite connection (either driver) the way every serversync store uses it."""
+def configure_sqlite_connection(dbapi_connection: Any, _record: Any = None) -> None:
+    """Set up a new SQLite connection (either driver) the way every serversync store uses
+    it; a listener of SQLAlchemy's ``connect`` event."""
     # serversync, not the driver, issues BEGIN (deferred, or IMMEDIATE for writes).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()

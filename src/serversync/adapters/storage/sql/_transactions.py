@@ -135,7 +135,7 @@ class _SqliteThread:
 
     def __init__(self, url: str) -> None:
         self._engine = create_engine(url, pool_size=1, max_overflow=0)
-        event.listen(self._engine, "connect", _configure)
+        event.listen(self._engine, "connect", configure_sqlite_connection)
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -248,10 +248,6 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_exception(error)
     else:
         future.set_result(result)
-
-
-def _configure(dbapi_connection: Any, _record: Any) -> None:
-    configure_sqlite_connection(dbapi_connection)
 
 
 def _drive(coroutine: Awaitable[_T]) -> _T:
